@@ -1,0 +1,96 @@
+"""Every setting of the playrecall pipeline, in one place.
+
+Runners choose where things go (paths, engines); everything about *what* the pipeline does is
+here. A JSON file can override any field: `PipelineConfig.from_json_file(path)`, or the
+PLAYRECALL_CONFIG environment variable read by the runners.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict, Optional, Tuple
+
+PIPELINE_NAME = 'playrecall'
+CONFIG_ENV = 'PLAYRECALL_CONFIG'
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestConfig:
+  """PlayLogExampleGen: how play logs become history -> target examples."""
+  input_format: str = 'csv'  # csv | jsonl | parquet (gzip allowed)
+  column_mapping: str = 'canonical'  # a shipped mapping's name, or a JSON object
+  history_length: int = 50
+  pos_threshold: float = 0.8
+  neg_threshold: float = 0.3
+  eval_plays_per_user: int = 2  # each user's last plays form the eval split
+  max_bad_fraction: float = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class VocabularyConfig:
+  """Transform: which items get their own id (the rest share the OOV bucket)."""
+  item_min_count: int = 1
+  item_vocab_size: Optional[int] = None  # None keeps every item seen item_min_count times
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Trainer: hyper-parameters (trainer/hparams.py field names) and step counts."""
+  hparams: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  train_steps: int = 2000
+  eval_steps: int = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class GateConfig:
+  """Evaluator: POS@N must clear pos_floor, NEG@N must stay under neg_ceiling, and neither may
+  be worse than the baseline model by more than its tolerance (absolute, in hit-rate units)."""
+  ns: Tuple[int, ...] = (10, 50, 100)
+  gate_n: int = 50
+  pos_floor: float = 0.02
+  pos_tolerance: float = 0.01
+  neg_ceiling: float = 0.5
+  neg_tolerance: float = 0.02
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+  pipeline_name: str = PIPELINE_NAME
+  ingest: IngestConfig = IngestConfig()
+  vocabulary: VocabularyConfig = VocabularyConfig()
+  train: TrainConfig = TrainConfig()
+  gate: GateConfig = GateConfig()
+
+  @classmethod
+  def from_dict(cls, values: Dict[str, Any]) -> 'PipelineConfig':
+    return _dataclass_from_dict(cls, values, 'config')
+
+  @classmethod
+  def from_json_file(cls, path: str) -> 'PipelineConfig':
+    with open(path) as f:
+      return cls.from_dict(json.load(f))
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+def load_config() -> PipelineConfig:
+  """The defaults, overridden by the JSON file named in $PLAYRECALL_CONFIG when it is set."""
+  path = os.environ.get(CONFIG_ENV)
+  return PipelineConfig.from_json_file(path) if path else PipelineConfig()
+
+
+def _dataclass_from_dict(cls, values: Dict[str, Any], where: str):
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - set(fields))
+  if unknown:
+    raise ValueError(f'{where}: unknown settings {unknown}; known: {sorted(fields)}')
+  kwargs = {}
+  for name, value in values.items():
+    field_type = fields[name].type
+    if dataclasses.is_dataclass(field_type) and isinstance(value, dict):
+      value = _dataclass_from_dict(field_type, value, f'{where}.{name}')
+    elif name == 'ns':
+      value = tuple(value)
+    kwargs[name] = value
+  return cls(**kwargs)

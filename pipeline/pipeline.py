@@ -1,0 +1,111 @@
+"""The playrecall pipeline: play logs -> examples -> vocabularies -> model -> gate -> serving.
+
+create_pipeline knows no paths and no engine: the runners (local_runner.py, beam_runner.py,
+kubeflow_runner.py) choose where things go and which orchestrator runs it.
+"""
+
+import dataclasses
+from typing import List, Optional
+
+from tfx import v1 as tfx
+from ml_metadata.proto import metadata_store_pb2
+
+from components.play_log_example_gen.component import PlayLogExampleGen
+from evaluation import eval_config as eval_config_lib
+from pipeline import configs
+
+PREPROCESSING_FN = 'transform.preprocessing.preprocessing_fn'
+RUN_FN = 'trainer.run.run_fn'
+BASELINES = ('resolver', 'pushed_model')
+
+
+def create_pipeline(
+    *,
+    pipeline_name: str,
+    pipeline_root: str,
+    data_root: str,
+    serving_model_dir: str,
+    config: configs.PipelineConfig,
+    baseline: str = 'resolver',
+    beam_pipeline_args: Optional[List[str]] = None,
+    metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
+    enable_cache: bool = True,
+) -> tfx.dsl.Pipeline:
+  """Builds the pipeline.
+
+  Args:
+    pipeline_name: the name runs are recorded under.
+    pipeline_root: where every component writes its outputs.
+    data_root: the directory (or glob) of play-log files.
+    serving_model_dir: the TF Serving model directory Pusher writes numbered versions into.
+    config: every setting of the pipeline (pipeline/configs.py).
+    baseline: how the Evaluator finds the model to compare against: 'resolver' (the latest
+      blessed model in MLMD; local and Beam runners) or 'pushed_model' (the newest version in
+      serving_model_dir; for Kubeflow Pipelines v2, which cannot run a Resolver).
+    beam_pipeline_args: passed to every Beam-based component.
+    metadata_connection_config: the MLMD store (None: the orchestrator's default).
+    enable_cache: reuse outputs of unchanged components from MLMD.
+  """
+  if baseline not in BASELINES:
+    raise ValueError(f'baseline={baseline!r}; choose one of {list(BASELINES)}')
+  ingest = config.ingest
+  example_gen = PlayLogExampleGen(
+      input_base=data_root,
+      input_format=ingest.input_format,
+      column_mapping=ingest.column_mapping,
+      history_length=ingest.history_length,
+      pos_threshold=ingest.pos_threshold,
+      neg_threshold=ingest.neg_threshold,
+      eval_plays_per_user=ingest.eval_plays_per_user,
+      max_bad_fraction=ingest.max_bad_fraction)
+  statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
+  schema_gen = tfx.components.SchemaGen(
+      statistics=statistics_gen.outputs['statistics'], infer_feature_shape=True)
+  example_validator = tfx.components.ExampleValidator(
+      statistics=statistics_gen.outputs['statistics'], schema=schema_gen.outputs['schema'])
+  transform = tfx.components.Transform(
+      examples=example_gen.outputs['examples'],
+      schema=schema_gen.outputs['schema'],
+      preprocessing_fn=PREPROCESSING_FN,
+      custom_config=dataclasses.asdict(config.vocabulary))
+  hparams = dict(config.train.hparams, history_length=ingest.history_length,
+                 pos_threshold=ingest.pos_threshold)
+  trainer = tfx.components.Trainer(
+      run_fn=RUN_FN,
+      examples=transform.outputs['transformed_examples'],
+      transform_graph=transform.outputs['transform_graph'],
+      schema=schema_gen.outputs['schema'],
+      train_args=tfx.proto.TrainArgs(num_steps=config.train.train_steps),
+      eval_args=tfx.proto.EvalArgs(num_steps=config.train.eval_steps),
+      custom_config={'hparams': hparams})
+  baseline_node = _baseline_model(baseline, serving_model_dir)
+  evaluator = tfx.components.Evaluator(
+      # The exported model takes raw tf.Examples (Transform's graph is inside it).
+      examples=example_gen.outputs['examples'],
+      model=trainer.outputs['model'],
+      baseline_model=baseline_node.outputs['model'],
+      eval_config=eval_config_lib.make_eval_config(config.gate))
+  pusher = tfx.components.Pusher(
+      model=trainer.outputs['model'],
+      model_blessing=evaluator.outputs['blessing'],
+      push_destination=tfx.proto.PushDestination(
+          filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)))
+
+  return tfx.dsl.Pipeline(
+      pipeline_name=pipeline_name,
+      pipeline_root=pipeline_root,
+      components=[example_gen, statistics_gen, schema_gen, example_validator, transform,
+                  trainer, baseline_node, evaluator, pusher],
+      enable_cache=enable_cache,
+      metadata_connection_config=metadata_connection_config,
+      beam_pipeline_args=beam_pipeline_args or [])
+
+
+def _baseline_model(baseline: str, serving_model_dir: str):
+  if baseline == 'resolver':
+    return tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id('latest_blessed_model_resolver')
+  raise NotImplementedError('pushed_model baseline: wired in with its component')

@@ -1,0 +1,19 @@
+"""playrecall: a TFX pipeline that trains and ships a skip-aware deep-recall model for music.
+
+Dependencies are pinned in requirements/lock.txt and installed with
+`pip install --no-deps --ignore-requires-python -r requirements/lock.txt` (see the Makefile):
+tfx 1.16.0 declares Requires-Python <3.11 but runs on 3.11, so no resolver may see it.
+"""
+
+import setuptools
+
+setuptools.setup(
+    name='playrecall',
+    version='0.1.0',
+    description='Feedback-aware deep-recall (DeepMatch) TFX pipeline for music recommendation',
+    python_requires='>=3.10,<3.12',
+    packages=setuptools.find_packages(
+        include=['pipeline', 'components', 'components.*', 'transform', 'trainer', 'evaluation',
+                 'datagen', 'benchmarks']),
+    install_requires=[],
+)

@@ -1,0 +1,74 @@
+"""Feature names and shared constants: the contract between ExampleGen, Transform, trainer and export.
+
+Raw features are what PlayLogExampleGen writes (one tf.Example per target play). Transformed
+features carry the `_xf` suffix, as in TFX's own templates.
+"""
+
+# --- Raw tf.Example features written by PlayLogExampleGen -------------------------------------
+USER_ID = 'user_id'  # bytes, scalar
+TS = 'ts'  # int64, scalar: epoch ms of the target play
+
+# The previous plays of the user, oldest first, at most `history_length` of them.
+HISTORY_ITEM_ID = 'history_item_id'  # bytes, variable length
+HISTORY_PLAY_RATE = 'history_play_rate'  # float, variable length, in [0, 1]
+HISTORY_INTENT = 'history_intent'  # bytes, variable length
+
+# The target play.
+ITEM_ID = 'item_id'  # bytes, scalar
+PLAY_RATE = 'play_rate'  # float, scalar, in [0, 1]
+INTENT = 'intent'  # bytes, scalar
+LABEL = 'label'  # int64, scalar: one of the LABEL_* values below
+
+LABEL_POSITIVE = 1  # play_rate >= pos_threshold: trained with the sampled softmax
+LABEL_NEGATIVE = 0  # play_rate <= neg_threshold: trained with the sigmoid loss, label 0
+LABEL_NEITHER = -1  # in between: context only, in no loss and no metric
+
+HISTORY_FEATURES = (HISTORY_ITEM_ID, HISTORY_PLAY_RATE, HISTORY_INTENT)
+# What a serving request carries: the history only.
+SERVING_FEATURES = HISTORY_FEATURES
+
+INTENTS = ('on_demand', 'genre_request', 'recommend')
+DEFAULT_INTENT = 'on_demand'
+# Play rate given to every row of a log that has no play rate at all (as the original system did).
+DEFAULT_PLAY_RATE = 0.99
+
+# --- Transform ---------------------------------------------------------------------------------
+# Vocabulary files written by Transform, ordered by descending frequency. The *_counts files
+# hold "count item" per line, which the trainer's fixed_unigram sampler needs.
+ITEM_VOCAB = 'item_id'
+ITEM_VOCAB_COUNTS = 'item_id_counts'
+INTENT_VOCAB = 'intent'
+# Items and intents never seen in training map to one out-of-vocabulary bucket, placed right
+# after the vocabulary: ids 0..V-1 are the vocabulary by frequency rank, id V is OOV.
+NUM_OOV_BUCKETS = 1
+
+
+def transformed_name(key: str) -> str:
+  return key + '_xf'
+
+
+# Transformed features (the trainer's input): item and intent ids, clipped play rates.
+HISTORY_ITEM_XF = transformed_name(HISTORY_ITEM_ID)  # int64, variable length
+HISTORY_PLAY_RATE_XF = transformed_name(HISTORY_PLAY_RATE)  # float, variable length
+HISTORY_INTENT_XF = transformed_name(HISTORY_INTENT)  # int64, variable length
+ITEM_XF = transformed_name(ITEM_ID)  # int64, scalar
+PLAY_RATE_XF = transformed_name(PLAY_RATE)  # float, scalar
+INTENT_XF = transformed_name(INTENT)  # int64, scalar
+# LABEL passes through Transform unchanged.
+
+# Dense padded batch built by the trainer's input function from the transformed features.
+# History tensors are [batch, history_length], real positions first, padding (id 0, rate 0) after.
+HISTORY_LENGTH = 'history_length'  # int64 [batch]: number of real positions
+
+# --- Exported SavedModel ----------------------------------------------------------------------
+# Every signature takes one input: serialized tf.Examples with the raw features.
+SIGNATURE_INPUT = 'examples'
+SERVING_SIGNATURE = 'serving_default'  # history -> top-K item ids and scores
+TOP_ITEM_IDS = 'item_ids'  # bytes [batch, K]
+TOP_SCORES = 'scores'  # float [batch, K]
+USER_VECTOR_SIGNATURE = 'user_vector'  # history -> user vector
+USER_VECTOR = 'user_vector'  # float [batch, H]
+# Used by the Evaluator: history + target -> exact rank of the target item among the whole
+# vocabulary (0 = best; OOV targets get rank V, so they never count as a hit).
+TARGET_RANK_SIGNATURE = 'target_rank'
+TARGET_RANK = 'target_rank'  # int64 [batch]

@@ -1,0 +1,70 @@
+"""Transform's preprocessing_fn: item and intent vocabularies and play-rate features."""
+
+from typing import Any, Dict, Optional
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from transform import features
+
+# Items seen fewer times than this in training map to the OOV bucket; bounds the catalogue the
+# model has to score and keeps one-off ids (often logging noise) out of the vocabulary.
+DEFAULT_ITEM_MIN_COUNT = 1
+
+
+def preprocessing_fn(inputs: Dict[str, Any],
+                     custom_config: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+  """Maps raw play-history examples to item ids, intent ids and clipped play rates.
+
+  The item vocabulary counts each play once: every play is the target of exactly one example,
+  so counting target items gives true play frequencies (counting history items would weigh
+  each play by how many later histories it sits in).
+
+  Args:
+    inputs: raw features as PlayLogExampleGen writes them (history features are sparse).
+    custom_config: optional {'item_min_count': int, 'item_vocab_size': int}.
+
+  Returns:
+    The transformed features named in features.py.
+  """
+  config = custom_config or {}
+  min_count = config.get('item_min_count', DEFAULT_ITEM_MIN_COUNT)
+  top_k = config.get('item_vocab_size')
+
+  target_items = inputs[features.ITEM_ID]
+  item_vocab = tft.vocabulary(
+      target_items, top_k=top_k, frequency_threshold=min_count,
+      vocab_filename=features.ITEM_VOCAB)
+  # The same ordering with counts, for the fixed_unigram sampler. Both files are ordered by
+  # (count, item) descending, so line i of one is line i of the other.
+  tft.vocabulary(
+      target_items, top_k=top_k, frequency_threshold=min_count, store_frequency=True,
+      vocab_filename=features.ITEM_VOCAB_COUNTS)
+  intent_vocab = tft.vocabulary(inputs[features.INTENT], vocab_filename=features.INTENT_VOCAB)
+
+  def item_ids(x):
+    return tft.apply_vocabulary(x, item_vocab, num_oov_buckets=features.NUM_OOV_BUCKETS)
+
+  def intent_ids(x):
+    return tft.apply_vocabulary(x, intent_vocab, num_oov_buckets=features.NUM_OOV_BUCKETS)
+
+  return {
+      features.HISTORY_ITEM_XF: item_ids(inputs[features.HISTORY_ITEM_ID]),
+      features.HISTORY_PLAY_RATE_XF: _clipped_play_rate(inputs[features.HISTORY_PLAY_RATE]),
+      features.HISTORY_INTENT_XF: intent_ids(inputs[features.HISTORY_INTENT]),
+      features.ITEM_XF: item_ids(target_items),
+      features.PLAY_RATE_XF: _clipped_play_rate(inputs[features.PLAY_RATE]),
+      features.INTENT_XF: intent_ids(inputs[features.INTENT]),
+      features.LABEL: inputs[features.LABEL],
+  }
+
+
+def _clipped_play_rate(play_rate):
+  # ExampleGen clips already; serving requests come from outside and may not.
+  if isinstance(play_rate, tf.SparseTensor):
+    return tf.SparseTensor(play_rate.indices, _clip(play_rate.values), play_rate.dense_shape)
+  return _clip(play_rate)
+
+
+def _clip(values):
+  return tf.clip_by_value(tf.cast(values, tf.float32), 0.0, 1.0)
