@@ -11,9 +11,12 @@ export LOCAL_HOME="$PLAYRECALL_HOME/tfx_cli"
 PIPELINE_NAME=playrecall
 DEMO_EVENTS="${DEMO_EVENTS:-200000}"
 
-if [ ! -e "$PLAYRECALL_DATA/ground_truth.json" ]; then
-  echo "== generating $DEMO_EVENTS play events into $PLAYRECALL_DATA"
-  python -m datagen.generate --out "$PLAYRECALL_DATA" --events "$DEMO_EVENTS" --seed 1
+DEMO_ITEMS="${DEMO_ITEMS:-5000}"
+
+if [ ! -e "$PLAYRECALL_DATA/_ground_truth.json" ]; then
+  echo "== generating $DEMO_EVENTS play events over $DEMO_ITEMS songs into $PLAYRECALL_DATA"
+  python -m datagen.generate --out_dir "$PLAYRECALL_DATA" --num_events "$DEMO_EVENTS" \
+    --num_items "$DEMO_ITEMS" --seed 1
 fi
 
 echo "== registering the pipeline with the TFX CLI (engine: local)"

@@ -1,0 +1,397 @@
+"""The generative model of play logs: catalogue, users and their plays (see docs/data_generator.md).
+
+Everything here is vectorised numpy over a chunk of users, and every random draw comes from a
+counter-based stream (random_streams.Streams), so a chunk's plays depend only on the seed, the
+configuration and the users in it.
+"""
+
+import dataclasses
+from typing import Dict, Tuple
+
+import numpy as np
+
+from datagen.random_streams import Streams
+from transform import features
+
+# Codes of the contract's intents, in the order of features.INTENTS.
+INTENT_NAMES = features.INTENTS
+INTENT_ON_DEMAND, INTENT_GENRE_REQUEST, INTENT_RECOMMEND = (
+    INTENT_NAMES.index(name) for name in ('on_demand', 'genre_request', 'recommend'))
+
+AFFINITY_LIKED, AFFINITY_NEUTRAL, AFFINITY_DISLIKED = 1, 0, -1
+
+_GENRE_NAMES = ('pop', 'rock', 'hip_hop', 'electronic', 'rnb', 'indie', 'dance', 'latin',
+                'country', 'metal', 'jazz', 'classical', 'folk', 'soul', 'reggae', 'punk', 'blues',
+                'kpop', 'ambient', 'soundtrack')
+
+_MS_PER_DAY = 86_400_000
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorConfig:
+  """Every knob of the generative model. Defaults give a realistic mix; see the docs."""
+  num_events: int = 100_000
+  num_users: int = 1_000
+  num_items: int = 20_000
+  seed: int = 0
+  # Catalogue.
+  num_genres: int = 20
+  genre_zipf_exponent: float = 0.8  # genre sizes ~ 1 / rank^s
+  item_zipf_exponent: float = 1.0  # item popularity ~ 1 / rank^s
+  min_duration_ms: int = 120_000
+  max_duration_ms: int = 360_000
+  # Users.
+  liked_genres_per_user: int = 3
+  disliked_items_per_user: int = 5
+  favourites_per_genre: int = 8
+  user_activity_alpha: float = 1.2  # Pareto tail of events per user (smaller = heavier)
+  min_events_per_user: int = 5
+  max_activity_ratio: float = 50.0  # cap of a user's activity weight over the median user's
+  # Sessions.
+  mean_session_length: float = 12.0
+  same_genre_next_session: float = 0.5  # a session keeps the previous session's genre
+  # Intents and item choice.
+  on_demand_share: float = 0.4
+  genre_request_share: float = 0.2
+  recommend_share: float = 0.4
+  favourite_share: float = 0.4  # on_demand plays that are one of the user's favourites
+  personal_popularity_exponent: float = 0.5  # how much users' own picks follow popularity
+  recommend_in_taste: float = 0.3  # recommendations from the session genre (else global hits)
+  # Play rate.
+  interrupt_rate: float = 0.05  # liked songs stopped at a random point anyway
+  tolerate_rate: float = 0.05  # disliked songs let play like a neutral one
+  mean_skip_play_rate: float = 0.07  # disliked songs: play rate ~ Exp(mean), capped below
+  max_skip_play_rate: float = 0.3
+  mean_full_play_gap: float = 0.03  # liked songs: play rate ~ 1 - Exp(mean)
+  neutral_play_rate_mean: float = 0.55  # average over users and genres
+  neutral_genre_spread: float = 0.3  # a user's mean for a neutral genre is mean +- spread
+  neutral_play_rate_sd: float = 0.2  # noise around that user-genre mean
+  # Time.
+  start_ts_ms: int = 1_704_067_200_000  # 2024-01-01T00:00:00Z
+  start_spread_days: float = 30.0  # users' first plays are spread over this many days
+  span_days: float = 90.0  # users' sessions are spaced to end within this span (on average)
+  mean_session_gap_hours: float = 18.0  # light users; heavy users' gaps shrink to fit the span
+  min_session_gap_minutes: float = 30.0
+  max_gap_in_session_s: float = 10.0
+
+  def validate(self) -> None:
+    """Raises ValueError naming the first bad knob."""
+    def require(ok, message):
+      if not ok:
+        raise ValueError(message)
+    require(self.num_users >= 1, f'num_users must be >= 1, got {self.num_users}')
+    require(self.num_items >= 1, f'num_items must be >= 1, got {self.num_items}')
+    require(self.min_events_per_user >= 1, 'min_events_per_user must be >= 1')
+    require(self.num_events >= self.num_users * self.min_events_per_user,
+            f'num_events ({self.num_events}) must be >= num_users ({self.num_users}) x '
+            f'min_events_per_user ({self.min_events_per_user})')
+    require(self.seed >= 0, f'seed must be >= 0, got {self.seed}')
+    require(self.num_genres >= self.liked_genres_per_user + 1,
+            f'num_genres ({self.num_genres}) must exceed liked_genres_per_user '
+            f'({self.liked_genres_per_user}): every user also has a disliked genre')
+    require(self.liked_genres_per_user >= 1, 'liked_genres_per_user must be >= 1')
+    require(self.num_items >= self.num_genres,
+            f'num_items ({self.num_items}) must be >= num_genres ({self.num_genres})')
+    require(self.favourites_per_genre >= 1, 'favourites_per_genre must be >= 1')
+    require(self.disliked_items_per_user >= 0, 'disliked_items_per_user must be >= 0')
+    require(0 < self.min_duration_ms <= self.max_duration_ms,
+            'need 0 < min_duration_ms <= max_duration_ms')
+    require(self.mean_session_length >= 1, 'mean_session_length must be >= 1')
+    shares = (self.on_demand_share, self.genre_request_share, self.recommend_share)
+    require(min(shares) >= 0 and sum(shares) > 0,
+            f'intent shares must be >= 0 and not all 0, got {shares}')
+    for name in ('same_genre_next_session', 'favourite_share', 'recommend_in_taste',
+                 'interrupt_rate', 'tolerate_rate'):
+      value = getattr(self, name)
+      require(0 <= value <= 1, f'{name} must be in [0, 1], got {value}')
+    require(0 < self.max_skip_play_rate <= 1, 'max_skip_play_rate must be in (0, 1]')
+
+
+def genre_names(num_genres: int) -> Tuple[str, ...]:
+  extra = tuple(f'genre_{g:02d}' for g in range(len(_GENRE_NAMES), num_genres))
+  return (_GENRE_NAMES + extra)[:num_genres]
+
+
+def _zipf_weights(n: int, exponent: float) -> np.ndarray:
+  weights = 1.0 / np.arange(1, n + 1, dtype=np.float64) ** exponent
+  return weights / weights.sum()
+
+
+def _sample_categorical(cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
+  # cdf is increasing and ends at 1; min() guards the float rounding at the top end.
+  return np.minimum(np.searchsorted(cdf, u, side='right'), len(cdf) - 1)
+
+
+class GenreSampler:
+  """Draws items of a given genre with probability ~ popularity^exponent, vectorised.
+
+  Items are grouped by genre; within genre g the normalised cumulative weights are shifted by g,
+  so one searchsorted of (g + u) over the whole table draws from genre g.
+  """
+
+  def __init__(self, item_genre: np.ndarray, popularity: np.ndarray, exponent: float,
+               num_genres: int):
+    self.items_by_genre = np.lexsort((-popularity, item_genre))  # by genre, hits first
+    genres = item_genre[self.items_by_genre]
+    weights = popularity[self.items_by_genre] ** exponent
+    cum = np.cumsum(weights)
+    totals = np.bincount(genres, weights=weights, minlength=num_genres)
+    ends = np.cumsum(totals)
+    starts = ends - totals
+    self.table = genres + (cum - starts[genres]) / totals[genres]
+    self.genre_end = np.cumsum(np.bincount(genres, minlength=num_genres))
+
+  def sample(self, genre: np.ndarray, u: np.ndarray) -> np.ndarray:
+    positions = np.searchsorted(self.table, genre + u, side='right')
+    positions = np.minimum(positions, self.genre_end[genre] - 1)
+    return self.items_by_genre[positions]
+
+
+@dataclasses.dataclass
+class Catalogue:
+  """Items: genre, popularity (sums to 1) and duration; indices are the item ids' numbers."""
+  item_genre: np.ndarray  # int32 [num_items]
+  popularity: np.ndarray  # float64 [num_items]
+  duration_ms: np.ndarray  # int64 [num_items]
+  global_cdf: np.ndarray  # float64 [num_items]: cumulative popularity, for global hits
+  personal: GenreSampler  # users' own picks within a genre
+  system: GenreSampler  # the system's picks within a genre (follows popularity fully)
+
+
+def make_catalogue(config: GeneratorConfig, streams: Streams) -> Catalogue:
+  items = np.arange(config.num_items)
+  genre_cdf = np.cumsum(_zipf_weights(config.num_genres, config.genre_zipf_exponent))
+  item_genre = _sample_categorical(genre_cdf, streams.uniform('item_genre', items))
+  # Every genre gets at least one item so that every user's liked genres can be played.
+  item_genre[:config.num_genres] = np.arange(config.num_genres)
+  # Popularity rank is a random permutation of the ids, so ids say nothing about popularity.
+  rank = np.empty(config.num_items, dtype=np.int64)
+  rank[np.argsort(streams.uniform('item_rank', items), kind='stable')] = items
+  popularity = _zipf_weights(config.num_items, config.item_zipf_exponent)[rank]
+  span = config.max_duration_ms - config.min_duration_ms
+  duration_ms = config.min_duration_ms + np.floor(
+      streams.uniform('item_duration', items) * (span + 1)).astype(np.int64)
+  item_genre = item_genre.astype(np.int32)
+  return Catalogue(
+      item_genre=item_genre,
+      popularity=popularity,
+      duration_ms=duration_ms,
+      global_cdf=np.cumsum(popularity) / popularity.sum(),
+      personal=GenreSampler(item_genre, popularity, config.personal_popularity_exponent,
+                            config.num_genres),
+      system=GenreSampler(item_genre, popularity, 1.0, config.num_genres))
+
+
+@dataclasses.dataclass
+class Users:
+  """Tastes of all users; row u is user u."""
+  num_events: np.ndarray  # int64 [U]
+  liked_genres: np.ndarray  # int32 [U, L]
+  liked_weights_start: np.ndarray  # float64 [U, L]: taste at the user's first play, sums to 1
+  liked_weights_end: np.ndarray  # float64 [U, L]: taste at the last play (linear drift between)
+  disliked_genre: np.ndarray  # int32 [U]
+  disliked_items: np.ndarray  # int64 [U, D]
+  favourites: np.ndarray  # int64 [U, L, F]: favourites[u, l] are in genre liked_genres[u, l]
+  start_ts_ms: np.ndarray  # int64 [U]
+
+
+def _events_per_user(config: GeneratorConfig, streams: Streams) -> np.ndarray:
+  """Power-law activity, summing exactly to num_events (largest-remainder rounding)."""
+  users = np.arange(config.num_users)
+  u = streams.uniform('user_activity', users)
+  weight = (1.0 - u) ** (-1.0 / config.user_activity_alpha)  # Pareto(alpha), >= 1
+  weight = np.minimum(weight, np.median(weight) * config.max_activity_ratio)
+  spare = config.num_events - config.min_events_per_user * config.num_users
+  share = weight / weight.sum() * spare
+  counts = np.floor(share).astype(np.int64)
+  leftover = spare - counts.sum()
+  counts[np.argsort(-(share - counts), kind='stable')[:leftover]] += 1
+  return counts + config.min_events_per_user
+
+
+def _dirichlet_ones(streams: Streams, stream: str, users: np.ndarray, k: int) -> np.ndarray:
+  draws = streams.exponential(stream, users[:, None], np.arange(k)[None, :])
+  return draws / draws.sum(axis=1, keepdims=True)
+
+
+def make_users(config: GeneratorConfig, streams: Streams, catalogue: Catalogue) -> Users:
+  users = np.arange(config.num_users)
+  num_liked = config.liked_genres_per_user
+  # Weighted sampling without replacement (Gumbel top-k): users like big genres more often;
+  # the next genre in the same order is the disliked one, so dislikes are also often big
+  # genres, whose hits the system keeps recommending.
+  genre_share = np.bincount(catalogue.item_genre, minlength=config.num_genres)
+  gumbel = -np.log(streams.exponential('user_genres', users[:, None],
+                                       np.arange(config.num_genres)[None, :]))
+  order = np.argsort(-(np.log(genre_share)[None, :] + gumbel), axis=1, kind='stable')
+  liked_genres = order[:, :num_liked].astype(np.int32)
+  disliked_genre = order[:, num_liked].astype(np.int32)
+
+  disliked_u = streams.uniform('user_disliked_items', users[:, None],
+                               np.arange(config.disliked_items_per_user)[None, :])
+  disliked_items = _sample_categorical(catalogue.global_cdf, disliked_u).astype(np.int64)
+
+  fav_u = streams.uniform('user_favourites', users[:, None, None],
+                          np.arange(num_liked)[None, :, None],
+                          np.arange(config.favourites_per_genre)[None, None, :])
+  favourites = catalogue.personal.sample(
+      np.broadcast_to(liked_genres[:, :, None], fav_u.shape), fav_u).astype(np.int64)
+
+  start_offset = streams.uniform('user_start', users) * config.start_spread_days * _MS_PER_DAY
+  start_ts_ms = config.start_ts_ms + np.floor(start_offset).astype(np.int64)
+  return Users(
+      num_events=_events_per_user(config, streams),
+      liked_genres=liked_genres,
+      liked_weights_start=_dirichlet_ones(streams, 'user_taste_start', users, num_liked),
+      liked_weights_end=_dirichlet_ones(streams, 'user_taste_end', users, num_liked),
+      disliked_genre=disliked_genre,
+      disliked_items=disliked_items,
+      favourites=favourites,
+      start_ts_ms=start_ts_ms)
+
+
+def _forward_fill_index(mask: np.ndarray) -> np.ndarray:
+  """For each position, the index of the last position <= it where mask is True."""
+  return np.maximum.accumulate(np.where(mask, np.arange(len(mask)), 0))
+
+
+def affinity(users: Users, catalogue: Catalogue, user: np.ndarray,
+             item: np.ndarray) -> np.ndarray:
+  """AFFINITY_* of each (user, item) pair: dislikes win over likes."""
+  genre = catalogue.item_genre[item]
+  liked = (users.liked_genres[user] == genre[:, None]).any(axis=1)
+  disliked = (users.disliked_genre[user] == genre) | (
+      users.disliked_items[user] == item[:, None]).any(axis=1)
+  return np.where(disliked, AFFINITY_DISLIKED,
+                  np.where(liked, AFFINITY_LIKED, AFFINITY_NEUTRAL)).astype(np.int8)
+
+
+def generate_chunk(config: GeneratorConfig, streams: Streams, catalogue: Catalogue,
+                   users: Users, first_user: int, end_user: int) -> Dict[str, np.ndarray]:
+  """All plays of users [first_user, end_user), ordered by user then time.
+
+  Returns arrays: user (int64 index), item (int64 index), ts (epoch ms), play_rate (float64),
+  play_ms, duration_ms, intent (INTENT_* codes), affinity (AFFINITY_* codes, ground truth).
+  """
+  counts = users.num_events[first_user:end_user]
+  n = int(counts.sum())
+  user = np.repeat(np.arange(first_user, end_user), counts)
+  user_first_row = np.repeat(np.cumsum(counts) - counts, counts)
+  position = np.arange(n) - user_first_row  # play index within the user
+  progress = position / np.maximum(users.num_events[user] - 1, 1)  # 0 at first play, 1 at last
+
+  # Sessions: a new one starts with probability 1/mean_length (always at a user's first play).
+  session_start = (position == 0) | (
+      streams.uniform('session_start', user, position) < 1.0 / config.mean_session_length)
+
+  # Session genre: one of the user's liked genres, drawn by the (drifting) taste weights at the
+  # session's start, or kept from the previous session.
+  weights = (users.liked_weights_start[user] * (1.0 - progress[:, None])
+             + users.liked_weights_end[user] * progress[:, None])
+  slot_u = streams.uniform('session_genre', user, position)
+  fresh_slot = (np.cumsum(weights, axis=1) < slot_u[:, None]).sum(axis=1)
+  fresh_slot = np.minimum(fresh_slot, config.liked_genres_per_user - 1)
+  redraw = session_start & ((position == 0) | (
+      streams.uniform('session_keep_genre', user, position) >= config.same_genre_next_session))
+  session_slot = fresh_slot[_forward_fill_index(redraw)]
+  session_genre = users.liked_genres[user, session_slot]
+
+  intent = _sample_categorical(
+      np.cumsum(_intent_shares(config)), streams.uniform('intent', user, position))
+  item = _choose_items(config, streams, catalogue, users, user, position, intent,
+                       session_slot, session_genre)
+
+  item_affinity = affinity(users, catalogue, user, item)
+  play_rate = _play_rate(config, streams, item_affinity, user, position,
+                         catalogue.item_genre[item])
+  duration_ms = catalogue.duration_ms[item]
+  play_ms = np.floor(play_rate * duration_ms + 0.5).astype(np.int64)
+  play_ms = np.minimum(play_ms, duration_ms)
+  ts = _timestamps(config, streams, users, user, position, user_first_row, session_start, play_ms)
+  return dict(user=user, item=item, ts=ts, play_rate=play_ms / duration_ms, play_ms=play_ms,
+              duration_ms=duration_ms, intent=intent.astype(np.int8), affinity=item_affinity)
+
+
+def _intent_shares(config: GeneratorConfig) -> np.ndarray:
+  shares = np.array([config.on_demand_share, config.genre_request_share, config.recommend_share])
+  return shares / shares.sum()
+
+
+def _choose_items(config, streams, catalogue, users, user, position, intent, session_slot,
+                  session_genre) -> np.ndarray:
+  """The song of each play, by intent (see the docs for the story behind each branch)."""
+  pick_u = streams.uniform('item_pick', user, position)
+  is_favourite = streams.uniform('is_favourite', user, position) < config.favourite_share
+  in_taste = streams.uniform('recommend_in_taste', user, position) < config.recommend_in_taste
+  on_demand = intent == INTENT_ON_DEMAND
+  recommend = intent == INTENT_RECOMMEND
+  item = np.empty(len(user), dtype=np.int64)
+  # on_demand: one of the user's favourites in the session genre, else a song of that genre
+  # chosen by the user's own (flatter) popularity taste.
+  rows = np.flatnonzero(on_demand & is_favourite)
+  favourite_slot = np.floor(streams.uniform('favourite_slot', user[rows], position[rows])
+                            * config.favourites_per_genre).astype(np.int64)
+  item[rows] = users.favourites[user[rows], session_slot[rows], favourite_slot]
+  rows = np.flatnonzero(on_demand & ~is_favourite)
+  item[rows] = catalogue.personal.sample(session_genre[rows], pick_u[rows])
+  # genre_request, and recommendations in taste: the system plays a hit of the session genre.
+  rows = np.flatnonzero((intent == INTENT_GENRE_REQUEST) | (recommend & in_taste))
+  item[rows] = catalogue.system.sample(session_genre[rows], pick_u[rows])
+  # Other recommendations: a global hit of any genre.
+  rows = np.flatnonzero(recommend & ~in_taste)
+  item[rows] = _sample_categorical(catalogue.global_cdf, pick_u[rows])
+  return item
+
+
+def neutral_means(config: GeneratorConfig, streams: Streams, user: np.ndarray,
+                  genre: np.ndarray) -> np.ndarray:
+  """Mean play rate of each user for songs of each genre they neither like nor dislike.
+
+  Mild, consistent per (user, genre): a skip in such a genre predicts more skips in it.
+  """
+  return config.neutral_play_rate_mean + config.neutral_genre_spread * (
+      2.0 * streams.uniform('neutral_taste', user, genre) - 1.0)
+
+
+def _play_rate(config, streams, item_affinity, user, position, genre) -> np.ndarray:
+  """Play rate from affinity plus noise: liked ~ 1, disliked < max_skip, neutral in between."""
+  liked = np.clip(1.0 - config.mean_full_play_gap * streams.exponential('full_play', user,
+                                                                         position), 0.0, 1.0)
+  interrupted = streams.uniform('interrupted', user, position) < config.interrupt_rate
+  liked = np.where(interrupted, streams.uniform('interrupt_point', user, position) * 0.9, liked)
+  neutral = np.clip(neutral_means(config, streams, user, genre) + config.neutral_play_rate_sd
+                    * streams.normal('neutral_play', user, position), 0.0, 1.0)
+  skipped = np.minimum(config.mean_skip_play_rate * streams.exponential('skip_point', user,
+                                                                        position),
+                       config.max_skip_play_rate)
+  tolerated = streams.uniform('tolerated', user, position) < config.tolerate_rate
+  disliked = np.where(tolerated, neutral, skipped)
+  return np.select([item_affinity == AFFINITY_LIKED, item_affinity == AFFINITY_DISLIKED],
+                   [liked, disliked], neutral)
+
+
+def _mean_session_gap_ms(config: GeneratorConfig, users: Users) -> np.ndarray:
+  """Per user: the configured gap, shrunk so that the user's sessions fit in the span."""
+  mean_listening_ms = (config.min_duration_ms + config.max_duration_ms) / 2 * users.num_events
+  left_ms = (config.start_ts_ms + config.span_days * _MS_PER_DAY - users.start_ts_ms
+             - mean_listening_ms)
+  sessions = 1 + (users.num_events - 1) / config.mean_session_length
+  fitting_ms = left_ms / sessions - config.min_session_gap_minutes * 60_000
+  return np.clip(fitting_ms, 0, config.mean_session_gap_hours * 3_600_000)
+
+
+def _timestamps(config, streams, users, user, position, user_first_row, session_start,
+                play_ms) -> np.ndarray:
+  """Start time of each play: the previous play's heard time plus a few seconds inside a
+  session; hours to days between sessions."""
+  previous_play_ms = np.concatenate([[0], play_ms[:-1]])
+  in_session_gap = previous_play_ms + np.floor(
+      1000 + streams.uniform('gap_in_session', user, position)
+      * (config.max_gap_in_session_s - 1) * 1000)
+  session_gap = config.min_session_gap_minutes * 60_000 + np.floor(
+      streams.exponential('gap_between_sessions', user, position)
+      * _mean_session_gap_ms(config, users)[user])
+  gap = np.where(session_start, session_gap, in_session_gap).astype(np.int64)
+  gap[position == 0] = 0
+  elapsed = np.cumsum(gap)
+  return users.start_ts_ms[user] + elapsed - elapsed[user_first_row]
