@@ -10,6 +10,8 @@ import json
 import os
 from typing import Any, Dict, Optional, Tuple
 
+from components.play_log_example_gen import defaults as example_gen_defaults
+
 PIPELINE_NAME = 'playrecall'
 CONFIG_ENV = 'PLAYRECALL_CONFIG'
 
@@ -17,13 +19,15 @@ CONFIG_ENV = 'PLAYRECALL_CONFIG'
 @dataclasses.dataclass(frozen=True)
 class IngestConfig:
   """PlayLogExampleGen: how play logs become history -> target examples."""
-  input_format: str = 'csv'  # csv | jsonl | parquet (gzip allowed)
-  column_mapping: str = 'canonical'  # a shipped mapping's name, or a JSON object
-  history_length: int = 50
-  pos_threshold: float = 0.8
-  neg_threshold: float = 0.3
-  eval_plays_per_user: int = 2  # each user's last plays form the eval split
-  max_bad_fraction: float = 0.01
+  input_format: str = example_gen_defaults.DEFAULT_INPUT_FORMAT  # csv | jsonl | parquet
+  column_mapping: str = example_gen_defaults.DEFAULT_COLUMN_MAPPING  # a name or a JSON object
+  history_length: int = example_gen_defaults.HISTORY_LENGTH
+  pos_threshold: float = example_gen_defaults.POS_THRESHOLD
+  neg_threshold: float = example_gen_defaults.NEG_THRESHOLD
+  # Each user's last plays form the eval split, unless eval_start_ts (epoch ms) cuts by time.
+  eval_plays_per_user: int = example_gen_defaults.EVAL_PLAYS_PER_USER
+  eval_start_ts: Optional[int] = None
+  max_bad_fraction: float = example_gen_defaults.MAX_BAD_FRACTION
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +43,10 @@ class TrainConfig:
   hparams: Dict[str, Any] = dataclasses.field(default_factory=dict)
   train_steps: int = 2000
   eval_steps: int = 100
+  # None trains in the Trainer's own pod. A dict (possibly empty) trains on a TFJob of
+  # k8s/tfjob.yaml launched by the Trainer (Kubeflow only): the fields of
+  # pipeline.tfjob_launcher.TFJobConfig, e.g. {"replicas": {"Worker": 4, "PS": 2}}.
+  tfjob: Optional[Dict[str, Any]] = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,11 +11,14 @@ from tfx import v1 as tfx
 from ml_metadata.proto import metadata_store_pb2
 
 from components.play_log_example_gen.component import PlayLogExampleGen
+from components.pushed_model_baseline.component import PushedModelBaseline
 from evaluation import eval_config as eval_config_lib
 from pipeline import configs
 
 PREPROCESSING_FN = 'transform.preprocessing.preprocessing_fn'
 RUN_FN = 'trainer.run.run_fn'
+# Trains on a TFJob (chief, workers, parameter servers) from the Trainer's pod: config.train.tfjob.
+TFJOB_RUN_FN = 'pipeline.tfjob_launcher.run_fn'
 BASELINES = ('resolver', 'pushed_model')
 
 
@@ -57,6 +60,7 @@ def create_pipeline(
       pos_threshold=ingest.pos_threshold,
       neg_threshold=ingest.neg_threshold,
       eval_plays_per_user=ingest.eval_plays_per_user,
+      eval_start_ts=ingest.eval_start_ts,
       max_bad_fraction=ingest.max_bad_fraction)
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
   schema_gen = tfx.components.SchemaGen(
@@ -70,15 +74,18 @@ def create_pipeline(
       custom_config=dataclasses.asdict(config.vocabulary))
   hparams = dict(config.train.hparams, history_length=ingest.history_length,
                  pos_threshold=ingest.pos_threshold)
+  trainer_config = {'hparams': hparams}
+  if config.train.tfjob is not None:
+    trainer_config['tfjob'] = config.train.tfjob
   trainer = tfx.components.Trainer(
-      run_fn=RUN_FN,
+      run_fn=RUN_FN if config.train.tfjob is None else TFJOB_RUN_FN,
       examples=transform.outputs['transformed_examples'],
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
       train_args=tfx.proto.TrainArgs(num_steps=config.train.train_steps),
       eval_args=tfx.proto.EvalArgs(num_steps=config.train.eval_steps),
-      custom_config={'hparams': hparams})
-  baseline_node = _baseline_model(baseline, serving_model_dir)
+      custom_config=trainer_config)
+  baseline_node = _baseline_model(baseline, serving_model_dir, trainer.outputs['model'])
   evaluator = tfx.components.Evaluator(
       # The exported model takes raw tf.Examples (Transform's graph is inside it).
       examples=example_gen.outputs['examples'],
@@ -101,11 +108,14 @@ def create_pipeline(
       beam_pipeline_args=beam_pipeline_args or [])
 
 
-def _baseline_model(baseline: str, serving_model_dir: str):
+def _baseline_model(baseline: str, serving_model_dir: str, candidate_model):
   if baseline == 'resolver':
     return tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id('latest_blessed_model_resolver')
-  raise NotImplementedError('pushed_model baseline: wired in with its component')
+  # Nothing pushed yet: the candidate is its own baseline, so only absolute thresholds gate it.
+  return PushedModelBaseline(
+      candidate_model=candidate_model, serving_model_dir=serving_model_dir,
+  ).with_id('pushed_model_baseline')

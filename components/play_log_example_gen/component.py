@@ -1,0 +1,108 @@
+"""PlayLogExampleGen: play logs -> per-play training examples with histories, split by time."""
+
+from typing import Optional
+
+from tfx.dsl.components.base import base_beam_component
+from tfx.dsl.components.base import executor_spec
+from tfx.types import channel
+from tfx.types import component_spec
+from tfx.types import standard_artifacts
+
+from components.play_log_example_gen import artifacts
+from components.play_log_example_gen import defaults
+from components.play_log_example_gen import driver
+from components.play_log_example_gen import executor
+
+# Parameter and channel names.
+INPUT_BASE_KEY = 'input_base'
+INPUT_FORMAT_KEY = 'input_format'
+COLUMN_MAPPING_KEY = 'column_mapping'
+HISTORY_LENGTH_KEY = 'history_length'
+POS_THRESHOLD_KEY = 'pos_threshold'
+NEG_THRESHOLD_KEY = 'neg_threshold'
+EVAL_PLAYS_PER_USER_KEY = 'eval_plays_per_user'
+EVAL_START_TS_KEY = 'eval_start_ts'
+MAX_BAD_FRACTION_KEY = 'max_bad_fraction'
+EXAMPLES_KEY = executor.EXAMPLES_KEY
+QUARANTINE_KEY = executor.QUARANTINE_KEY
+
+
+class PlayLogExampleGenSpec(component_spec.ComponentSpec):
+  """PlayLogExampleGen component spec."""
+
+  PARAMETERS = {
+      INPUT_BASE_KEY: component_spec.ExecutionParameter(type=str),
+      INPUT_FORMAT_KEY: component_spec.ExecutionParameter(type=str),
+      COLUMN_MAPPING_KEY: component_spec.ExecutionParameter(type=str),
+      HISTORY_LENGTH_KEY: component_spec.ExecutionParameter(type=int),
+      POS_THRESHOLD_KEY: component_spec.ExecutionParameter(type=float),
+      NEG_THRESHOLD_KEY: component_spec.ExecutionParameter(type=float),
+      EVAL_PLAYS_PER_USER_KEY: component_spec.ExecutionParameter(type=int),
+      EVAL_START_TS_KEY: component_spec.ExecutionParameter(type=int, optional=True),
+      MAX_BAD_FRACTION_KEY: component_spec.ExecutionParameter(type=float),
+      # Set by the driver at run time: a digest of the input files, part of the cache key.
+      driver.INPUT_FINGERPRINT_KEY: component_spec.ExecutionParameter(type=str, optional=True),
+  }
+  INPUTS = {}
+  OUTPUTS = {
+      EXAMPLES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples),
+      QUARANTINE_KEY: component_spec.ChannelParameter(type=artifacts.Quarantine),
+  }
+
+
+class PlayLogExampleGen(base_beam_component.BaseBeamComponent):
+  """Reads play logs (CSV, JSON lines, Parquet; gzip allowed) and emits tf.Examples.
+
+  One example per play: the user's previous `history_length` plays (items, play rates, intents,
+  oldest first), the target play and its label (positive / negative / neither by the play-rate
+  thresholds). Splits 'train' and 'eval' by time: each user's last `eval_plays_per_user` plays,
+  or every play at or after `eval_start_ts` (epoch ms) when given. Bad rows go to `quarantine`;
+  the run fails when more than `max_bad_fraction` of the rows are bad.
+  """
+
+  SPEC_CLASS = PlayLogExampleGenSpec
+  EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
+  DRIVER_CLASS = driver.Driver
+
+  def __init__(self,
+               input_base: str,
+               input_format: str = defaults.DEFAULT_INPUT_FORMAT,
+               column_mapping: str = defaults.DEFAULT_COLUMN_MAPPING,
+               history_length: int = defaults.HISTORY_LENGTH,
+               pos_threshold: float = defaults.POS_THRESHOLD,
+               neg_threshold: float = defaults.NEG_THRESHOLD,
+               eval_plays_per_user: int = defaults.EVAL_PLAYS_PER_USER,
+               eval_start_ts: Optional[int] = None,
+               max_bad_fraction: float = defaults.MAX_BAD_FRACTION):
+    """Constructs a PlayLogExampleGen.
+
+    Args:
+      input_base: a directory (every file in it not starting with '.' or '_') or a glob.
+      input_format: 'csv', 'jsonl' or 'parquet'; files ending in '.gz' are gunzipped.
+      column_mapping: a shipped mapping name ('canonical', 'mssd') or a JSON dict from
+        canonical column to source column or transform (see column_mapping.py).
+      history_length: at most this many previous plays per example.
+      pos_threshold: play rate at or above which a target is positive.
+      neg_threshold: play rate at or below which a target is negative.
+      eval_plays_per_user: each user's last this many plays are eval (unless eval_start_ts).
+      eval_start_ts: epoch ms; if given, plays at or after it are eval, all others train.
+      max_bad_fraction: the run fails when quarantined / read rows exceeds this.
+    """
+    executor.validate_parameters(input_format=input_format, column_mapping=column_mapping,
+                                 history_length=history_length, pos_threshold=pos_threshold,
+                                 neg_threshold=neg_threshold,
+                                 eval_plays_per_user=eval_plays_per_user,
+                                 max_bad_fraction=max_bad_fraction)
+    spec = PlayLogExampleGenSpec(
+        input_base=input_base,
+        input_format=input_format,
+        column_mapping=column_mapping,
+        history_length=history_length,
+        pos_threshold=pos_threshold,
+        neg_threshold=neg_threshold,
+        eval_plays_per_user=eval_plays_per_user,
+        eval_start_ts=eval_start_ts,
+        max_bad_fraction=max_bad_fraction,
+        examples=channel.Channel(type=standard_artifacts.Examples),
+        quarantine=channel.Channel(type=artifacts.Quarantine))
+    super().__init__(spec=spec)

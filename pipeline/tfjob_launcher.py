@@ -1,0 +1,191 @@
+"""A Trainer run_fn that trains on a TFJob (Kubeflow training operator) instead of in its own pod.
+
+  Trainer(run_fn='pipeline.tfjob_launcher.run_fn',
+          custom_config={'hparams': {..., 'num_shards': 2},
+                         'tfjob': {'namespace': 'playrecall', 'replicas': {'Worker': 4, 'PS': 2}}})
+
+The Trainer step (a Kubeflow Pipelines pod) creates a TFJob from the template k8s/tfjob.yaml,
+which `kubectl apply -k k8s/` puts in the cluster as the ConfigMap playrecall-tfjob-template (so
+replica resources, node selectors and tolerations are cluster settings, changed without a new
+image). Its chief, workers and parameter servers run `python -m trainer.run` in the pipeline
+image (the training operator sets TF_CONFIG for each); every replica gets the Trainer's own
+inputs and outputs as flags (object-store paths all pods can read). The step waits for the job
+and fails when it fails. The chief writes the serving model into the Trainer's output artifact,
+so Evaluator and Pusher see a model like any other. Settings under 'tfjob' (all optional) are
+the fields of TFJobConfig; kubeflow_runner.py sets `image` to the image the spec runs.
+
+The TFJob's name is derived from the Trainer's output location, so a Trainer pod that is
+restarted attaches to the job it already started instead of training twice.
+"""
+
+import dataclasses
+import hashlib
+import json
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import yaml
+
+TFJOB_CONFIG_KEY = 'tfjob'
+# The ConfigMap k8s/kustomization.yaml generates from k8s/tfjob.yaml, and its key.
+TEMPLATE_CONFIG_MAP = 'playrecall-tfjob-template'
+TEMPLATE_KEY = 'tfjob.yaml'
+GROUP, VERSION, PLURAL = 'kubeflow.org', 'v1', 'tfjobs'
+# The training operator sets TF_CONFIG only in the container with this name.
+TENSORFLOW_CONTAINER = 'tensorflow'
+FINISHED = ('Succeeded', 'Failed')
+
+
+@dataclasses.dataclass(frozen=True)
+class TFJobConfig:
+  """custom_config['tfjob'] of the Trainer."""
+  namespace: str = 'playrecall'  # of the TFJob and its template ConfigMap
+  template_config_map: str = TEMPLATE_CONFIG_MAP
+  manifest: Optional[str] = None  # a TFJob template file to use instead of the ConfigMap
+  image: Optional[str] = None  # None: the template's image
+  replicas: Dict[str, int] = dataclasses.field(default_factory=dict)  # e.g. {'Worker': 4, 'PS': 2}
+  poll_seconds: float = 30.0
+  timeout_seconds: float = 24 * 3600.0
+
+  @classmethod
+  def from_dict(cls, values: Dict[str, Any]) -> 'TFJobConfig':
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ValueError(f"custom_config['{TFJOB_CONFIG_KEY}']: unknown settings {unknown}; "
+                       f'known: {sorted(known)}')
+    return cls(**values)
+
+
+class TFJobFailed(RuntimeError):
+  """The TFJob ended Failed, or did not finish in time."""
+
+
+def trainer_flags(fn_args) -> List[str]:
+  """The `python -m trainer.run` flags that make its chief do what run_fn would do here."""
+  hparams = (fn_args.custom_config or {}).get('hparams') or {}
+  flags = ['--train_files', *fn_args.train_files]
+  if fn_args.eval_files:
+    flags += ['--eval_files', *fn_args.eval_files]
+  flags += ['--transform_output', fn_args.transform_output,
+            '--model_dir', fn_args.model_run_dir,
+            '--serving_model_dir', fn_args.serving_model_dir,
+            '--hparams', json.dumps(hparams, sort_keys=True)]
+  if fn_args.train_steps:
+    flags += ['--train_steps', str(int(fn_args.train_steps))]
+  return flags
+
+
+def tfjob_name(fn_args) -> str:
+  """A DNS-1123 name, the same for every attempt of one Trainer execution."""
+  digest = hashlib.sha256(fn_args.serving_model_dir.encode()).hexdigest()[:12]
+  return f'playrecall-train-{digest}'
+
+
+def build_tfjob(template: Dict[str, Any], fn_args, config: TFJobConfig) -> Dict[str, Any]:
+  """The template with this execution's name, namespace, image, replica counts and flags."""
+  tfjob = json.loads(json.dumps(template))  # a deep copy
+  tfjob['metadata'] = dict(tfjob.get('metadata') or {}, name=tfjob_name(fn_args),
+                           namespace=config.namespace)
+  replica_specs = tfjob['spec']['tfReplicaSpecs']
+  unknown = sorted(set(config.replicas) - set(replica_specs))
+  if unknown:
+    raise ValueError(f'tfjob replicas {unknown} are not replica groups of the template '
+                     f'({sorted(replica_specs)})')
+  flags = trainer_flags(fn_args)
+  for role, spec in replica_specs.items():
+    if role in config.replicas:
+      spec['replicas'] = int(config.replicas[role])
+    containers = [c for c in spec['template']['spec']['containers']
+                  if c['name'] == TENSORFLOW_CONTAINER]
+    if not containers:
+      raise ValueError(f'TFJob template: replica group {role} has no container named '
+                       f'{TENSORFLOW_CONTAINER!r} (the one the training operator configures)')
+    container = containers[0]
+    # Every role gets the same flags: workers and parameter servers ignore them and serve.
+    container['args'] = flags
+    if config.image:
+      container['image'] = config.image
+  return tfjob
+
+
+def job_state(tfjob: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+  """The latest true condition of a TFJob's status ({type, reason, message}), or None."""
+  conditions = [c for c in (tfjob.get('status') or {}).get('conditions') or []
+                if c.get('status') == 'True']
+  return conditions[-1] if conditions else None
+
+
+def launch_and_wait(api, template: Dict[str, Any], fn_args, config: TFJobConfig,
+                    log: Callable[[str], None] = print, sleep=time.sleep,
+                    clock=time.monotonic) -> Dict[str, Any]:
+  """Creates the TFJob (or attaches to it if it exists) and returns it once Succeeded.
+
+  Args:
+    api: a kubernetes.client.CustomObjectsApi.
+  Raises:
+    TFJobFailed: when the job fails or exceeds config.timeout_seconds.
+  """
+  from kubernetes.client.rest import ApiException  # pylint: disable=g-import-not-at-top
+
+  body = build_tfjob(template, fn_args, config)
+  name, namespace = body['metadata']['name'], config.namespace
+  try:
+    api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    log(f'created TFJob {namespace}/{name}: ' + ', '.join(
+        f'{role} x{spec.get("replicas", 1)}' for role, spec in
+        body['spec']['tfReplicaSpecs'].items()))
+  except ApiException as e:
+    if e.status != 409:
+      raise
+    log(f'TFJob {namespace}/{name} exists (a restarted Trainer step): waiting for it')
+  deadline = clock() + config.timeout_seconds
+  last_state = None
+  while True:
+    tfjob = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    state = job_state(tfjob)
+    if state and state.get('type') != last_state:
+      last_state = state.get('type')
+      log(f'TFJob {namespace}/{name}: {last_state} ({state.get("reason", "")})')
+    if last_state == 'Succeeded':
+      return tfjob
+    if last_state == 'Failed':
+      raise TFJobFailed(f'TFJob {namespace}/{name} failed: {state.get("reason")}: '
+                        f'{state.get("message")} (kubectl -n {namespace} logs '
+                        f'{name}-chief-0)')
+    if clock() > deadline:
+      raise TFJobFailed(f'TFJob {namespace}/{name} did not finish in '
+                        f'{config.timeout_seconds:.0f} s (last state {last_state})')
+    sleep(config.poll_seconds)
+
+
+def parse_template(text: str, source: str) -> Dict[str, Any]:
+  templates = [d for d in yaml.safe_load_all(text) if d and d.get('kind') == 'TFJob']
+  if len(templates) != 1:
+    raise ValueError(f'{source}: expected one TFJob, found {len(templates)}')
+  return templates[0]
+
+
+def load_template(path: str) -> Dict[str, Any]:
+  with open(path) as f:
+    return parse_template(f.read(), path)
+
+
+def template_from_cluster(core_api, config: TFJobConfig) -> Dict[str, Any]:
+  """The TFJob template in the ConfigMap (a kubernetes.client.CoreV1Api reads it)."""
+  config_map = core_api.read_namespaced_config_map(config.template_config_map, config.namespace)
+  source = f'ConfigMap {config.namespace}/{config.template_config_map}'
+  if TEMPLATE_KEY not in (config_map.data or {}):
+    raise ValueError(f'{source} has no key {TEMPLATE_KEY!r} (apply k8s/kustomization.yaml)')
+  return parse_template(config_map.data[TEMPLATE_KEY], source)
+
+
+def run_fn(fn_args) -> None:
+  """TFX Trainer entry point: trains on a TFJob in the cluster this pod runs in."""
+  import kubernetes  # pylint: disable=g-import-not-at-top
+
+  config = TFJobConfig.from_dict((fn_args.custom_config or {}).get(TFJOB_CONFIG_KEY) or {})
+  kubernetes.config.load_incluster_config()
+  template = (load_template(config.manifest) if config.manifest else
+              template_from_cluster(kubernetes.client.CoreV1Api(), config))
+  launch_and_wait(kubernetes.client.CustomObjectsApi(), template, fn_args, config)
