@@ -1,0 +1,83 @@
+"""Checks the dense model batch built from Transform's sparse outputs."""
+
+import tensorflow as tf
+
+from trainer import hparams as hparams_lib
+from trainer import inputs
+from transform import features
+
+HPARAMS = hparams_lib.HParams(history_length=3, pos_threshold=0.8)
+
+_SPEC = {
+    features.HISTORY_ITEM_XF: tf.io.VarLenFeature(tf.int64),
+    features.HISTORY_PLAY_RATE_XF: tf.io.VarLenFeature(tf.float32),
+    features.HISTORY_INTENT_XF: tf.io.VarLenFeature(tf.int64),
+    features.ITEM_XF: tf.io.FixedLenFeature([1], tf.int64),
+    features.LABEL: tf.io.FixedLenFeature([], tf.int64),
+}
+
+
+def _example(items, play_rates, intents, item, label):
+  feature = {
+      features.HISTORY_ITEM_XF: tf.train.Feature(int64_list=tf.train.Int64List(value=items)),
+      features.HISTORY_PLAY_RATE_XF: tf.train.Feature(float_list=tf.train.FloatList(value=play_rates)),
+      features.HISTORY_INTENT_XF: tf.train.Feature(int64_list=tf.train.Int64List(value=intents)),
+      features.ITEM_XF: tf.train.Feature(int64_list=tf.train.Int64List(value=[item])),
+      features.LABEL: tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+  }
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+# Oldest play first. The first history is longer than history_length, the third is empty.
+EXAMPLES = [
+    _example([1, 2, 3, 4, 5], [0.9, 0.1, 1.0, 0.85, 0.3], [0, 1, 2, 0, 1], item=7, label=1),
+    _example([6], [0.5], [2], item=8, label=0),
+    _example([], [], [], item=9, label=-1),
+]
+
+
+def _transformed():
+  return tf.io.parse_example(tf.constant(EXAMPLES), _SPEC)
+
+
+class ToModelBatchTest(tf.test.TestCase):
+
+  def test_pads_after_real_positions_and_keeps_the_most_recent(self):
+    batch = inputs.to_model_batch(_transformed(), HPARAMS)
+    self.assertAllEqual(batch[features.HISTORY_ITEM_XF], [[3, 4, 5], [6, 0, 0], [0, 0, 0]])
+    self.assertAllClose(batch[features.HISTORY_PLAY_RATE_XF],
+                        [[1.0, 0.85, 0.3], [0.5, 0, 0], [0, 0, 0]])
+    self.assertAllEqual(batch[features.HISTORY_INTENT_XF], [[2, 0, 1], [2, 0, 0], [0, 0, 0]])
+    self.assertAllEqual(batch[features.HISTORY_LENGTH], [3, 1, 0])
+    self.assertAllEqual(batch[features.ITEM_XF], [7, 8, 9])
+    self.assertAllEqual(batch[features.LABEL], [1, 0, -1])
+    self.assertEqual(batch[features.HISTORY_ITEM_XF].dtype, tf.int64)
+
+  def test_history_filter_of_variant_a_keeps_well_played_songs_before_truncating(self):
+    batch = inputs.to_model_batch(_transformed(), HPARAMS.replace(variant='a'))
+    self.assertAllEqual(batch[features.HISTORY_ITEM_XF], [[1, 3, 4], [0, 0, 0], [0, 0, 0]])
+    self.assertAllClose(batch[features.HISTORY_PLAY_RATE_XF], [[0.9, 1.0, 0.85], [0] * 3, [0] * 3])
+    self.assertAllEqual(batch[features.HISTORY_INTENT_XF], [[0, 2, 0], [0] * 3, [0] * 3])
+    self.assertAllEqual(batch[features.HISTORY_LENGTH], [3, 0, 0])
+
+  def test_runs_in_tf_data_without_targets(self):
+    history_spec = {name: _SPEC[name] for name in _SPEC
+                    if name not in (features.ITEM_XF, features.LABEL)}
+    dataset = (tf.data.Dataset.from_tensor_slices(EXAMPLES).batch(2)
+               .map(lambda serialized: tf.io.parse_example(serialized, history_spec))
+               .map(lambda transformed: inputs.to_model_batch(transformed, HPARAMS)))
+    first, second = list(dataset)
+    self.assertNotIn(features.ITEM_XF, first)
+    self.assertEqual(first[features.HISTORY_ITEM_XF].shape, [2, 3])
+    self.assertAllEqual(second[features.HISTORY_LENGTH], [0])
+    self.assertEqual(dataset.element_spec[features.HISTORY_ITEM_XF].shape.as_list(), [None, 3])
+
+  def test_missing_history_feature_is_named(self):
+    transformed = _transformed()
+    del transformed[features.HISTORY_INTENT_XF]
+    with self.assertRaisesRegex(KeyError, features.HISTORY_INTENT_XF):
+      inputs.to_model_batch(transformed, HPARAMS)
+
+
+if __name__ == '__main__':
+  tf.test.main()

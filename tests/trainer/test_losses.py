@@ -1,0 +1,176 @@
+"""Checks the sampled softmax, the negative-feedback loss and their combination."""
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from trainer import hparams as hparams_lib
+from trainer import losses
+from trainer import model as model_lib
+from trainer import samplers
+from transform import features
+
+NUM_ITEMS = 9
+NUM_INTENTS = 4
+HPARAMS = hparams_lib.HParams(history_length=4, item_embedding_dim=3, hidden_dim=4, num_layers=1,
+                              num_heads=2, ffn_dim=8, dropout=0.0, num_sampled=3)
+
+
+def _model():
+  tf_keras.utils.set_random_seed(1)
+  model = model_lib.build_model(HPARAMS, NUM_ITEMS, NUM_INTENTS)
+  # Non-zero biases, so the test sees them.
+  model.item_bias_table.assign(tf.random.normal([NUM_ITEMS, 1], seed=2))
+  return model
+
+
+def _sampled():
+  """A fixed sample: ids 2, 5, 1 with their expected counts; targets below hit 5 and 1."""
+  sampled_ids = tf.constant([2, 5, 1], tf.int64)
+  true_expected_count = tf.constant([[0.5], [0.25], [0.125]])
+  sampled_expected_count = tf.constant([0.4, 0.2, 0.8])
+  return sampled_ids, true_expected_count, sampled_expected_count
+
+
+def _fixed_sample(num_targets):
+  """Ids 2, 5, 1 as a sampler would return them for num_targets true ids."""
+  return (tf.constant([2, 5, 1], tf.int64), tf.fill([num_targets, 1], 0.5),
+          tf.constant([0.4, 0.2, 0.8]))
+
+
+def _batch(labels, items):
+  size = len(labels)
+  return {
+      features.HISTORY_ITEM_XF: tf.constant([[3, 4, 0, 0]] * size, tf.int64),
+      features.HISTORY_PLAY_RATE_XF: tf.constant([[0.9, 0.2, 0., 0.]] * size),
+      features.HISTORY_INTENT_XF: tf.constant([[1, 2, 0, 0]] * size, tf.int64),
+      features.HISTORY_LENGTH: tf.constant([2] * size, tf.int64),
+      features.ITEM_XF: tf.constant(items, tf.int64),
+      features.LABEL: tf.constant(labels, tf.int64),
+  }
+
+
+class PositiveLossTest(tf.test.TestCase):
+
+  def test_matches_hand_computed_value(self):
+    model = _model()
+    users = tf.random.normal([3, 4], seed=3)
+    targets = tf.constant([0, 5, 1], tf.int64)
+    weights = tf.constant([1.0, 2.0, 0.5])
+    got = losses.positive_loss(model, users, targets, weights, _sampled())
+
+    vectors, bias = model.all_item_vectors().numpy(), model.all_item_bias().numpy()
+    u = users.numpy()
+    sampled_ids, true_count, sampled_count = (t.numpy() for t in _sampled())
+    expected = []
+    for row, target in enumerate(targets.numpy()):
+      target_logit = u[row] @ vectors[target] + bias[target] - np.log(true_count[row, 0])
+      sampled_logits = [u[row] @ vectors[s] + bias[s] - np.log(c)
+                        for s, c in zip(sampled_ids, sampled_count) if s != target]
+      logits = np.array([target_logit] + sampled_logits)
+      expected.append(weights.numpy()[row] * (np.log(np.exp(logits).sum()) - target_logit))
+    self.assertAllClose(got, expected, rtol=1e-5)
+
+  def test_matches_tf_sampled_softmax_on_the_unfactorized_table(self):
+    model = _model()
+    users = tf.random.normal([3, 4], seed=4)
+    targets = tf.constant([0, 5, 1], tf.int64)
+    got = losses.positive_loss(model, users, targets, tf.ones([3]), _sampled())
+    reference = tf.nn.sampled_softmax_loss(
+        weights=model.all_item_vectors(), biases=model.all_item_bias(),
+        labels=targets[:, tf.newaxis], inputs=users, num_sampled=3, num_classes=NUM_ITEMS,
+        sampled_values=_sampled(), remove_accidental_hits=True)
+    self.assertAllClose(got, reference, rtol=1e-5)
+
+  def test_unique_gather_equals_plain_gather_in_values_and_gradients(self):
+    model = _model()
+    users = tf.random.normal([6, 4], seed=5)
+    # Repeated targets, and samples that repeat targets: what unique gather deduplicates.
+    targets = tf.constant([5, 5, 0, 1, 5, 0], tf.int64)
+    sample = samplers.make_sampler('log_uniform', NUM_ITEMS, num_sampled=4, seed=6)(targets)
+    results = {}
+    for unique_gather in (True, False):
+      with tf.GradientTape() as tape:
+        tape.watch(users)
+        loss = losses.positive_loss(model, users, targets, tf.ones([6]), sample,
+                                    unique_gather=unique_gather)
+        total = tf.reduce_sum(loss)
+      variables = [model.item_embedding, model.item_bias_table,
+                   model.item_projection.kernel]
+      gradients = tape.gradient(total, [users] + variables)
+      results[unique_gather] = (loss, [tf.convert_to_tensor(g) for g in gradients])
+    self.assertAllClose(results[True][0], results[False][0], rtol=1e-6)
+    for unique, plain in zip(results[True][1], results[False][1]):
+      self.assertAllClose(unique, plain, rtol=1e-5, atol=1e-7)
+    self.assertGreater(float(tf.reduce_max(tf.abs(results[True][1][1]))), 0.0)
+
+
+class NegativeLossTest(tf.test.TestCase):
+
+  def test_matches_hand_computed_value(self):
+    users = tf.constant([[1.0, 0.0], [0.5, -1.0]])
+    targets = tf.constant([[2.0, 3.0], [1.0, 1.0]])
+    bias = tf.constant([0.5, -0.25])
+    got = losses.negative_loss(users, targets, bias, tf.constant([1.0, 0.0]), neg_weight=2.0)
+    score = 1.0 * 2.0 + 0.5  # the second example has weight 0
+    self.assertAllClose(got, [2.0 * np.log1p(np.exp(score)), 0.0])
+
+
+class ComputeLossesTest(tf.test.TestCase):
+
+  def _losses(self, hparams, labels, items, **kwargs):
+    model = _model()
+    sampler = lambda ids: _fixed_sample(tf.size(ids))
+    return model, losses.compute_losses(model, _batch(labels, items), hparams, sampler,
+                                        training=False, **kwargs)
+
+  def test_positives_and_negatives_go_to_their_losses_and_neither_to_none(self):
+    labels = [features.LABEL_POSITIVE, features.LABEL_NEGATIVE, features.LABEL_NEITHER,
+              features.LABEL_POSITIVE]
+    model, got = self._losses(HPARAMS, labels, [0, 3, 6, 5])
+    users = model(_batch(labels, [0, 3, 6, 5]))
+    positive = losses.positive_loss(model, tf.gather(users, [0, 3]), tf.constant([0, 5], tf.int64),
+                                    tf.ones([2]), _fixed_sample(2))
+    negative = losses.negative_loss(users[1:2], model.item_vectors(tf.constant([3], tf.int64)),
+                                    model.item_bias(tf.constant([3], tf.int64)), tf.ones([1]))
+    self.assertAllClose(got['positive_loss'], tf.reduce_sum(positive) / 4)
+    self.assertAllClose(got['negative_loss'], tf.reduce_sum(negative) / 4)
+    self.assertAllClose(got['loss'], got['positive_loss'] + got['negative_loss'])
+    # The 'neither' target does not matter.
+    _, other = self._losses(HPARAMS, labels, [0, 3, 7, 5])
+    self.assertAllClose(got, other)
+
+  def test_variant_b_has_no_negative_loss_and_global_batch_size_scales(self):
+    labels = [features.LABEL_POSITIVE, features.LABEL_NEGATIVE]
+    _, got = self._losses(HPARAMS.replace(variant='b'), labels, [0, 3])
+    self.assertEqual(float(got['negative_loss']), 0.0)
+    _, scaled = self._losses(HPARAMS.replace(variant='b'), labels, [0, 3], global_batch_size=8)
+    self.assertAllClose(scaled['loss'], got['loss'] * 2 / 8)
+
+  def test_batch_without_positives_is_finite(self):
+    _, got = self._losses(HPARAMS, [features.LABEL_NEGATIVE] * 2, [3, 4])
+    self.assertEqual(float(got['positive_loss']), 0.0)
+    self.assertGreater(float(got['negative_loss']), 0.0)
+
+  def test_trains_under_tf_function_with_a_real_sampler(self):
+    model = _model()
+    sampler = samplers.make_sampler('learned_unigram', NUM_ITEMS, num_sampled=3, seed=1)
+    optimizer = tf_keras.optimizers.Adam(0.05)
+    batch = _batch([features.LABEL_POSITIVE, features.LABEL_NEGATIVE] * 2, [0, 3, 0, 3])
+
+    @tf.function
+    def step():
+      with tf.GradientTape() as tape:
+        loss = losses.compute_losses(model, batch, HPARAMS, sampler)['loss']
+      optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
+                                    model.trainable_variables))
+      return loss
+
+    first = float(step())
+    for _ in range(30):
+      last = float(step())
+    self.assertLess(last, first)
+
+
+if __name__ == '__main__':
+  tf.test.main()

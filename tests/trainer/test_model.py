@@ -1,0 +1,154 @@
+"""Checks the DeepMatch model's shapes, masks, variants and empty-history answer."""
+
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from trainer import hparams as hparams_lib
+from trainer import model as model_lib
+from transform import features
+
+NUM_ITEMS = 20
+NUM_INTENTS = 4
+L = 6
+HPARAMS = hparams_lib.HParams(history_length=L, item_embedding_dim=4, hidden_dim=8, num_layers=2,
+                              num_heads=2, ffn_dim=16, dropout=0.1)
+
+
+def _model(hparams=HPARAMS):
+  tf_keras.utils.set_random_seed(1)
+  return model_lib.build_model(hparams, NUM_ITEMS, NUM_INTENTS)
+
+
+def _batch(items, play_rates, intents, lengths):
+  return {
+      features.HISTORY_ITEM_XF: tf.constant(items, tf.int64),
+      features.HISTORY_PLAY_RATE_XF: tf.constant(play_rates, tf.float32),
+      features.HISTORY_INTENT_XF: tf.constant(intents, tf.int64),
+      features.HISTORY_LENGTH: tf.constant(lengths, tf.int64),
+  }
+
+
+def _two_histories():
+  return _batch(items=[[3, 7, 1, 0, 0, 0], [5, 4, 3, 2, 9, 8]],
+                play_rates=[[1.0, 0.1, 0.9, 0, 0, 0], [0.5, 0.5, 1.0, 0.2, 0.8, 0.3]],
+                intents=[[0, 1, 2, 0, 0, 0], [2, 2, 1, 0, 0, 3]],
+                lengths=[3, 6])
+
+
+def _with(batch, name, row, column, value):
+  values = batch[name].numpy().copy()
+  values[row, column] = value
+  return dict(batch, **{name: tf.constant(values)})
+
+
+class DeepMatchTest(tf.test.TestCase):
+
+  def test_shapes(self):
+    model = _model()
+    batch = _two_histories()
+    self.assertEqual(model(batch).shape, [2, 8])
+    self.assertEqual(model.sequence_outputs(batch).shape, [2, L, 8])
+    self.assertEqual(model.item_vectors(tf.constant([[1, 2, 3]], tf.int64)).shape, [1, 3, 8])
+    self.assertEqual(model.item_bias(tf.constant([[1, 2, 3]], tf.int64)).shape, [1, 3])
+    self.assertEqual(model.all_item_vectors().shape, [NUM_ITEMS, 8])
+    self.assertEqual(model.all_item_bias().shape, [NUM_ITEMS])
+    self.assertEqual(model.scores(model(batch)).shape, [2, NUM_ITEMS])
+
+  def test_item_vectors_are_the_factorized_table_projected(self):
+    model = _model()
+    ids = tf.constant([4, 0, 19], tf.int64)
+    expected = tf.matmul(tf.gather(model.item_embedding, ids), model.item_projection.kernel)
+    self.assertAllClose(model.item_vectors(ids), expected)
+    self.assertAllClose(model.all_item_vectors().numpy()[[4, 0, 19]], expected)
+    # O(V * E + E * H) item parameters, not O(V * H).
+    self.assertEqual(model.item_embedding.shape, [NUM_ITEMS, 4])
+    self.assertEqual(model.item_projection.kernel.shape, [4, 8])
+
+  def test_unique_history_lookup_equals_plain_lookup_in_values_and_gradients(self):
+    batch = _two_histories()
+    results = []
+    for unique_gather in (True, False):
+      model = _model(HPARAMS.replace(unique_gather=unique_gather, dropout=0.0))
+      with tf.GradientTape() as tape:
+        total = tf.reduce_sum(model(batch) ** 2)
+      gradient = tape.gradient(total, model.item_embedding)
+      results.append((model(batch), tf.convert_to_tensor(gradient)))
+    self.assertAllClose(results[0][0], results[1][0], rtol=1e-6)
+    self.assertAllClose(results[0][1], results[1][1], rtol=1e-5, atol=1e-7)
+    ids = tf.constant([[3, 3, 5], [5, 0, 3]], tf.int64)
+    model = _model()
+    self.assertAllClose(model.item_vectors(ids, unique=True), model.item_vectors(ids))
+
+  def test_padding_is_masked(self):
+    model = _model()
+    batch = _two_histories()
+    users = model(batch)
+    for name, value in ((features.HISTORY_ITEM_XF, 11), (features.HISTORY_PLAY_RATE_XF, 0.7),
+                        (features.HISTORY_INTENT_XF, 3)):
+      changed = model(_with(batch, name, row=0, column=4, value=value))
+      self.assertAllClose(changed[0], users[0], msg=name)
+    # A real position does change the user vector.
+    changed = model(_with(batch, features.HISTORY_ITEM_XF, row=0, column=1, value=11))
+    self.assertNotAllClose(changed[0], users[0])
+
+  def test_future_positions_are_masked(self):
+    model = _model()
+    batch = _two_histories()
+    outputs = model.sequence_outputs(batch)
+    changed = model.sequence_outputs(_with(batch, features.HISTORY_ITEM_XF, row=1, column=3, value=11))
+    self.assertAllClose(changed[1, :3], outputs[1, :3])
+    self.assertNotAllClose(changed[1, 3:], outputs[1, 3:])
+
+  def test_last_mode_takes_the_last_real_position_and_mean_mode_averages(self):
+    batch = _two_histories()
+    model = _model()
+    outputs = model.sequence_outputs(batch).numpy()
+    self.assertAllClose(model(batch), [outputs[0, 2], outputs[1, 5]])
+    mean_model = _model(HPARAMS.replace(user_vector='mean'))
+    outputs = mean_model.sequence_outputs(batch).numpy()
+    self.assertAllClose(mean_model(batch), [outputs[0, :3].mean(0), outputs[1].mean(0)], rtol=1e-5)
+
+  def test_empty_history_gives_the_learned_empty_vector(self):
+    model = _model()
+    batch = _batch([[0] * L, [3] + [0] * (L - 1)], [[0.] * L, [1.] + [0.] * (L - 1)],
+                   [[0] * L, [1] + [0] * (L - 1)], [0, 1])
+    users = model(batch).numpy()
+    self.assertTrue(np.all(np.isfinite(users)))
+    self.assertAllClose(users[0], model.empty_history_vector.numpy()[0])
+    self.assertNotAllClose(users[1], users[0])
+
+  def test_feedback_features_only_with_variants_b_and_c(self):
+    batch = _two_histories()
+    for variant, uses_feedback in (('a', False), ('b', True), ('c', True)):
+      model = _model(HPARAMS.replace(variant=variant))
+      users = model(batch)
+      changed = model(_with(batch, features.HISTORY_PLAY_RATE_XF, row=0, column=1, value=0.95))
+      self.assertEqual(not np.allclose(users[0], changed[0]), uses_feedback, msg=variant)
+      self.assertEqual(hasattr(model, 'intent_embedding'), uses_feedback, msg=variant)
+
+  def test_dropout_only_in_training(self):
+    model = _model()
+    batch = _two_histories()
+    self.assertAllClose(model(batch), model(batch))
+    self.assertNotAllClose(model(batch, training=True), model(batch, training=True))
+
+  def test_checkpoint_restores_into_a_fresh_model(self):
+    model = _model()
+    model.item_bias_table.assign(tf.random.normal([NUM_ITEMS, 1]))
+    directory = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, directory)
+    path = tf.train.Checkpoint(model=model).write(os.path.join(directory, 'ckpt'))
+    restored = model_lib.build_model(HPARAMS, NUM_ITEMS, NUM_INTENTS)
+    tf.train.Checkpoint(model=restored).read(path).assert_existing_objects_matched()
+    batch = _two_histories()
+    self.assertAllClose(restored(batch), model(batch))
+    self.assertAllClose(restored.all_item_bias(), model.all_item_bias())
+
+
+if __name__ == '__main__':
+  tf.test.main()

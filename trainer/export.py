@@ -1,0 +1,181 @@
+"""Exports the trained DeepMatch model as a self-contained serving SavedModel.
+
+Every signature takes serialized raw tf.Examples (features.SIGNATURE_INPUT), parses only the raw
+features it needs, runs Transform's graph (so unknown items and intents map to their OOV buckets
+exactly as in training), builds the model batch, and encodes the history:
+
+  serving_default: history -> TOP_ITEM_IDS [B, K] (vocabulary strings) and TOP_SCORES [B, K]
+    over the whole vocabulary; the OOV bucket is never returned. K = min(top_k, V).
+  user_vector: history -> USER_VECTOR [B, H].
+  target_rank: history + target item_id -> TARGET_RANK [B] int64, the number of vocabulary items
+    scoring strictly higher than the target (0 = best); an OOV target gets V, never a hit.
+
+Beside the SavedModel, assets.extra/ holds the item vectors for an approximate nearest-neighbour
+index: item_vectors.npy [V, H] float32, item_bias.npy [V] float32 and item_ids.txt (line i is
+row i). Score = user_vector . item_vector + item_bias; a maximum-inner-product index over
+[item_vector, item_bias] queried with [user_vector, 1] ranks exactly as the model does.
+"""
+
+import os
+from typing import Dict, Optional, Union
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from trainer import hparams as hparams_lib
+from trainer import inputs
+from trainer import model as model_lib
+from trainer import vocabulary
+from transform import features
+
+FeatureSpec = Dict[str, Union[tf.io.FixedLenFeature, tf.io.VarLenFeature]]
+
+ANN_DIR = 'assets.extra'
+ITEM_VECTORS_FILE = 'item_vectors.npy'
+ITEM_BIAS_FILE = 'item_bias.npy'
+ITEM_IDS_FILE = 'item_ids.txt'
+SCANN_DIR = 'scann'
+
+# The signature functions below name their argument after the contract's input name.
+assert features.SIGNATURE_INPUT == 'examples'
+
+
+class ServingModule(tf.Module):
+  """The model, Transform's layer and the item vocabulary, with the serving signatures."""
+
+  def __init__(self, model: model_lib.DeepMatch, tf_transform_output: tft.TFTransformOutput,
+               hparams: hparams_lib.HParams, raw_feature_spec: Optional[FeatureSpec] = None):
+    super().__init__(name='deep_match_serving')
+    self.model = model
+    self.hparams = hparams
+    self.tft_layer = tf_transform_output.transform_features_layer()
+    num_vocabulary = tf_transform_output.vocabulary_size_by_name(features.ITEM_VOCAB)
+    self.num_vocabulary = num_vocabulary
+    self.top_k = min(hparams.top_k, num_vocabulary)
+    # Scoring reads precomputed vocabulary vectors: no per-request projection of the whole table,
+    # and the OOV rows are left out, so they can never be returned or outrank a target.
+    self.item_vectors = tf.Variable(model.all_item_vectors()[:num_vocabulary], trainable=False,
+                                    name='item_vectors')
+    self.item_bias = tf.Variable(model.all_item_bias()[:num_vocabulary], trainable=False,
+                                 name='item_bias')
+    self.item_ids = tf.lookup.StaticHashTable(
+        tf.lookup.TextFileInitializer(
+            vocabulary.item_vocabulary_file(tf_transform_output),
+            key_dtype=tf.int64, key_index=tf.lookup.TextFileIndex.LINE_NUMBER,
+            value_dtype=tf.string, value_index=tf.lookup.TextFileIndex.WHOLE_LINE),
+        default_value='')
+    raw_spec = raw_feature_spec or tf_transform_output.raw_feature_spec()
+    missing = [name for name in features.SERVING_FEATURES + (features.ITEM_ID,)
+               if name not in raw_spec]
+    if missing:
+      raise ValueError(f'the raw feature spec lacks {missing}; it has {sorted(raw_spec)}')
+    self._history_spec = {name: raw_spec[name] for name in features.SERVING_FEATURES}
+    self._target_spec = dict(self._history_spec, **{features.ITEM_ID: raw_spec[features.ITEM_ID]})
+
+  def _transformed(self, examples, spec) -> Dict[str, tf.Tensor]:
+    return self.tft_layer(tf.io.parse_example(examples, spec))
+
+  def _user_vectors(self, transformed) -> tf.Tensor:
+    return self.model(inputs.to_model_batch(transformed, self.hparams), training=False)
+
+  def _scores(self, user_vectors) -> tf.Tensor:
+    return tf.matmul(user_vectors, self.item_vectors, transpose_b=True) + self.item_bias
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+  def serve_top_items(self, examples):
+    user_vectors = self._user_vectors(self._transformed(examples, self._history_spec))
+    top = tf.math.top_k(self._scores(user_vectors), k=self.top_k)
+    return {features.TOP_ITEM_IDS: self.item_ids.lookup(tf.cast(top.indices, tf.int64)),
+            features.TOP_SCORES: top.values}
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+  def serve_user_vector(self, examples):
+    transformed = self._transformed(examples, self._history_spec)
+    return {features.USER_VECTOR: self._user_vectors(transformed)}
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+  def serve_target_rank(self, examples):
+    transformed = self._transformed(examples, self._target_spec)
+    scores = self._scores(self._user_vectors(transformed))
+    targets = tf.reshape(transformed[features.ITEM_XF], [-1])
+    in_vocabulary = targets < self.num_vocabulary
+    target_scores = tf.gather(scores, tf.where(in_vocabulary, targets, 0), batch_dims=1)
+    higher = tf.reduce_sum(tf.cast(scores > target_scores[:, tf.newaxis], tf.int64), axis=1)
+    return {features.TARGET_RANK: tf.where(in_vocabulary, higher,
+                                           tf.cast(self.num_vocabulary, tf.int64))}
+
+  def signatures(self):
+    return {
+        features.SERVING_SIGNATURE: self.serve_top_items.get_concrete_function(),
+        features.USER_VECTOR_SIGNATURE: self.serve_user_vector.get_concrete_function(),
+        features.TARGET_RANK_SIGNATURE: self.serve_target_rank.get_concrete_function(),
+    }
+
+
+def export_serving_model(model: model_lib.DeepMatch,
+                         tf_transform_output: tft.TFTransformOutput,
+                         hparams: hparams_lib.HParams,
+                         export_dir: str,
+                         raw_feature_spec: Optional[FeatureSpec] = None,
+                         scann_index: bool = False) -> str:
+  """Writes the serving SavedModel and the ANN files to export_dir; returns export_dir.
+
+  The model must hold plain (unsharded) variables: rebuild it outside any parameter-server
+  strategy and restore its checkpoint before exporting.
+
+  Args:
+    model: the trained model.
+    tf_transform_output: Transform's output the model was trained on.
+    hparams: the model's hyper-parameters (history_length, variant, top_k, ...).
+    export_dir: where to write; must not hold a SavedModel already.
+    raw_feature_spec: the raw examples' feature spec; by default Transform's record of it.
+    scann_index: also build and write a ScaNN index under assets.extra/scann (needs scann).
+  """
+  module = ServingModule(model, tf_transform_output, hparams, raw_feature_spec)
+  tf.saved_model.save(module, export_dir, signatures=module.signatures())
+  write_item_vectors(module, os.path.join(export_dir, ANN_DIR))
+  if scann_index:
+    build_scann_index(os.path.join(export_dir, ANN_DIR))
+  return export_dir
+
+
+def write_item_vectors(module: ServingModule, directory: str) -> None:
+  """Writes item_vectors.npy, item_bias.npy and item_ids.txt (vocabulary order) to directory."""
+  tf.io.gfile.makedirs(directory)
+  ids = module.item_ids.lookup(tf.range(module.num_vocabulary, dtype=tf.int64)).numpy()
+  with tf.io.gfile.GFile(os.path.join(directory, ITEM_IDS_FILE), 'wb') as f:
+    f.write(b''.join(item + b'\n' for item in ids))
+  for name, values in ((ITEM_VECTORS_FILE, module.item_vectors), (ITEM_BIAS_FILE, module.item_bias)):
+    with tf.io.gfile.GFile(os.path.join(directory, name), 'wb') as f:
+      np.save(f, values.numpy().astype(np.float32))
+
+
+def build_scann_index(directory: str, num_neighbors: int = 100) -> str:
+  """Builds a ScaNN maximum-inner-product index over [item_vector, item_bias]; returns its dir.
+
+  Query it with [user_vector, 1.0]. Small catalogues get an exact (brute-force) index; larger
+  ones a partitioned, asymmetric-hashing index re-scored exactly on the top candidates.
+  """
+  import scann  # Optional: only this function needs it.
+
+  with tf.io.gfile.GFile(os.path.join(directory, ITEM_VECTORS_FILE), 'rb') as f:
+    item_vectors = np.load(f)
+  with tf.io.gfile.GFile(os.path.join(directory, ITEM_BIAS_FILE), 'rb') as f:
+    item_bias = np.load(f)
+  database = np.concatenate([item_vectors, item_bias[:, np.newaxis]], axis=1).astype(np.float32)
+  num_items = database.shape[0]
+  builder = scann.scann_ops_pybind.builder(database, min(num_neighbors, num_items), 'dot_product')
+  if num_items < 10000:
+    searcher = builder.score_brute_force().build()
+  else:
+    num_leaves = int(np.sqrt(num_items))
+    searcher = (builder.tree(num_leaves=num_leaves, num_leaves_to_search=max(num_leaves // 10, 1),
+                             training_sample_size=min(num_items, 250000))
+                .score_ah(2, anisotropic_quantization_threshold=0.2)
+                .reorder(min(10 * num_neighbors, num_items))
+                .build())
+  index_dir = os.path.join(directory, SCANN_DIR)
+  tf.io.gfile.makedirs(index_dir)
+  searcher.serialize(index_dir)
+  return index_dir

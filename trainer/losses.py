@@ -1,0 +1,125 @@
+"""The two losses of the feedback-aware DeepMatch: sampled softmax on positives, sigmoid on negatives.
+
+Loss scaling: every loss is a sum over the examples it applies to divided by the number of
+examples in the batch (all of them, 'neither' targets included, which add nothing), or by
+`global_batch_size` when given. Divided by the global batch size, the values computed by the
+replicas of a distribution strategy add up to the global batch mean, as tf.nn.compute_average_loss
+arranges.
+"""
+
+from typing import Dict, Optional
+
+import tensorflow as tf
+
+from trainer import hparams as hparams_lib
+from trainer import model as model_lib
+from trainer import samplers
+from transform import features
+
+
+def positive_loss(model: model_lib.DeepMatch,
+                  user_vectors: tf.Tensor,
+                  target_ids: tf.Tensor,
+                  weights: tf.Tensor,
+                  sampled: samplers.Sample,
+                  unique_gather: bool = True) -> tf.Tensor:
+  """Per-example weighted sampled-softmax loss [B] of the target items.
+
+  The logits are user . item + item bias, less the log of each candidate's expected count (the
+  correction that makes the sampled softmax an unbiased stand-in for the full one); a sampled id
+  equal to the example's target (an accidental hit) is removed from that example's candidates.
+
+  Args:
+    model: gives item_vectors and item_bias.
+    user_vectors: [B, H].
+    target_ids: [B] item ids.
+    weights: [B] example weights.
+    sampled: a sampler's (sampled_ids [S], true_expected_count [B, 1], sampled_expected_count [S]).
+    unique_gather: look up and project each distinct id of targets + samples once, then expand
+      (popular items repeat a lot in a batch); False looks up every occurrence.
+  """
+  sampled_ids, true_expected_count, sampled_expected_count = sampled
+  target_ids = tf.reshape(tf.cast(target_ids, tf.int64), [-1])
+  sampled_ids = tf.cast(sampled_ids, tf.int64)
+  candidate_vectors, candidate_bias = _item_vectors_and_bias(
+      model, tf.concat([target_ids, sampled_ids], axis=0), unique_gather)
+  num_targets = tf.shape(target_ids)[0]
+  target_vectors, sampled_vectors = candidate_vectors[:num_targets], candidate_vectors[num_targets:]
+  target_bias, sampled_bias = candidate_bias[:num_targets], candidate_bias[num_targets:]
+
+  target_logits = (tf.reduce_sum(user_vectors * target_vectors, axis=-1) + target_bias
+                   - tf.math.log(tf.reshape(true_expected_count, [-1])))
+  sampled_logits = (tf.matmul(user_vectors, sampled_vectors, transpose_b=True) + sampled_bias
+                    - tf.math.log(sampled_expected_count)[tf.newaxis, :])
+  sampled_logits = _remove_accidental_hits(sampled_logits, target_ids, sampled_ids)
+  logits = tf.concat([target_logits[:, tf.newaxis], sampled_logits], axis=1)
+  # Cross-entropy with the target in column 0.
+  losses = tf.reduce_logsumexp(logits, axis=1) - target_logits
+  return losses * tf.cast(weights, losses.dtype)
+
+
+def negative_loss(user_vectors: tf.Tensor,
+                  target_vectors: tf.Tensor,
+                  target_bias: tf.Tensor,
+                  weights: tf.Tensor,
+                  neg_weight: float = 1.0) -> tf.Tensor:
+  """Per-example weighted sigmoid cross-entropy [B] of score user . item + bias against label 0."""
+  logits = tf.reduce_sum(user_vectors * target_vectors, axis=-1) + target_bias
+  losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.zeros_like(logits), logits=logits)
+  return neg_weight * losses * tf.cast(weights, losses.dtype)
+
+
+def compute_losses(model: model_lib.DeepMatch,
+                   batch: Dict[str, tf.Tensor],
+                   hparams: hparams_lib.HParams,
+                   sampler: samplers.Sampler,
+                   training: bool = True,
+                   global_batch_size: Optional[int] = None) -> Dict[str, tf.Tensor]:
+  """Scalar losses {'loss', 'positive_loss', 'negative_loss'} of a model batch with targets.
+
+  Positives (LABEL == 1) go to the sampled softmax; negatives (LABEL == 0) to the sigmoid loss
+  when hparams.negative_loss (variant c), else nowhere; 'neither' targets to no loss. Only the
+  positive targets reach the sampler, so learned_unigram learns the distribution the softmax is
+  over. See the module docstring for the scaling.
+  """
+  user_vectors = model(batch, training=training)
+  labels = tf.reshape(batch[features.LABEL], [-1])
+  target_ids = tf.reshape(tf.cast(batch[features.ITEM_XF], tf.int64), [-1])
+  if global_batch_size is None:
+    denominator = tf.cast(tf.shape(labels)[0], user_vectors.dtype)
+  else:
+    denominator = tf.cast(global_batch_size, user_vectors.dtype)
+
+  is_positive = tf.equal(labels, features.LABEL_POSITIVE)
+  positive_ids = tf.boolean_mask(target_ids, is_positive)
+  positive_users = tf.boolean_mask(user_vectors, is_positive)
+  positive = positive_loss(model, positive_users, positive_ids, tf.ones_like(positive_ids, tf.float32),
+                           sampler(positive_ids), unique_gather=hparams.unique_gather)
+  positive = tf.reduce_sum(positive) / denominator
+
+  if hparams.negative_loss:
+    is_negative = tf.equal(labels, features.LABEL_NEGATIVE)
+    negative_ids = tf.boolean_mask(target_ids, is_negative)
+    negative = negative_loss(tf.boolean_mask(user_vectors, is_negative),
+                             model.item_vectors(negative_ids), model.item_bias(negative_ids),
+                             tf.ones_like(negative_ids, tf.float32), hparams.neg_weight)
+    negative = tf.reduce_sum(negative) / denominator
+  else:
+    negative = tf.zeros([], user_vectors.dtype)
+  return {'loss': positive + negative, 'positive_loss': positive, 'negative_loss': negative}
+
+
+def _item_vectors_and_bias(model, ids, unique_gather):
+  if not unique_gather:
+    return model.item_vectors(ids), model.item_bias(ids)
+  unique_ids, positions = tf.unique(ids)
+  # tf.gather on the looked-up tensors, not on the (possibly sharded) tables.
+  return (tf.gather(model.item_vectors(unique_ids), positions),
+          tf.gather(model.item_bias(unique_ids), positions))
+
+
+def _remove_accidental_hits(sampled_logits, target_ids, sampled_ids):
+  rows, columns, hit_weights = tf.nn.compute_accidental_hits(
+      target_ids[:, tf.newaxis], sampled_ids, num_true=1)
+  indices = tf.stack([rows, tf.cast(columns, tf.int32)], axis=1)
+  return tf.tensor_scatter_nd_add(sampled_logits, indices, tf.cast(hit_weights, sampled_logits.dtype))

@@ -1,0 +1,171 @@
+"""The feedback-aware DeepMatch model: a self-attentive encoder of the play history.
+
+Parameter-server notes. Under ParameterServerStrategy with a variable_partitioner, the item
+tables become ShardedVariables. This model therefore reads table rows only with
+tf.nn.embedding_lookup (which understands shards; tf.gather does not), reads whole tables with
+tf.convert_to_tensor (which concatenates shards), and builds the same variables, under the same
+names, with or without sharding, so a checkpoint written by a sharded model restores into an
+unsharded one (as the export does).
+"""
+
+from typing import Dict
+
+import tensorflow as tf
+import tf_keras
+
+from trainer import hparams as hparams_lib
+from transform import features
+
+_INIT_STDDEV = 0.02
+
+
+class DeepMatch(tf_keras.Model):
+  """Maps a padded play history to a user vector; scores items by user . item + item bias.
+
+  Each history position sums four embeddings in the H-dimensional space: the item (a V x E table
+  projected E -> H, the same weights that give the output item vectors), the position (a learned
+  table of history_length rows), and, with feedback features, the play rate (a learned vector
+  scaled by the rate) and the intent. After a layer normalisation, num_layers blocks of
+  multi-head self-attention (with padding and causal masks) and a feed-forward network, each
+  with a residual connection and layer normalisation, produce one output per position. The user
+  vector is the output at the last real position, or the mean over real positions; an empty
+  history gets a learned vector of its own. With hparams.unique_gather, the history's item
+  vectors are looked up and projected once per distinct id.
+  """
+
+  def __init__(self, hparams: hparams_lib.HParams, num_items: int, num_intents: int, **kwargs):
+    super().__init__(**kwargs)
+    self.hparams = hparams
+    self.num_items = num_items
+    self.num_intents = num_intents
+    h = hparams.hidden_dim
+    init = tf_keras.initializers.TruncatedNormal(stddev=_INIT_STDDEV, seed=hparams.seed)
+    self.item_embedding = self.add_weight(
+        name='item_embedding', shape=[num_items, hparams.item_embedding_dim], initializer=init)
+    # Kept [V, 1] rather than [V]: embedding lookups and partitioners handle rank-2 tables best.
+    self.item_bias_table = self.add_weight(
+        name='item_bias', shape=[num_items, 1], initializer='zeros')
+    self.item_projection = tf_keras.layers.Dense(h, use_bias=False, name='item_projection')
+    self.position_embedding = self.add_weight(
+        name='position_embedding', shape=[hparams.history_length, h], initializer=init)
+    if hparams.feedback_features:
+      self.play_rate_vector = self.add_weight(
+          name='play_rate_vector', shape=[1, h], initializer=init)
+      self.intent_embedding = self.add_weight(
+          name='intent_embedding', shape=[num_intents, h], initializer=init)
+    # The user vector of an empty history (a user's first play, or a cold-start request).
+    self.empty_history_vector = self.add_weight(
+        name='empty_history_vector', shape=[1, h], initializer=init)
+    self.input_norm = tf_keras.layers.LayerNormalization(name='input_norm')
+    self.input_dropout = tf_keras.layers.Dropout(hparams.dropout)
+    self.blocks = [_AttentionBlock(hparams, name=f'attention_block_{i}')
+                   for i in range(hparams.num_layers)]
+
+  def call(self, batch: Dict[str, tf.Tensor], training=False) -> tf.Tensor:
+    """User vectors [B, H] of a model batch (see trainer.inputs.to_model_batch)."""
+    outputs = self.sequence_outputs(batch, training=training)
+    length = tf.cast(batch[features.HISTORY_LENGTH], tf.int32)
+    if self.hparams.user_vector == 'last':
+      user = tf.gather(outputs, tf.maximum(length - 1, 0), batch_dims=1)
+    else:
+      real = tf.sequence_mask(length, self.hparams.history_length, dtype=outputs.dtype)
+      total = tf.reduce_sum(outputs * real[:, :, tf.newaxis], axis=1)
+      user = total / tf.maximum(tf.reduce_sum(real, axis=1, keepdims=True), 1.0)
+    empty = tf.broadcast_to(self.empty_history_vector, tf.shape(user))
+    return tf.where((length > 0)[:, tf.newaxis], user, empty)
+
+  def sequence_outputs(self, batch: Dict[str, tf.Tensor], training=False) -> tf.Tensor:
+    """Encoder outputs at every history position [B, L, H]; padded positions are meaningless."""
+    items = batch[features.HISTORY_ITEM_XF]
+    length = tf.cast(batch[features.HISTORY_LENGTH], tf.int32)
+    x = self.item_vectors(items, unique=self.hparams.unique_gather)
+    x += tf.convert_to_tensor(self.position_embedding)[tf.newaxis]
+    if self.hparams.feedback_features:
+      play_rates = tf.cast(batch[features.HISTORY_PLAY_RATE_XF], x.dtype)
+      x += play_rates[:, :, tf.newaxis] * tf.convert_to_tensor(self.play_rate_vector)
+      x += tf.nn.embedding_lookup(self.intent_embedding, batch[features.HISTORY_INTENT_XF])
+    x = self.input_dropout(self.input_norm(x), training=training)
+    mask = attention_mask(length, self.hparams.history_length)
+    for block in self.blocks:
+      x = block(x, mask, training=training)
+    return x
+
+  def item_vectors(self, ids: tf.Tensor, unique: bool = False) -> tf.Tensor:
+    """Item vectors [..., H] of item ids [...]; the same weights embed the history.
+
+    With unique, each distinct id is looked up and projected once and the result expanded back:
+    batches of popular songs repeat ids heavily, and the embedding gradient (and, on parameter
+    servers, the traffic) then has one row per distinct id.
+    """
+    if not unique:
+      return self.item_projection(tf.nn.embedding_lookup(self.item_embedding, ids))
+    unique_ids, positions = tf.unique(tf.reshape(ids, [-1]))
+    vectors = self.item_projection(tf.nn.embedding_lookup(self.item_embedding, unique_ids))
+    # tf.gather on the looked-up tensor, not on the (possibly sharded) table.
+    expanded = tf.gather(vectors, positions)
+    return tf.reshape(expanded, tf.concat([tf.shape(ids), [self.hparams.hidden_dim]], axis=0))
+
+  def item_bias(self, ids: tf.Tensor) -> tf.Tensor:
+    """Item biases [...] of item ids [...]."""
+    return tf.squeeze(tf.nn.embedding_lookup(self.item_bias_table, ids), axis=-1)
+
+  def all_item_vectors(self) -> tf.Tensor:
+    """Vectors of every item id, OOV bucket included [num_items, H]."""
+    return self.item_projection(tf.convert_to_tensor(self.item_embedding))
+
+  def all_item_bias(self) -> tf.Tensor:
+    """Biases of every item id, OOV bucket included [num_items]."""
+    return tf.reshape(tf.convert_to_tensor(self.item_bias_table), [-1])
+
+  def scores(self, user_vectors: tf.Tensor) -> tf.Tensor:
+    """Scores of every item id for each user [B, num_items]."""
+    return tf.matmul(user_vectors, self.all_item_vectors(), transpose_b=True) + self.all_item_bias()
+
+
+def attention_mask(length: tf.Tensor, history_length: int) -> tf.Tensor:
+  """[B, L, L] boolean: query i may attend key j iff j <= i (causal) and j < length (padding)."""
+  positions = tf.range(history_length)
+  causal = positions[tf.newaxis, :] <= positions[:, tf.newaxis]
+  real_keys = tf.sequence_mask(length, history_length)
+  return tf.logical_and(causal[tf.newaxis], real_keys[:, tf.newaxis, :])
+
+
+class _AttentionBlock(tf_keras.layers.Layer):
+  """Self-attention and a feed-forward network, each with dropout, residual and layer norm."""
+
+  def __init__(self, hparams: hparams_lib.HParams, **kwargs):
+    super().__init__(**kwargs)
+    h = hparams.hidden_dim
+    self.attention = tf_keras.layers.MultiHeadAttention(
+        num_heads=hparams.num_heads, key_dim=h // hparams.num_heads, dropout=hparams.dropout,
+        name='attention')
+    self.attention_dropout = tf_keras.layers.Dropout(hparams.dropout)
+    self.attention_norm = tf_keras.layers.LayerNormalization(name='attention_norm')
+    self.ffn_hidden = tf_keras.layers.Dense(hparams.ffn_dim, activation='gelu', name='ffn_hidden')
+    self.ffn_output = tf_keras.layers.Dense(h, name='ffn_output')
+    self.ffn_dropout = tf_keras.layers.Dropout(hparams.dropout)
+    self.ffn_norm = tf_keras.layers.LayerNormalization(name='ffn_norm')
+
+  def call(self, x, mask, training=False):
+    attended = self.attention(x, x, attention_mask=mask, training=training)
+    x = self.attention_norm(x + self.attention_dropout(attended, training=training))
+    transformed = self.ffn_output(self.ffn_hidden(x))
+    return self.ffn_norm(x + self.ffn_dropout(transformed, training=training))
+
+
+def dummy_batch(hparams: hparams_lib.HParams, batch_size: int = 1) -> Dict[str, tf.Tensor]:
+  """An all-padding model batch of the right shapes and dtypes, for building variables."""
+  shape = [batch_size, hparams.history_length]
+  return {
+      features.HISTORY_ITEM_XF: tf.zeros(shape, tf.int64),
+      features.HISTORY_PLAY_RATE_XF: tf.zeros(shape, tf.float32),
+      features.HISTORY_INTENT_XF: tf.zeros(shape, tf.int64),
+      features.HISTORY_LENGTH: tf.zeros([batch_size], tf.int64),
+  }
+
+
+def build_model(hparams: hparams_lib.HParams, num_items: int, num_intents: int) -> DeepMatch:
+  """A DeepMatch model with all its variables created (create it inside a strategy's scope)."""
+  model = DeepMatch(hparams, num_items, num_intents, name='deep_match')
+  model(dummy_batch(hparams), training=False)
+  return model
