@@ -1,7 +1,7 @@
 """Runs the pipeline with TFX's BeamDagRunner; Beam arguments pass through to every component.
 
-  python -m pipeline.beam_runner [--beam_arg=VALUE ...]
-  (or: tfx pipeline create --engine beam --pipeline_path pipeline/beam_runner.py)
+  python beam_runner.py [--beam_arg=VALUE ...]
+  (or: tfx pipeline create --engine beam --pipeline_path beam_runner.py)
 
 With no arguments Beam's DirectRunner runs on all local cores; any other runner is chosen by
 its own arguments, e.g. --runner=FlinkRunner --flink_master=HOST:PORT. Paths as in
@@ -21,9 +21,6 @@ from pipeline import configs
 from pipeline import local_paths
 from pipeline import pipeline
 
-DEFAULT_BEAM_ARGS = ['--direct_running_mode=multi_processing', '--direct_num_workers=0']
-
-
 def main(beam_pipeline_args) -> None:
   config = configs.load_config()
   paths = local_paths.LocalPaths.from_env(config.pipeline_name)
@@ -34,7 +31,7 @@ def main(beam_pipeline_args) -> None:
           data_root=paths.data_root,
           serving_model_dir=paths.serving_model_dir,
           config=config,
-          beam_pipeline_args=beam_pipeline_args or DEFAULT_BEAM_ARGS,
+          beam_pipeline_args=beam_pipeline_args or list(configs.BEAM_PIPELINE_ARGS),
           metadata_connection_config=tfx.orchestration.metadata
           .sqlite_metadata_connection_config(paths.metadata_path)))
 

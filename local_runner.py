@@ -1,6 +1,6 @@
 """Runs the pipeline with TFX's LocalDagRunner.
 
-  tfx pipeline create --engine local --pipeline_path pipeline/local_runner.py
+  tfx pipeline create --engine local --pipeline_path local_runner.py
   tfx run create --engine local --pipeline_name playrecall
 
 Paths come from $PLAYRECALL_HOME and $PLAYRECALL_DATA (pipeline/local_paths.py), settings from

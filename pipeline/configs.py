@@ -14,6 +14,8 @@ from components.play_log_example_gen import defaults as example_gen_defaults
 
 PIPELINE_NAME = 'playrecall'
 CONFIG_ENV = 'PLAYRECALL_CONFIG'
+# Beam arguments when a runner is given none: the DirectRunner on every local core.
+BEAM_PIPELINE_ARGS = ('--direct_running_mode=multi_processing', '--direct_num_workers=0')
 
 
 @dataclasses.dataclass(frozen=True)

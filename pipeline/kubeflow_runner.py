@@ -27,7 +27,6 @@ os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 from tfx import v1 as tfx
 import yaml
 
-from pipeline import beam_runner
 from pipeline import configs
 from pipeline import pipeline
 
@@ -52,9 +51,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   """Returns this command's flags; anything else lands in `beam_pipeline_args`."""
   parser = argparse.ArgumentParser(
       prog='python -m pipeline.kubeflow_runner',
+      allow_abbrev=False,  # a Beam argument must never be taken for an abbreviation of ours
       description=__doc__.split('\n\n')[0],
       epilog='Unknown arguments are Beam arguments (default: '
-      + ' '.join(beam_runner.DEFAULT_BEAM_ARGS) + ').')
+      + ' '.join(configs.BEAM_PIPELINE_ARGS) + ').')
   parser.add_argument('--image', help='the pipeline image every step runs in '
                       '(default $PLAYRECALL_IMAGE)')
   parser.add_argument('--pipeline_root', help='gs:// root of every step\'s outputs '
@@ -84,7 +84,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   stray = [a for a in beam_pipeline_args if not a.startswith('--')]
   if stray:
     parser.error(f'unexpected arguments {stray}: Beam arguments look like --name=value')
-  args.beam_pipeline_args = beam_pipeline_args or list(beam_runner.DEFAULT_BEAM_ARGS)
+  args.beam_pipeline_args = beam_pipeline_args or list(configs.BEAM_PIPELINE_ARGS)
   return args
 
 

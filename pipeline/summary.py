@@ -19,7 +19,7 @@ from pipeline import local_paths
 # Artifact types in pipeline order, with the properties worth a line each.
 _SHOWN = (
     ('Examples', None),
-    ('Quarantine', None),
+    ('PlayLogQuarantine', None),
     ('ExampleStatistics', ()),
     ('Schema', ()),
     ('ExampleAnomalies', ()),

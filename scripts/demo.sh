@@ -21,9 +21,9 @@ fi
 
 echo "== registering the pipeline with the TFX CLI (engine: local)"
 if [ -d "$LOCAL_HOME/$PIPELINE_NAME" ]; then
-  tfx pipeline update --engine local --pipeline_path pipeline/local_runner.py
+  tfx pipeline update --engine local --pipeline_path local_runner.py
 else
-  tfx pipeline create --engine local --pipeline_path pipeline/local_runner.py
+  tfx pipeline create --engine local --pipeline_path local_runner.py
 fi
 
 echo "== running it"

@@ -1,0 +1,1 @@
+"""PushedModelBaseline: the model TF Serving currently serves, as the Evaluator's baseline."""
