@@ -1,0 +1,103 @@
+"""The training loop in one process: learns, checkpoints at intervals, resumes, logs and summarises.
+
+The same loop under a parameter-server cluster is covered by test_cluster.py.
+"""
+
+import glob
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from tests.trainer import cluster_testing
+from trainer import dataset
+from trainer import hparams as hparams_lib
+from trainer import losses
+from trainer import model as model_lib
+from trainer import samplers
+from trainer import train_loop
+from trainer import vocabulary
+
+HPARAMS = hparams_lib.HParams.from_dict(dict(
+    cluster_testing.TINY_HPARAMS, train_steps=40, steps_per_log=10, steps_per_checkpoint=20))
+
+
+def _train(tiny, model_dir, hparams, lines):
+  output = tft.TFTransformOutput(tiny.transform_output)
+  num_items, num_intents = vocabulary.num_items(output), vocabulary.num_intents(output)
+  sampler = samplers.make_sampler(hparams.sampler, num_items, num_sampled=hparams.num_sampled,
+                                  seed=hparams.seed)
+  return train_loop.train(
+      tf.distribute.get_strategy(),
+      lambda: model_lib.build_model(hparams, num_items, num_intents),
+      lambda context: dataset.make_dataset(tiny.train_files, output, hparams, hparams.batch_size,
+                                           input_context=context),
+      lambda model, batch: losses.compute_losses(model, batch, hparams, sampler),
+      hparams, model_dir, log=lines.append)
+
+
+@pytest.fixture(scope='module')
+def first_run(tiny_transform, tmp_path_factory):
+  model_dir = str(tmp_path_factory.mktemp('train_loop'))
+  lines = []
+  return model_dir, _train(tiny_transform, model_dir, HPARAMS, lines), lines
+
+
+def _losses(lines):
+  return [float(line.split('loss=')[1].split()[0]) for line in lines if line.startswith('step ')]
+
+
+def test_trains_with_progress_lines_and_a_falling_loss(first_run):
+  _, result, lines = first_run
+  assert result.start_step == 0 and result.final_step == 40
+  progress = [line for line in lines if line.startswith('step ')]
+  assert [line.split(':')[0] for line in progress] == ['step 10', 'step 20', 'step 30', 'step 40']
+  assert all('positive_loss=' in line and 'examples/s=' in line for line in progress)
+  first, *_, last = _losses(lines)
+  assert last < first
+
+
+def test_checkpoints_at_intervals_with_the_step(first_run):
+  model_dir, result, _ = first_run
+  index_files = glob.glob(os.path.join(train_loop.checkpoint_dir(model_dir), 'ckpt-*.index'))
+  assert sorted(os.path.basename(p) for p in index_files) == ['ckpt-20.index', 'ckpt-40.index']
+  assert result.checkpoint_path.endswith('ckpt-40')
+  assert result.examples_per_second > 0
+
+
+def test_tensorboard_summaries_hold_losses_and_throughput(first_run):
+  model_dir, _, _ = first_run
+  tags = {}
+  for path in glob.glob(os.path.join(model_dir, train_loop.SUMMARY_DIR, 'events.*')):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        tags.setdefault(value.tag, []).append(event.step)
+  for tag in train_loop.LOSS_NAMES + ('examples_per_second',):
+    assert tags[tag] == [10, 20, 30, 40], (tag, tags)
+
+
+def test_resumes_from_the_last_checkpoint_with_its_weights(first_run, tiny_transform):
+  model_dir, first, _ = first_run
+  key = 'model/item_embedding/.ATTRIBUTES/VARIABLE_VALUE'
+  saved = tf.train.load_checkpoint(first.checkpoint_path).get_tensor(key)
+  lines = []
+  resumed = _train(tiny_transform, model_dir, HPARAMS.replace(train_steps=50), lines)
+  assert resumed.start_step == 40 and resumed.final_step == 50
+  assert any(line.startswith('resuming from') and 'at step 40' in line for line in lines)
+  assert [line.split(':')[0] for line in lines if line.startswith('step ')] == ['step 50']
+  # Ten more steps moved the restored weights a little; a fresh start would be far from them.
+  new = tf.train.load_checkpoint(resumed.checkpoint_path).get_tensor(key)
+  assert np.abs(new - saved).mean() < 0.5 * np.abs(saved).mean()
+
+
+def test_sharded_variables_lists_only_partitioned_tables():
+  table = tf.Variable(tf.zeros([4, 2]), name='items/part_0')
+  other = tf.Variable(tf.zeros([4, 2]), name='items/part_1')
+  dense = tf.Variable(tf.zeros([3]), name='dense/kernel')
+
+  class Holder(tf.Module):
+    variables = (table, other, dense)
+
+  assert train_loop.sharded_variables(Holder()) == {'items': [[4, 2], [4, 2]]}

@@ -1,0 +1,208 @@
+"""One custom training loop for one process and for a parameter-server cluster.
+
+The loop is written once against a tf.distribute strategy: the same step function runs each
+batch through `strategy.run`. In one process (the default strategy) the loop calls it directly;
+under tf.distribute.ParameterServerStrategy the chief's ClusterCoordinator schedules it on the
+workers, each of which reads its own dataset (coordinator.create_per_worker_dataset). When a
+worker dies, the coordinator runs its pending steps on the others; when a parameter server dies,
+the variables are gone and the job fails with a ClusterError: restart every task and training
+resumes from the last checkpoint.
+
+The chief (the only process that runs this loop) writes the checkpoints (model, optimizer and
+the step, which is the optimizer's iteration count), the TensorBoard summaries and the progress
+lines.
+"""
+
+import dataclasses
+import logging
+import os
+import time
+from typing import Callable, Dict, List, Optional
+
+import tensorflow as tf
+import tf_keras
+
+from trainer import hparams as hparams_lib
+
+CHECKPOINT_DIR = 'checkpoints'
+SUMMARY_DIR = 'train'
+LOSS_NAMES = ('loss', 'positive_loss', 'negative_loss')
+_CHECKPOINTS_KEPT = 3
+
+DatasetFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
+# loss_fn(model, batch) -> {'loss', 'positive_loss', 'negative_loss'} scalars (training mode).
+LossFn = Callable[[tf_keras.Model, Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]
+
+
+# What a lost parameter server (or the chief's link to it) raises, from a step, a read or a save.
+_CLUSTER_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,
+                   tf.errors.InternalError, tf.errors.NotFoundError)
+
+
+class ClusterError(RuntimeError):
+  """The parameter-server cluster failed in a way training cannot ride out."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+  start_step: int  # the step restored from a checkpoint (0 for a fresh start)
+  final_step: int
+  checkpoint_path: str
+  examples_per_second: float  # over this run's steps, checkpoint time included
+
+
+def checkpoint_dir(model_dir: str) -> str:
+  return os.path.join(model_dir, CHECKPOINT_DIR)
+
+
+def make_optimizer(hparams: hparams_lib.HParams) -> tf_keras.optimizers.Optimizer:
+  return tf_keras.optimizers.Adam(learning_rate=hparams.learning_rate)
+
+
+def train(strategy: tf.distribute.Strategy,
+          build_model: Callable[[], tf_keras.Model],
+          dataset_fn: DatasetFn,
+          loss_fn: LossFn,
+          hparams: hparams_lib.HParams,
+          model_dir: str,
+          coordinator: Optional[tf.distribute.experimental.coordinator.ClusterCoordinator] = None,
+          log: Callable[[str], None] = logging.info,
+          optimizer_fn: Callable[[hparams_lib.HParams], tf_keras.optimizers.Optimizer] = None
+          ) -> TrainResult:
+  """Trains until the step reaches hparams.train_steps, resuming from model_dir's checkpoint.
+
+  Args:
+    strategy: the default strategy (one process) or a ParameterServerStrategy.
+    build_model: returns the model with its variables created; called inside strategy.scope().
+    dataset_fn: builds one input pipeline (per worker under a parameter-server strategy) with
+      batches of hparams.batch_size examples, repeated forever.
+    loss_fn: the losses of a batch.
+    hparams: train_steps, steps_per_checkpoint, steps_per_log, batch_size, learning_rate.
+    model_dir: checkpoints go to model_dir/checkpoints, summaries to model_dir/train.
+    coordinator: the ClusterCoordinator of a ParameterServerStrategy; None in one process.
+    log: where the progress lines go.
+    optimizer_fn: makes the optimizer (default make_optimizer); called inside strategy.scope().
+  """
+  with strategy.scope():
+    model = build_model()
+    optimizer = (optimizer_fn or make_optimizer)(hparams)
+    # Slots must exist before the first step: a parameter-server step runs on a worker, which
+    # cannot create variables.
+    optimizer.build(model.trainable_variables)
+    loss_means = {name: tf_keras.metrics.Mean(name) for name in LOSS_NAMES}
+  for name, shapes in sharded_variables(model).items():
+    log(f'{name} is sharded in {len(shapes)}: ' + ' '.join(str(shape) for shape in shapes))
+
+  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+  manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir(model_dir),
+                                       max_to_keep=_CHECKPOINTS_KEPT)
+  if manager.latest_checkpoint:
+    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    log(f'resuming from {manager.latest_checkpoint} at step {int(optimizer.iterations.numpy())}')
+  else:
+    log(f'no checkpoint in {manager.directory}: starting at step 0')
+  start_step = int(optimizer.iterations.numpy())
+
+  @tf.function
+  def train_step(iterator):
+
+    def replica_step(batch):
+      with tf.GradientTape() as tape:
+        losses = loss_fn(model, batch)
+      variables = model.trainable_variables
+      optimizer.apply_gradients(zip(tape.gradient(losses['loss'], variables), variables))
+      for name, mean in loss_means.items():
+        mean.update_state(losses[name])
+
+    strategy.run(replica_step, args=(next(iterator),))
+
+  runner = _StepRunner(strategy, coordinator, dataset_fn)
+  writer = tf.summary.create_file_writer(os.path.join(model_dir, SUMMARY_DIR))
+  step = start_step
+  run_started = time.time()
+  with writer.as_default():
+    try:
+      while step < hparams.train_steps:
+        # Schedule up to the next log or checkpoint boundary, then wait for those steps to finish.
+        boundary = min(_next_multiple(step, hparams.steps_per_log),
+                       _next_multiple(step, hparams.steps_per_checkpoint), hparams.train_steps)
+        started = time.time()
+        runner.run(train_step, boundary - step)
+        # A step a lost worker had applied but not reported runs again, so count what was applied.
+        done_step = int(optimizer.iterations.numpy())
+        last = boundary == hparams.train_steps
+        if boundary % hparams.steps_per_log == 0 or last:
+          examples_per_second = (done_step - step) * hparams.batch_size / (time.time() - started)
+          _report(done_step, loss_means, examples_per_second, log)
+        step = max(done_step, boundary)
+        if boundary % hparams.steps_per_checkpoint == 0 or last:
+          manager.save(checkpoint_number=done_step)
+    except _CLUSTER_ERRORS as error:
+      if coordinator is None:
+        raise
+      raise ClusterError(
+          f'training stopped after step {step}: the cluster lost state it cannot rebuild '
+          f'(a parameter server died or is unreachable): {type(error).__name__}: '
+          f'{_first_line(error)}. The last checkpoint is {manager.latest_checkpoint or "none"}; '
+          'restart every task and training resumes from it.') from error
+  writer.flush()
+  if not manager.latest_checkpoint:  # train_steps 0 and nothing to restore: the export needs one
+    manager.save(checkpoint_number=step)
+  elapsed = time.time() - run_started
+  examples_per_second = (step - start_step) * hparams.batch_size / elapsed if elapsed > 0 else 0.0
+  log(f'trained to step {step} ({step - start_step} steps this run, '
+      f'{examples_per_second:.0f} examples/s); checkpoint {manager.latest_checkpoint}')
+  return TrainResult(start_step=start_step, final_step=step,
+                     checkpoint_path=manager.latest_checkpoint,
+                     examples_per_second=examples_per_second)
+
+
+def sharded_variables(model: tf_keras.Model) -> Dict[str, List[List[int]]]:
+  """The shard shapes of each variable a partitioner split, by the variable's name."""
+  shards: Dict[str, List[List[int]]] = {}
+  for variable in model.variables:
+    name, part, _ = variable.name.rpartition('/part_')
+    if part:
+      shards.setdefault(name, []).append(variable.shape.as_list())
+  return shards
+
+
+def _next_multiple(step: int, interval: int) -> int:
+  return (step // interval + 1) * interval
+
+
+def _report(step: int, loss_means: Dict[str, tf_keras.metrics.Mean], examples_per_second: float,
+            log: Callable[[str], None]) -> None:
+  values = {name: float(mean.result().numpy()) for name, mean in loss_means.items()}
+  for name, value in values.items():
+    tf.summary.scalar(name, value, step=step)
+    loss_means[name].reset_state()
+  tf.summary.scalar('examples_per_second', examples_per_second, step=step)
+  losses = ' '.join(f'{name}={value:.4f}' for name, value in values.items())
+  log(f'step {step}: {losses} examples/s={examples_per_second:.0f}')
+
+
+class _StepRunner:
+  """Runs the step function here (one process) or schedules it on the workers (cluster)."""
+
+  def __init__(self, strategy, coordinator, dataset_fn: DatasetFn):
+    self._coordinator = coordinator
+    distributed = strategy.distribute_datasets_from_function(dataset_fn)
+    if coordinator is None:
+      self._iterator = iter(distributed)
+    else:
+      self._iterator = iter(coordinator.create_per_worker_dataset(distributed))
+
+  def run(self, step_fn, num_steps: int) -> None:
+    if self._coordinator is None:
+      for _ in range(num_steps):
+        step_fn(self._iterator)
+      return
+    for _ in range(num_steps):
+      self._coordinator.schedule(step_fn, args=(self._iterator,))
+    self._coordinator.join()
+
+
+def _first_line(error: Exception) -> str:
+  lines: List[str] = str(error).strip().splitlines()
+  return lines[0] if lines else ''
