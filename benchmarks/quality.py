@@ -1,0 +1,479 @@
+"""Recall quality of DeepMatch variants a, b, c against non-learned baselines, on generated data.
+
+  python benchmarks/quality.py --num_events 200000 --num_items 20000 --seed 0
+
+Steps, each with the project's real code on the local Beam runner:
+  1. datagen.generate writes a synthetic play log (CSV) with known tastes, dislikes and skips;
+  2. PlayLogExampleGen's executor builds history -> target examples, split by time (each user's
+     last --eval_plays_per_user plays are the eval split);
+  3. Transform's executor runs transform.preprocessing (item vocabulary from the train split);
+  4. the Trainer's executor trains each variant (run_fn trainer.run.run_fn) and exports it;
+  5. every method ranks each eval target exactly among the whole item vocabulary: the learned
+     variants through their exported target-rank signature (what the Evaluator calls), the
+     baselines (most popular; co-occurrence with the history's last item) in numpy;
+  6. evaluation.hit_rate turns the ranks into POS@N and NEG@N, printed as a table and written,
+     with the command, the seed and the stage times, to --results (docs/results.md).
+
+The reference for the ratios is variant a, measured in the same run.
+Arguments after `--` are Beam pipeline args for the ExampleGen and Transform executors.
+"""
+
+import argparse
+import dataclasses
+import glob
+import json
+import logging
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NS = (10, 50, 100)
+VARIANTS = ('a', 'b', 'c')
+RUN_FN = 'trainer.run.run_fn'
+PREPROCESSING_FN = 'transform.preprocessing.preprocessing_fn'
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--num_events', type=int, default=200_000)
+  parser.add_argument('--num_users', type=int, default=None,
+                      help='default: the generator default (num_events / 100)')
+  parser.add_argument('--num_items', type=int, default=20_000)
+  parser.add_argument('--seed', type=int, default=0, help='data generator seed')
+  parser.add_argument('--eval_plays_per_user', type=int, default=3,
+                      help="each user's last this many plays form the eval split")
+  parser.add_argument('--variants', default=','.join(VARIANTS),
+                      help='comma-separated trainer variants to train (empty: baselines only)')
+  parser.add_argument('--train_steps', type=int, default=2000,
+                      help='training steps per variant (2000, about 2.6 epochs at 200k events: '
+                      'the whole run takes about 30 min on 2 cores; 800 takes about 20)')
+  parser.add_argument('--hparams', default='{}',
+                      help='JSON of extra trainer.hparams.HParams fields for every variant, '
+                      'e.g. \'{"num_sampled": 512}\'')
+  parser.add_argument('--work_dir', default=None,
+                      help='where the log, examples and models go (default: a temp dir, deleted '
+                      'after the run)')
+  parser.add_argument('--reuse', action='store_true',
+                      help='reuse the stages already finished in --work_dir (same arguments)')
+  parser.add_argument('--results', default=os.path.join(REPO_ROOT, 'docs', 'results.md'),
+                      help='markdown file the table is written to (empty: do not write)')
+  parser.add_argument('beam_pipeline_args', nargs='*',
+                      help='Beam pipeline args after "--", e.g. --direct_num_workers=2')
+  args = parser.parse_args(argv)
+  args.variants = [v for v in args.variants.split(',') if v]
+  unknown = sorted(set(args.variants) - set(VARIANTS))
+  if unknown:
+    parser.error(f'--variants: unknown {unknown}; choose from {list(VARIANTS)}')
+  try:
+    args.extra_hparams = json.loads(args.hparams)
+  except json.JSONDecodeError as error:
+    parser.error(f'--hparams is not JSON: {error}')
+  if not isinstance(args.extra_hparams, dict):
+    parser.error('--hparams must be a JSON object')
+  if args.reuse and not args.work_dir:
+    parser.error('--reuse needs --work_dir')
+  return args
+
+
+def progress(message: str) -> None:
+  print(message, flush=True)
+
+
+class Stages:
+  """Runs named stages once per work dir, timing them; with reuse, a finished stage is skipped
+  and its time is the one recorded when it ran."""
+
+  def __init__(self, work_dir: str, reuse: bool):
+    self.work_dir = work_dir
+    self.reuse = reuse
+    self.seconds: Dict[str, float] = {}
+
+  def run(self, name: str, fn, *args):
+    marker = os.path.join(self.work_dir, f'.done-{name}')
+    out_dir = os.path.join(self.work_dir, name)
+    if self.reuse and os.path.exists(marker):
+      with open(marker) as f:
+        self.seconds[name] = float(f.read() or 'nan')  # the time it took when it ran
+      progress(f'[{name}] reusing {out_dir}')
+      return
+    shutil.rmtree(out_dir, ignore_errors=True)
+    progress(f'[{name}] ...')
+    started = time.time()
+    fn(out_dir, *args)
+    self.seconds[name] = time.time() - started
+    progress(f'[{name}] done in {self.seconds[name]:.0f} s')
+    with open(marker, 'w') as f:
+      f.write(str(self.seconds[name]))
+
+
+# --- Pipeline stages: the components' own executors ----------------------------------------
+
+
+def generate_log(out_dir: str, args: argparse.Namespace) -> None:
+  from datagen import generate as generate_lib  # pylint: disable=g-import-not-at-top
+  summary = generate_lib.generate(out_dir, num_events=args.num_events, num_users=args.num_users,
+                                  num_items=args.num_items, seed=args.seed, fmt='csv',
+                                  overwrite=True)
+  progress(f'  {summary["events"]:,} events, {summary["users"]:,} users, '
+           f'{summary["items"]:,} items')
+
+
+def _artifact(artifact_type, uri: str):
+  artifact = artifact_type()
+  artifact.uri = uri
+  return artifact
+
+
+def _examples_artifact(uri: str):
+  from tfx.types import artifact_utils  # pylint: disable=g-import-not-at-top
+  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+  examples = _artifact(standard_artifacts.Examples, uri)
+  examples.split_names = artifact_utils.encode_split_names(['train', 'eval'])
+  return examples
+
+
+def run_example_gen(out_dir: str, log_dir: str, args: argparse.Namespace) -> None:
+  from tfx.dsl.components.base import base_beam_executor  # pylint: disable=g-import-not-at-top
+  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+  from components.play_log_example_gen import artifacts  # pylint: disable=g-import-not-at-top
+  from components.play_log_example_gen import executor  # pylint: disable=g-import-not-at-top
+  context = base_beam_executor.BaseBeamExecutor.Context(
+      beam_pipeline_args=args.beam_pipeline_args, tmp_dir=os.path.join(out_dir, 'tmp'))
+  executor.Executor(context).Do(
+      {}, {'examples': [_artifact(standard_artifacts.Examples, os.path.join(out_dir, 'examples'))],
+           'quarantine': [_artifact(artifacts.Quarantine, os.path.join(out_dir, 'quarantine'))]},
+      {'input_base': log_dir, 'input_format': 'csv',
+       'eval_plays_per_user': args.eval_plays_per_user})
+
+
+def raw_schema():
+  """The raw examples' schema as SchemaGen infers it (infer_feature_shape=True)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorflow_transform.tf_metadata import schema_utils  # pylint: disable=g-import-not-at-top
+  from transform import features  # pylint: disable=g-import-not-at-top
+  return schema_utils.schema_from_feature_spec({
+      features.USER_ID: tf.io.FixedLenFeature([], tf.string),
+      features.TS: tf.io.FixedLenFeature([], tf.int64),
+      features.HISTORY_ITEM_ID: tf.io.VarLenFeature(tf.string),
+      features.HISTORY_PLAY_RATE: tf.io.VarLenFeature(tf.float32),
+      features.HISTORY_INTENT: tf.io.VarLenFeature(tf.string),
+      features.ITEM_ID: tf.io.FixedLenFeature([], tf.string),
+      features.PLAY_RATE: tf.io.FixedLenFeature([], tf.float32),
+      features.INTENT: tf.io.FixedLenFeature([], tf.string),
+      features.LABEL: tf.io.FixedLenFeature([], tf.int64),
+  })
+
+
+def run_transform(out_dir: str, examples_uri: str, args: argparse.Namespace) -> None:
+  from tfx.components.transform import executor  # pylint: disable=g-import-not-at-top
+  from tfx.dsl.components.base import base_beam_executor  # pylint: disable=g-import-not-at-top
+  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+  from tfx.utils import io_utils  # pylint: disable=g-import-not-at-top
+  schema_dir = os.path.join(out_dir, 'schema')
+  io_utils.write_pbtxt_file(os.path.join(schema_dir, 'schema.pbtxt'), raw_schema())
+  context = base_beam_executor.BaseBeamExecutor.Context(
+      beam_pipeline_args=args.beam_pipeline_args, tmp_dir=os.path.join(out_dir, 'tmp'))
+  executor.Executor(context).Do(
+      {'examples': [_examples_artifact(examples_uri)],
+       'schema': [_artifact(standard_artifacts.Schema, schema_dir)]},
+      {'transform_graph': [_artifact(standard_artifacts.TransformGraph,
+                                     os.path.join(out_dir, 'transform_graph'))],
+       'transformed_examples': [_examples_artifact(os.path.join(out_dir, 'transformed'))]},
+      {'preprocessing_fn': PREPROCESSING_FN, 'custom_config': json.dumps({}),
+       'force_tf_compat_v1': 0, 'disable_statistics': 1})
+
+
+def train_variant(out_dir: str, variant: str, transform_dir: str, args: argparse.Namespace) -> None:
+  from tfx.components.trainer import executor  # pylint: disable=g-import-not-at-top
+  from tfx.proto import trainer_pb2  # pylint: disable=g-import-not-at-top
+  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+  from tfx.utils import proto_utils  # pylint: disable=g-import-not-at-top
+  hparams = dict(args.extra_hparams, variant=variant, train_steps=args.train_steps)
+  executor.GenericExecutor().Do(
+      {'examples': [_examples_artifact(os.path.join(transform_dir, 'transformed'))],
+       'transform_graph': [_artifact(standard_artifacts.TransformGraph,
+                                     os.path.join(transform_dir, 'transform_graph'))],
+       'schema': [_artifact(standard_artifacts.Schema, os.path.join(transform_dir, 'schema'))]},
+      {'model': [_artifact(standard_artifacts.Model, os.path.join(out_dir, 'model'))],
+       'model_run': [_artifact(standard_artifacts.ModelRun, os.path.join(out_dir, 'model_run'))]},
+      {'run_fn': RUN_FN,
+       'train_args': proto_utils.proto_to_json(trainer_pb2.TrainArgs(num_steps=args.train_steps)),
+       'eval_args': proto_utils.proto_to_json(trainer_pb2.EvalArgs(num_steps=50)),
+       'custom_config': json.dumps({'hparams': hparams})})
+
+
+# --- Reading examples and ranking ------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Split:
+  serialized: List[bytes]
+  target_ids: np.ndarray  # model ids, V for OOV
+  last_history_ids: np.ndarray  # model id of the history's last item; V if empty or OOV
+  labels: np.ndarray
+
+
+def read_split(examples_uri: str, split: str, item_index: Dict[bytes, int]) -> Split:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from transform import features  # pylint: disable=g-import-not-at-top
+  files = sorted(glob.glob(os.path.join(examples_uri, f'Split-{split}', '*.gz')))
+  if not files:
+    raise FileNotFoundError(f'no examples in {examples_uri}/Split-{split}')
+  spec = {features.ITEM_ID: tf.io.FixedLenFeature([], tf.string),
+          features.LABEL: tf.io.FixedLenFeature([], tf.int64),
+          features.HISTORY_ITEM_ID: tf.io.VarLenFeature(tf.string)}
+  serialized, targets, last, labels = [], [], [], []
+  oov = len(item_index)
+  for batch in tf.data.TFRecordDataset(files, compression_type='GZIP').batch(4096):
+    parsed = tf.io.parse_example(batch, spec)
+    history = tf.RaggedTensor.from_sparse(parsed[features.HISTORY_ITEM_ID])
+    last_items = tf.where(history.row_lengths() > 0,
+                          history.with_row_splits_dtype(tf.int64)[:, -1:].to_tensor(
+                              default_value=b'', shape=[None, 1])[:, 0], b'')
+    serialized.extend(batch.numpy().tolist())
+    targets.extend(item_index.get(item, oov) for item in parsed[features.ITEM_ID].numpy())
+    last.extend(item_index.get(item, oov) for item in last_items.numpy())
+    labels.append(parsed[features.LABEL].numpy())
+  return Split(serialized, np.asarray(targets, np.int64), np.asarray(last, np.int64),
+               np.concatenate(labels))
+
+
+def item_vocabulary(transform_graph_dir: str) -> List[bytes]:
+  import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
+  from transform import features  # pylint: disable=g-import-not-at-top
+  return tft.TFTransformOutput(transform_graph_dir).vocabulary_by_name(features.ITEM_VOCAB)
+
+
+def model_ranks(model_dir: str, serialized: List[bytes], batch_size: int = 512) -> np.ndarray:
+  """Target ranks from an exported model's target-rank signature, as the Evaluator gets them."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from transform import features  # pylint: disable=g-import-not-at-top
+  serving_dirs = glob.glob(os.path.join(model_dir, 'Format-Serving'))
+  model = tf.saved_model.load(serving_dirs[0] if serving_dirs else model_dir)
+  signature = model.signatures[features.TARGET_RANK_SIGNATURE]
+  ranks = []
+  for start in range(0, len(serialized), batch_size):
+    batch = tf.constant(serialized[start:start + batch_size])
+    ranks.append(signature(**{features.SIGNATURE_INPUT: batch})[features.TARGET_RANK].numpy())
+  return np.concatenate(ranks).astype(np.int64)
+
+
+def data_facts(log_dir: str, examples_uri: str) -> List[str]:
+  """What the eval split and the generator's ground truth say about the variants' inputs."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from datagen import ground_truth  # pylint: disable=g-import-not-at-top
+  from transform import features  # pylint: disable=g-import-not-at-top
+  truth = ground_truth.load(log_dir)
+  spec = {name: tf.io.FixedLenFeature([], tf.string)
+          for name in (features.ITEM_ID, features.USER_ID, features.INTENT)}
+  spec[features.LABEL] = tf.io.FixedLenFeature([], tf.int64)
+  spec[features.HISTORY_ITEM_ID] = tf.io.VarLenFeature(tf.string)
+  spec[features.HISTORY_PLAY_RATE] = tf.io.VarLenFeature(tf.float32)
+  files = sorted(glob.glob(os.path.join(examples_uri, 'Split-eval', '*.gz')))
+  rows = []
+  for batch in tf.data.TFRecordDataset(files, compression_type='GZIP').batch(4096):
+    parsed = tf.io.parse_example(batch, spec)
+    histories = tf.RaggedTensor.from_sparse(parsed[features.HISTORY_ITEM_ID]).to_list()
+    rates = tf.RaggedTensor.from_sparse(parsed[features.HISTORY_PLAY_RATE]).to_list()
+    for i, history in enumerate(histories):
+      rows.append({'target': parsed[features.ITEM_ID][i].numpy().decode(),
+                   'user': parsed[features.USER_ID][i].numpy().decode(),
+                   'intent': parsed[features.INTENT][i].numpy().decode(),
+                   'label': int(parsed[features.LABEL][i]),
+                   'history': [item.decode() for item in history], 'rates': rates[i]})
+  genre = truth.item_genre
+
+  def same_genre_share(targets, pick):
+    pairs = [(r['target'], pick(r)) for r in targets if pick(r)]
+    items = truth.item_index([t for t, _ in pairs] + [p for _, p in pairs])
+    return np.mean(genre[items[:len(pairs)]] == genre[items[len(pairs):]])
+
+  def last_well_played(r):
+    kept = [item for item, rate in zip(r['history'], r['rates']) if rate >= 0.8]
+    return kept[-1] if kept else None
+
+  positive = [r for r in rows if r['label'] == features.LABEL_POSITIVE]
+  negative = [r for r in rows if r['label'] == features.LABEL_NEGATIVE]
+  disliked = truth.affinity([r['user'] for r in negative], [r['target'] for r in negative]) == -1
+  return [
+      f'- Positive eval targets in the genre of the previous play: '
+      f'{same_genre_share(positive, lambda r: r["history"][-1] if r["history"] else None):.0%}; '
+      f'in the genre of the last *well-played* play (the last position of variant a\'s '
+      f'filtered history): {same_genre_share(positive, last_well_played):.0%}. '
+      f'{np.mean([bool(r["rates"]) and r["rates"][-1] <= 0.3 for r in positive]):.0%} of them '
+      'follow a skip.',
+      f'- Negative eval targets: {np.mean([r["intent"] == "recommend" for r in negative]):.0%} '
+      f'are `recommend` plays, {np.mean(disliked):.0%} are songs the user dislikes (ground '
+      f'truth), {np.mean([r["target"] in r["history"] for r in negative]):.0%} are already in '
+      'the user\'s history.',
+  ]
+
+
+# --- Report ------------------------------------------------------------------------------------
+
+
+def format_table(rates: Dict[str, Dict[str, float]], reference: Optional[str]) -> str:
+  columns = [f'POS@{n}' for n in NS] + [f'NEG@{n}' for n in NS]
+  header = f'| method | {" | ".join(columns)} |'
+  if reference:
+    header += f' POS@50 / {reference} | NEG@50 / {reference} |'
+  lines = [header, '|' + '---|' * (header.count('|') - 1)]
+  for method, values in rates.items():
+    cells = [f'{values[f"pos_at_{n}"]:.4f}' for n in NS]
+    cells += [f'{values[f"neg_at_{n}"]:.4f}' for n in NS]
+    row = f'| {method} | {" | ".join(cells)} |'
+    if reference:
+      ref = rates[reference]
+      row += f' {_ratio(values["pos_at_50"], ref["pos_at_50"])} |'
+      row += f' {_ratio(values["neg_at_50"], ref["neg_at_50"])} |'
+    lines.append(row)
+  return '\n'.join(lines)
+
+
+def _ratio(value: float, reference: float) -> str:
+  return f'{value / reference:.2f}' if reference else '-'
+
+
+def findings(rates: Dict[str, Dict[str, float]]) -> List[str]:
+  """The published directions, checked on this run's numbers."""
+  lines = []
+  if 'a' in rates and 'b' in rates:
+    a, b = rates['a'], rates['b']
+    verdict = all(b[f'pos_at_{n}'] > a[f'pos_at_{n}'] for n in NS)
+    lines.append(f'- b beats a on POS@N for every N: **{"yes" if verdict else "no"}** '
+                 f'(POS@50 {a["pos_at_50"]:.4f} -> {b["pos_at_50"]:.4f}).')
+  if 'b' in rates and 'c' in rates:
+    b, c = rates['b'], rates['c']
+    kept = all(c[f'pos_at_{n}'] >= 0.95 * b[f'pos_at_{n}'] for n in NS)
+    cut = all(c[f'neg_at_{n}'] < b[f'neg_at_{n}'] for n in NS)
+    lines.append(f'- c keeps POS@N within 5 % of b: **{"yes" if kept else "no"}** '
+                 f'(POS@50 {b["pos_at_50"]:.4f} -> {c["pos_at_50"]:.4f}).')
+    lines.append(f'- c lowers NEG@N below b for every N: **{"yes" if cut else "no"}** '
+                 f'(NEG@50 {b["neg_at_50"]:.4f} -> {c["neg_at_50"]:.4f}).')
+  return lines
+
+
+def reproducing_command(args: argparse.Namespace) -> str:
+  """The command with every argument that changes the numbers (not where files go)."""
+  parts = ['python benchmarks/quality.py', f'--num_events {args.num_events}',
+           f'--num_items {args.num_items}', f'--seed {args.seed}',
+           f'--eval_plays_per_user {args.eval_plays_per_user}',
+           f'--variants {",".join(args.variants) or shlex.quote("")}',
+           f'--train_steps {args.train_steps}']
+  if args.num_users:
+    parts.append(f'--num_users {args.num_users}')
+  if args.extra_hparams:
+    parts.append(f'--hparams {shlex.quote(json.dumps(args.extra_hparams))}')
+  if args.beam_pipeline_args:
+    parts += ['--'] + [shlex.quote(a) for a in args.beam_pipeline_args]
+  return ' '.join(parts)
+
+
+def write_results(path: str, args: argparse.Namespace, counts: Dict[str, int], table: str,
+                  finding_lines: List[str], fact_lines: List[str],
+                  stage_seconds: Dict[str, float]) -> None:
+  stages = ', '.join(f'{name} {seconds:.0f} s' for name, seconds in stage_seconds.items())
+  text = f"""# Recall quality on generated data
+
+POS@N: fraction of positive eval targets (played to the end) ranked in the top N; higher is
+better. NEG@N: the same for negative targets (skipped early); lower is better. Ranks are exact over
+the whole item vocabulary (V = {counts['vocabulary']:,} items from the train split; targets outside
+it count as misses). Eval split: each user's last {args.eval_plays_per_user} plays
+({counts['eval']:,} examples: {counts['positive']:,} positive, {counts['negative']:,} negative).
+Learned variants are ranked through their exported `target_rank` signature, as the Evaluator does.
+
+Command (seed {args.seed}):
+
+    {reproducing_command(args)}
+
+Data: {args.num_events:,} generated events, {args.num_items:,} items; {counts['train']:,} train
+examples. Training: {args.train_steps:,} steps per variant, hyper-parameters
+{json.dumps(args.extra_hparams) if args.extra_hparams else 'the HParams defaults'}.
+Stage times on this machine (2 cores, shared): {stages}.
+
+{table}
+
+{'Ratios are against variant a, measured in the same run.' if 'a' in args.variants else ''}
+
+## Expected directions (original work: b > a on POS@N; c about b on POS@N, clearly lower NEG@N)
+
+{chr(10).join(finding_lines) or '- (not all variants were trained)'}
+
+## Facts about the data behind them (eval split and the generator's ground truth)
+
+{chr(10).join(fact_lines)}
+"""
+  with open(path, 'w') as f:
+    f.write(text)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  args = parse_args(argv)
+  os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+  # Transform's per-batch analyzer warnings would drown the progress lines.
+  logging.getLogger('tensorflow').setLevel(logging.ERROR)
+  from evaluation import baselines  # pylint: disable=g-import-not-at-top
+  from evaluation import hit_rate  # pylint: disable=g-import-not-at-top
+  from transform import features  # pylint: disable=g-import-not-at-top
+
+  work_dir = args.work_dir or tempfile.mkdtemp(prefix='quality_')
+  os.makedirs(work_dir, exist_ok=True)
+  stages = Stages(work_dir, args.reuse)
+  try:
+    stages.run('log', generate_log, args)
+    stages.run('example_gen', run_example_gen, os.path.join(work_dir, 'log'), args)
+    examples_uri = os.path.join(work_dir, 'example_gen', 'examples')
+    stages.run('transform', run_transform, examples_uri, args)
+    transform_dir = os.path.join(work_dir, 'transform')
+    for variant in args.variants:
+      stages.run(f'train_{variant}', train_variant, variant, transform_dir, args)
+
+    progress('[rank] reading examples and ranking the eval targets ...')
+    vocabulary = item_vocabulary(os.path.join(transform_dir, 'transform_graph'))
+    item_index = {item: i for i, item in enumerate(vocabulary)}
+    train = read_split(examples_uri, 'train', item_index)
+    evaluation = read_split(examples_uri, 'eval', item_index)
+    size = len(vocabulary)
+    positive_train = train.labels == features.LABEL_POSITIVE
+    cooccurrence = baselines.CooccurrenceRanker(size, train.last_history_ids[positive_train],
+                                                train.target_ids[positive_train])
+    ranks = {
+        'most popular': baselines.popularity_ranks(evaluation.target_ids, size),
+        'co-occurrence (last item)': cooccurrence.ranks(evaluation.last_history_ids,
+                                                        evaluation.target_ids),
+    }
+    for variant in args.variants:
+      ranks[variant] = model_ranks(os.path.join(work_dir, f'train_{variant}', 'model'),
+                                   evaluation.serialized)
+    rates = {method: hit_rate.hit_rates(r, evaluation.labels, NS) for method, r in ranks.items()}
+    facts = data_facts(os.path.join(work_dir, 'log'), examples_uri)
+  finally:
+    if not args.work_dir:
+      shutil.rmtree(work_dir, ignore_errors=True)
+
+  reference = 'a' if 'a' in args.variants else None
+  table = format_table(rates, reference)
+  print()
+  print(table)
+  print()
+  for line in findings(rates) + facts:
+    print(line)
+  if args.results:
+    counts = {'vocabulary': size, 'train': len(train.labels), 'eval': len(evaluation.labels),
+              'positive': int(np.sum(evaluation.labels == features.LABEL_POSITIVE)),
+              'negative': int(np.sum(evaluation.labels == features.LABEL_NEGATIVE))}
+    write_results(args.results, args, counts, table, findings(rates), facts, stages.seconds)
+    progress(f'\nwritten to {args.results}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

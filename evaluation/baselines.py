@@ -1,0 +1,88 @@
+"""Non-learned recall baselines with exact target ranks over the whole item vocabulary.
+
+Items are model ids 0..V-1 of Transform's item vocabulary, which is ordered by descending training
+play count, so an id *is* its popularity rank; V is the out-of-vocabulary id. Like the learned
+model's target-rank signature, each ranker returns for each target its 0-based rank among all V
+items (OOV targets get V), so evaluation.hit_rate turns them into POS@N and NEG@N the same way.
+
+  most popular      every user gets the vocabulary in popularity order.
+  co-occurrence     items ordered by how often they followed the history's last item as a
+                    positive play in training, ties (including all never-seen pairs) broken by
+                    popularity; an empty or OOV history falls back to most popular.
+"""
+
+import numpy as np
+
+
+def popularity_ranks(target_ids, vocabulary_size: int) -> np.ndarray:
+  """Exact rank of each target when items are ordered by popularity: the id itself."""
+  targets = _check_ids('target_ids', target_ids, vocabulary_size)
+  return np.minimum(targets, vocabulary_size)
+
+
+class CooccurrenceRanker:
+  """Ranks items by count(previous item -> item), then popularity."""
+
+  def __init__(self, vocabulary_size: int, previous_ids, next_ids):
+    """Counts the (previous, next) pairs; OOV ids on either side are not counted.
+
+    Args:
+      vocabulary_size: V; ids in [0, V) are items, V is OOV.
+      previous_ids: the last history item of each training example whose target was played well.
+      next_ids: that example's target item.
+    """
+    if vocabulary_size < 1:
+      raise ValueError(f'vocabulary_size must be >= 1, got {vocabulary_size}')
+    previous = _check_ids('previous_ids', previous_ids, vocabulary_size)
+    following = _check_ids('next_ids', next_ids, vocabulary_size)
+    if previous.shape != following.shape:
+      raise ValueError(f'{previous.size} previous ids but {following.size} next ids')
+    known = (previous < vocabulary_size) & (following < vocabulary_size)
+    self._size = vocabulary_size
+    # Pairs as sorted keys previous * V + next: a previous item's row is a contiguous run.
+    self._keys, self._counts = np.unique(previous[known] * vocabulary_size + following[known],
+                                         return_counts=True)
+
+  def row(self, previous_id: int):
+    """(next ids ascending, counts) of the pairs starting at previous_id."""
+    if not 0 <= previous_id < self._size:
+      return np.empty(0, np.int64), np.empty(0, np.int64)
+    start, end = np.searchsorted(self._keys, [previous_id * self._size,
+                                              (previous_id + 1) * self._size])
+    return self._keys[start:end] - previous_id * self._size, self._counts[start:end]
+
+  def ranks(self, previous_ids, target_ids) -> np.ndarray:
+    """Exact rank of each target among all V items for its previous item (OOV target: V)."""
+    previous = _check_ids('previous_ids', previous_ids, self._size)
+    targets = _check_ids('target_ids', target_ids, self._size)
+    if previous.shape != targets.shape:
+      raise ValueError(f'{previous.size} previous ids but {targets.size} target ids')
+    ranks = np.empty(targets.shape, np.int64)
+    for i, (p, t) in enumerate(zip(previous.tolist(), targets.tolist())):
+      ranks[i] = self._rank(p, t)
+    return ranks
+
+  def _rank(self, previous_id: int, target_id: int) -> int:
+    if target_id >= self._size:
+      return self._size
+    items, counts = self.row(previous_id)
+    position = np.searchsorted(items, target_id)
+    if position < items.size and items[position] == target_id:
+      count = counts[position]
+      # Items seen more often after previous_id, then equally often but more popular.
+      return int(np.sum(counts > count) + np.sum((counts == count) & (items < target_id)))
+    # Unseen pair: behind every seen item, then by popularity among the unseen ones.
+    return int(items.size + target_id - position)
+
+
+def _check_ids(name: str, ids, vocabulary_size: int) -> np.ndarray:
+  values = np.asarray(ids).reshape(-1)
+  if values.size and not np.issubdtype(values.dtype, np.integer):
+    raise ValueError(f'{name} must be integer item ids, got dtype {values.dtype}')
+  values = values.astype(np.int64)
+  bad = (values < 0) | (values > vocabulary_size)
+  if bad.any():
+    index = int(np.flatnonzero(bad)[0])
+    raise ValueError(f'{name}[{index}] = {values[index]} is outside [0, {vocabulary_size}] '
+                     f'(V = {vocabulary_size} is the OOV id)')
+  return values
