@@ -156,20 +156,9 @@ def run_example_gen(out_dir: str, log_dir: str, args: argparse.Namespace) -> Non
 
 def raw_schema():
   """The raw examples' schema as SchemaGen infers it (infer_feature_shape=True)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tensorflow_transform.tf_metadata import schema_utils  # pylint: disable=g-import-not-at-top
   from transform import features  # pylint: disable=g-import-not-at-top
-  return schema_utils.schema_from_feature_spec({
-      features.USER_ID: tf.io.FixedLenFeature([], tf.string),
-      features.TS: tf.io.FixedLenFeature([], tf.int64),
-      features.HISTORY_ITEM_ID: tf.io.VarLenFeature(tf.string),
-      features.HISTORY_PLAY_RATE: tf.io.VarLenFeature(tf.float32),
-      features.HISTORY_INTENT: tf.io.VarLenFeature(tf.string),
-      features.ITEM_ID: tf.io.FixedLenFeature([], tf.string),
-      features.PLAY_RATE: tf.io.FixedLenFeature([], tf.float32),
-      features.INTENT: tf.io.FixedLenFeature([], tf.string),
-      features.LABEL: tf.io.FixedLenFeature([], tf.int64),
-  })
+  return schema_utils.schema_from_feature_spec(features.raw_feature_spec())
 
 
 def run_transform(out_dir: str, examples_uri: str, args: argparse.Namespace) -> None:

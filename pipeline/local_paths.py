@@ -15,6 +15,7 @@ class LocalPaths:
   metadata_path: str
   serving_model_dir: str
   data_root: str
+  reports_dir: str
 
   @classmethod
   def from_env(cls, pipeline_name: str,
@@ -27,4 +28,5 @@ class LocalPaths:
         pipeline_root=os.path.join(home, 'pipelines', pipeline_name),
         metadata_path=os.path.join(home, 'metadata', pipeline_name, 'metadata.db'),
         serving_model_dir=os.path.join(home, 'serving_model', pipeline_name),
-        data_root=os.path.abspath(environ.get(DATA_ENV, os.path.join(home, 'data'))))
+        data_root=os.path.abspath(environ.get(DATA_ENV, os.path.join(home, 'data'))),
+        reports_dir=os.path.join(home, 'reports', pipeline_name))

@@ -1,5 +1,6 @@
 """Prints what the latest local run of the pipeline produced: where every output is, the
-ingestion counts, the gate decision and the pushed model.
+ingestion counts, the pushed model, and the Evaluator's gate decision with its metrics table
+(and a plot of POS@N and NEG@N against N beside the evaluation).
 
   python -m pipeline.summary          (paths from $PLAYRECALL_HOME, as the local runner uses)
 """
@@ -13,13 +14,14 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from evaluation import report
 from pipeline import configs
 from pipeline import local_paths
 
 # Artifact types in pipeline order, with the properties worth a line each.
 _SHOWN = (
     ('Examples', None),
-    ('PlayLogQuarantine', None),
+    ('components.PlayLogQuarantine', None),
     ('ExampleStatistics', ()),
     ('Schema', ()),
     ('ExampleAnomalies', ()),
@@ -30,6 +32,9 @@ _SHOWN = (
     ('ModelBlessing', ('blessed',)),
     ('PushedModel', ('pushed', 'pushed_destination', 'pushed_version')),
 )
+# Bookkeeping properties TFX puts on every artifact.
+_HIDDEN_PROPERTIES = ('tfx_version', 'state', 'is_external', 'span', 'version', 'split_names',
+                      'name', 'producer', 'artifact_')
 
 
 def latest_run_artifacts(store: metadata_store.MetadataStore,
@@ -57,21 +62,32 @@ def property_values(artifact: metadata_store_pb2.Artifact, names=None) -> Dict[s
   return values
 
 
-def print_summary(store: metadata_store.MetadataStore, pipeline_name: str, out=sys.stdout):
-  artifacts = latest_run_artifacts(store, pipeline_name)
-  types = {t.id: t.name for t in store.get_artifact_types()}
-  by_type: Dict[str, List[metadata_store_pb2.Artifact]] = {}
-  for artifact in artifacts:
-    by_type.setdefault(types[artifact.type_id], []).append(artifact)
+def print_summary(store: metadata_store.MetadataStore, pipeline_name: str, reports_dir: str,
+                  out=sys.stdout):
+  by_type = _artifacts_by_type(store, latest_run_artifacts(store, pipeline_name))
   print(f'Latest run of {pipeline_name}:', file=out)
   for type_name, names in _SHOWN:
     for artifact in by_type.get(type_name, []):
       print(f'  {type_name:18s} {artifact.uri}', file=out)
       shown = property_values(artifact, names)
       for name in sorted(shown):
-        if not name.startswith(('tfx_version', 'state', 'is_external', 'span', 'version',
-                                'split_names', 'name', 'producer', 'artifact_')):
+        if not name.startswith(_HIDDEN_PROPERTIES):
           print(f'  {"":18s}   {name} = {shown[name]}', file=out)
+  for evaluation in by_type.get('ModelEvaluation', []):
+    run = report.load_run(evaluation.uri)
+    print('\n' + report.format_report(run, run.baseline), file=out)
+    os.makedirs(reports_dir, exist_ok=True)
+    plot = report.write_plot(os.path.join(reports_dir, f'hit_rates-{evaluation.id}.png'), run,
+                             run.baseline)
+    print(f'\nplot: {plot}', file=out)
+
+
+def _artifacts_by_type(store, artifacts) -> Dict[str, List[metadata_store_pb2.Artifact]]:
+  types = {t.id: t.name for t in store.get_artifact_types()}
+  by_type: Dict[str, List[metadata_store_pb2.Artifact]] = {}
+  for artifact in artifacts:
+    by_type.setdefault(types[artifact.type_id], []).append(artifact)
+  return by_type
 
 
 def main(argv=None) -> None:
@@ -80,12 +96,13 @@ def main(argv=None) -> None:
   parser.add_argument('--pipeline_name', default=configs.load_config().pipeline_name)
   parser.add_argument('--metadata_path', help='MLMD sqlite file (default: from $PLAYRECALL_HOME)')
   args = parser.parse_args(argv)
-  path = args.metadata_path or local_paths.LocalPaths.from_env(args.pipeline_name).metadata_path
+  paths = local_paths.LocalPaths.from_env(args.pipeline_name)
+  path = args.metadata_path or paths.metadata_path
   if not os.path.exists(path):
     raise SystemExit(f'no metadata store at {path}: run the pipeline first (make demo)')
   store = metadata_store.MetadataStore(
       tfx.orchestration.metadata.sqlite_metadata_connection_config(path))
-  print_summary(store, args.pipeline_name)
+  print_summary(store, args.pipeline_name, paths.reports_dir)
 
 
 if __name__ == '__main__':

@@ -23,6 +23,26 @@ LABEL_POSITIVE = 1  # play_rate >= pos_threshold: trained with the sampled softm
 LABEL_NEGATIVE = 0  # play_rate <= neg_threshold: trained with the sigmoid loss, label 0
 LABEL_NEITHER = -1  # in between: context only, in no loss and no metric
 
+
+
+def raw_feature_spec():
+  """The raw examples' feature spec, as SchemaGen infers it (infer_feature_shape=True) from what
+  PlayLogExampleGen writes: scalars are fixed-length, histories variable-length."""
+  # Imported here: the generator and ExampleGen's row parsing use this module without TF.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return {
+      USER_ID: tf.io.FixedLenFeature([], tf.string),
+      TS: tf.io.FixedLenFeature([], tf.int64),
+      HISTORY_ITEM_ID: tf.io.VarLenFeature(tf.string),
+      HISTORY_PLAY_RATE: tf.io.VarLenFeature(tf.float32),
+      HISTORY_INTENT: tf.io.VarLenFeature(tf.string),
+      ITEM_ID: tf.io.FixedLenFeature([], tf.string),
+      PLAY_RATE: tf.io.FixedLenFeature([], tf.float32),
+      INTENT: tf.io.FixedLenFeature([], tf.string),
+      LABEL: tf.io.FixedLenFeature([], tf.int64),
+  }
+
+
 HISTORY_FEATURES = (HISTORY_ITEM_ID, HISTORY_PLAY_RATE, HISTORY_INTENT)
 # What a serving request carries: the history only.
 SERVING_FEATURES = HISTORY_FEATURES

@@ -9,6 +9,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 import tensorflow as tf
 
+from evaluation import hit_rate
 from transform import features
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -39,10 +40,9 @@ def target_ranks(export_dir: str, raw_examples: Sequence[bytes]) -> np.ndarray:
 
 
 def pos_at_n(export_dir: str, tiny, n: int) -> float:
-  """POS@N on the tiny eval split: the fraction of positive targets ranked within the top n."""
-  positives = [example for example, label in zip(tiny.raw_eval_examples, tiny.raw_eval_labels)
-               if label == features.LABEL_POSITIVE]
-  return float(np.mean(target_ranks(export_dir, positives) < n))
+  """POS@N on the tiny eval split, computed as the Evaluator computes it."""
+  ranks = target_ranks(export_dir, tiny.raw_eval_examples)
+  return hit_rate.hit_rates(ranks, tiny.raw_eval_labels, ns=[n])[hit_rate.pos_metric_name(n)]
 
 
 def wait_for_output(path: str, text: str, process: subprocess.Popen, timeout: float) -> str:

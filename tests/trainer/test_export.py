@@ -23,17 +23,7 @@ from trainer import vocabulary
 from transform import features
 from transform import preprocessing
 
-RAW_FEATURE_SPEC = {
-    features.USER_ID: tf.io.FixedLenFeature([], tf.string),
-    features.TS: tf.io.FixedLenFeature([], tf.int64),
-    features.HISTORY_ITEM_ID: tf.io.VarLenFeature(tf.string),
-    features.HISTORY_PLAY_RATE: tf.io.VarLenFeature(tf.float32),
-    features.HISTORY_INTENT: tf.io.VarLenFeature(tf.string),
-    features.ITEM_ID: tf.io.FixedLenFeature([], tf.string),
-    features.PLAY_RATE: tf.io.FixedLenFeature([], tf.float32),
-    features.INTENT: tf.io.FixedLenFeature([], tf.string),
-    features.LABEL: tf.io.FixedLenFeature([], tf.int64),
-}
+RAW_FEATURE_SPEC = features.raw_feature_spec()
 # Target plays: song_i is played i + 1 times, so the vocabulary is song_7, song_6, ..., song_0.
 NUM_SONGS = 8
 HPARAMS = hparams_lib.HParams(history_length=4, item_embedding_dim=4, hidden_dim=8, num_layers=1,

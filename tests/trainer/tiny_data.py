@@ -24,17 +24,7 @@ from tensorflow_transform.tf_metadata import schema_utils
 from transform import features
 from transform import preprocessing
 
-RAW_FEATURE_SPEC = {
-    features.USER_ID: tf.io.FixedLenFeature([], tf.string),
-    features.TS: tf.io.FixedLenFeature([], tf.int64),
-    features.HISTORY_ITEM_ID: tf.io.VarLenFeature(tf.string),
-    features.HISTORY_PLAY_RATE: tf.io.VarLenFeature(tf.float32),
-    features.HISTORY_INTENT: tf.io.VarLenFeature(tf.string),
-    features.ITEM_ID: tf.io.FixedLenFeature([], tf.string),
-    features.PLAY_RATE: tf.io.FixedLenFeature([], tf.float32),
-    features.INTENT: tf.io.FixedLenFeature([], tf.string),
-    features.LABEL: tf.io.FixedLenFeature([], tf.int64),
-}
+RAW_FEATURE_SPEC = features.raw_feature_spec()
 NUM_GENRES = 6
 SONGS_PER_GENRE = 10
 NUM_TRAIN_EXAMPLES = 600

@@ -14,15 +14,9 @@ from tensorflow_transform.tf_metadata import schema_utils
 from transform import features
 from transform import preprocessing
 
-RAW_FEATURE_SPEC = {
-    features.HISTORY_ITEM_ID: tf.io.VarLenFeature(tf.string),
-    features.HISTORY_PLAY_RATE: tf.io.VarLenFeature(tf.float32),
-    features.HISTORY_INTENT: tf.io.VarLenFeature(tf.string),
-    features.ITEM_ID: tf.io.FixedLenFeature([], tf.string),
-    features.PLAY_RATE: tf.io.FixedLenFeature([], tf.float32),
-    features.INTENT: tf.io.FixedLenFeature([], tf.string),
-    features.LABEL: tf.io.FixedLenFeature([], tf.int64),
-}
+# ExampleGen's user_id and ts are left out: the preprocessing_fn must not need them.
+RAW_FEATURE_SPEC = {key: spec for key, spec in features.raw_feature_spec().items()
+                    if key not in (features.USER_ID, features.TS)}
 
 # Target counts: b x3, a x2, c x1 -> vocabulary order b, a, c.
 RAW_EXAMPLES = [
