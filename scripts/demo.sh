@@ -26,9 +26,15 @@ else
   tfx pipeline create --engine local --pipeline_path local_runner.py
 fi
 
-echo "== running it"
+log="$PLAYRECALL_HOME/logs/run-$(date +%Y%m%d-%H%M%S).log"
+mkdir -p "$(dirname "$log")"
+echo "== running it (full log: $log)"
 start=$(date +%s)
-tfx run create --engine local --pipeline_name "$PIPELINE_NAME"
+# Show each component as it starts and ends, ingestion counts and training progress; the rest of
+# the (very verbose) TFX log goes to the file.
+tfx run create --engine local --pipeline_name "$PIPELINE_NAME" 2>&1 | tee "$log" \
+  | grep --line-buffered -E 'Component .* is (running|finished)|rows read|step [0-9]+: loss|trained to step|error|Error' \
+  || { echo "the run failed; see $log" >&2; exit 1; }
 echo "== pipeline wall time: $(( $(date +%s) - start )) s"
 
 python -m pipeline.summary

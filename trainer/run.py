@@ -22,11 +22,11 @@ As a command (no TFX around it), for the local cluster, benchmarks and tests:
 import argparse
 import dataclasses
 import json
-import logging
 import os
 import sys
 from typing import Dict, List, Optional
 
+from absl import logging
 import tensorflow as tf
 
 from trainer import hparams as hparams_lib
@@ -218,7 +218,7 @@ def fn_args_from_flags(args: argparse.Namespace):
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
+  logging.set_verbosity(logging.INFO)
   args = _parse_args(sys.argv[1:] if argv is None else argv)
   task = cluster_task()
   if task and task.type in SERVER_ROLES:

@@ -14,11 +14,11 @@ lines.
 """
 
 import dataclasses
-import logging
 import os
 import time
 from typing import Callable, Dict, List, Optional
 
+from absl import logging
 import tensorflow as tf
 import tf_keras
 
