@@ -16,21 +16,11 @@ from tfx import v1 as tfx
 
 from pipeline import configs
 from pipeline import local_paths
-from pipeline import pipeline
 
 
 def main() -> None:
-  config = configs.load_config()
-  paths = local_paths.LocalPaths.from_env(config.pipeline_name)
   tfx.orchestration.LocalDagRunner().run(
-      pipeline.create_pipeline(
-          pipeline_name=config.pipeline_name,
-          pipeline_root=paths.pipeline_root,
-          data_root=paths.data_root,
-          serving_model_dir=paths.serving_model_dir,
-          config=config,
-          metadata_connection_config=tfx.orchestration.metadata
-          .sqlite_metadata_connection_config(paths.metadata_path)))
+      local_paths.create_local_pipeline(configs.load_config()))
 
 
 if __name__ == '__main__':

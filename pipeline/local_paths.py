@@ -2,7 +2,12 @@
 
 import dataclasses
 import os
-from typing import Mapping, Optional
+from typing import List, Mapping, Optional
+
+from tfx import v1 as tfx
+
+from pipeline import configs
+from pipeline import pipeline
 
 HOME_ENV = 'PLAYRECALL_HOME'
 DATA_ENV = 'PLAYRECALL_DATA'
@@ -30,3 +35,19 @@ class LocalPaths:
         serving_model_dir=os.path.join(home, 'serving_model', pipeline_name),
         data_root=os.path.abspath(environ.get(DATA_ENV, os.path.join(home, 'data'))),
         reports_dir=os.path.join(home, 'reports', pipeline_name))
+
+
+def create_local_pipeline(config: configs.PipelineConfig,
+                          beam_pipeline_args: Optional[List[str]] = None,
+                          environ: Optional[Mapping[str, str]] = None) -> tfx.dsl.Pipeline:
+  """The pipeline with every output under $PLAYRECALL_HOME and MLMD in a SQLite file there."""
+  paths = LocalPaths.from_env(config.pipeline_name, environ)
+  return pipeline.create_pipeline(
+      pipeline_name=config.pipeline_name,
+      pipeline_root=paths.pipeline_root,
+      data_root=paths.data_root,
+      serving_model_dir=paths.serving_model_dir,
+      config=config,
+      beam_pipeline_args=beam_pipeline_args,
+      metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+          paths.metadata_path))
