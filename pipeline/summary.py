@@ -21,7 +21,8 @@ from pipeline import local_paths
 # Artifact types in pipeline order, with the properties worth a line each.
 _SHOWN = (
     ('Examples', None),
-    ('components.PlayLogQuarantine', None),
+    # Its counts are the Examples' own; only where the quarantined rows are is new.
+    ('components.PlayLogQuarantine', ()),
     ('ExampleStatistics', ()),
     ('Schema', ()),
     ('ExampleAnomalies', ()),
@@ -50,6 +51,7 @@ def latest_run_artifacts(store: metadata_store.MetadataStore,
 
 def _run_belongs_to(store, run_context, pipeline_name: str) -> bool:
   parents = store.get_parent_contexts_by_context(run_context.id)
+  # A store written without parent links holds one pipeline's runs only.
   return any(p.name == pipeline_name for p in parents) or not parents
 
 

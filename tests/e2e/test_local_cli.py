@@ -206,6 +206,15 @@ def test_first_run_ingests_trains_blesses_and_pushes(first_run, workspace):
   assert len(workspace.pushed_versions()) == 1
 
 
+def test_summary_prints_counts_gate_and_pushed_model(first_run, workspace):
+  result = subprocess.run([sys.executable, '-m', 'pipeline.summary'], env=workspace.env,
+                          cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+  assert 'rows_read = 12000' in result.stdout
+  assert 'Gate: BLESSED' in result.stdout
+  assert f'pushed_destination = {workspace.paths.serving_model_dir}' in result.stdout
+  assert os.listdir(workspace.paths.reports_dir), 'the POS@N / NEG@N plot is written'
+
+
 def test_pushed_model_answers_known_unknown_and_empty_histories(first_run, workspace):
   version_dir = os.path.join(workspace.paths.serving_model_dir,
                              str(workspace.pushed_versions()[-1]))
