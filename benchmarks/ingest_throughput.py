@@ -1,10 +1,12 @@
-"""Ingestion throughput of PlayLogExampleGen on the local Beam runner.
+"""Ingestion throughput of PlayLogExampleGen and Transform on the local Beam runner.
 
 Generates a synthetic play log (datagen), then times, on the same files:
   reference  pyarrow.csv.read_csv of every file (a fast columnar parse, no validation, no Beam)
   executor   PlayLogExampleGen's executor end to end: parse + validate every row, group by user,
-             sort, build one tf.Example per play with its history, write gzipped TFRecords
-and prints events/s for each and the executor's slowdown against the reference.
+             sort, build the examples (train windows, eval targets), write gzipped TFRecords
+  transform  Transform's executor on those examples (vocabularies, transformed examples)
+and prints events/s for each, the slowdown against the reference, and the bytes written per
+event: the serialized tf.Examples (uncompressed) and the gzipped files on disk.
 
   python benchmarks/ingest_throughput.py --num_events 1000000
   python benchmarks/ingest_throughput.py --num_events 1000000 -- \
@@ -24,6 +26,7 @@ import pyarrow.csv as pa_csv
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import standard_artifacts
 
+from benchmarks import quality
 from components.play_log_example_gen import artifacts
 from components.play_log_example_gen import executor as executor_lib
 from datagen import generate as generate_lib
@@ -37,6 +40,8 @@ def parse_args():
                       help='default: the generator default (num_events / its events per user)')
   parser.add_argument('--num_items', type=int, default=20_000)
   parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--skip_transform', action='store_true',
+                      help='time PlayLogExampleGen only')
   parser.add_argument('--work_dir', default=None,
                       help='where the log and outputs go (default: a temp dir, deleted after)')
   parser.add_argument('beam_pipeline_args', nargs='*',
@@ -70,6 +75,22 @@ def time_executor(log_glob, out_dir, beam_pipeline_args):
           cpu_seconds() - started_cpu)
 
 
+def time_transform(examples_uri, out_dir, beam_pipeline_args):
+  started, started_cpu = time.time(), cpu_seconds()
+  quality.run_transform(out_dir, examples_uri, argparse.Namespace(
+      beam_pipeline_args=beam_pipeline_args))
+  return time.time() - started, cpu_seconds() - started_cpu
+
+
+def bytes_written(examples_uri):
+  """(serialized record bytes, gzipped file bytes) of every split under examples_uri."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  files = sorted(glob.glob(os.path.join(examples_uri, 'Split-*', '*.gz')))
+  records = sum(len(record) for record in tf.data.TFRecordDataset(
+      files, compression_type='GZIP').as_numpy_iterator())
+  return records, sum(os.path.getsize(path) for path in files)
+
+
 def main():
   args = parse_args()
   work_dir = args.work_dir or tempfile.mkdtemp(prefix='ingest_throughput_')
@@ -92,16 +113,33 @@ def main():
     rows, seconds, cpu = time_executor(os.path.join(log_dir, 'plays-*.csv'), out_dir,
                                   args.beam_pipeline_args)
     assert rows == ref_rows == summary['events'], (rows, ref_rows, summary['events'])
+    timings = [('reference: pyarrow.csv.read_csv', ref_rows, ref_seconds, ref_cpu),
+               ('PlayLogExampleGen executor (DirectRunner)', rows, seconds, cpu)]
+    written = {'PlayLogExampleGen': bytes_written(os.path.join(out_dir, 'examples'))}
+    if not args.skip_transform:
+      print('transform: Transform executor ...', flush=True)
+      transform_dir = os.path.join(work_dir, 'transform')
+      shutil.rmtree(transform_dir, ignore_errors=True)
+      transform_seconds, transform_cpu = time_transform(
+          os.path.join(out_dir, 'examples'), transform_dir, args.beam_pipeline_args)
+      timings += [('Transform executor (DirectRunner)', rows, transform_seconds, transform_cpu),
+                  ('PlayLogExampleGen + Transform', rows, seconds + transform_seconds,
+                   cpu + transform_cpu)]
+      written['Transform'] = bytes_written(os.path.join(transform_dir, 'transformed'))
 
     # Wall time suffers from other load on the machine; CPU time shows the work itself.
     print()
     print(f'{"stage":<44} {"events":>10} {"wall s":>8} {"events/s":>10} {"x ref":>7} '
           f'{"cpu s":>8} {"events/cpu s":>13} {"x ref":>7}')
-    for name, n, s, c in (
-        ('reference: pyarrow.csv.read_csv', ref_rows, ref_seconds, ref_cpu),
-        ('PlayLogExampleGen executor (DirectRunner)', rows, seconds, cpu)):
+    for name, n, s, c in timings:
       print(f'{name:<44} {n:>10,} {s:>8.1f} {n / s:>10,.0f} {s / ref_seconds:>7.0f} '
             f'{c:>8.1f} {n / c:>13,.0f} {c / ref_cpu:>7.0f}')
+    print()
+    print(f'{"output":<44} {"records bytes/event":>20} {"gzipped bytes/event":>20}')
+    for name, (record_bytes, file_bytes) in written.items():
+      print(f'{name:<44} {record_bytes / rows:>20,.1f} {file_bytes / rows:>20,.1f}')
+    load = os.getloadavg()
+    print(f'\nload average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min)')
   finally:
     if not args.work_dir:
       shutil.rmtree(work_dir, ignore_errors=True)

@@ -1,20 +1,23 @@
 """Recall quality of DeepMatch variants a, b, c against non-learned baselines, on generated data.
 
-  python benchmarks/quality.py --num_events 200000 --num_items 20000 --seed 0
+  python benchmarks/quality.py --num_events 200000 --num_items 20000 --seeds 0,1,2
 
-Steps, each with the project's real code on the local Beam runner:
+For each seed (the generator's and the trainer's), each step with the project's real code on the
+local Beam runner:
   1. datagen.generate writes a synthetic play log (CSV) with known tastes, dislikes and skips;
-  2. PlayLogExampleGen's executor builds history -> target examples, split by time (each user's
-     last --eval_plays_per_user plays are the eval split);
+  2. PlayLogExampleGen's executor builds the examples, split by time (each user's last
+     --eval_plays_per_user plays are the eval split; the train split holds play windows);
   3. Transform's executor runs transform.preprocessing (item vocabulary from the train split);
-  4. the Trainer's executor trains each variant (run_fn trainer.run.run_fn) and exports it;
+  4. the Trainer's executor trains each variant (run_fn trainer.run.run_fn) and exports it; at
+     every checkpoint (--checkpoint_steps) run_fn measures POS@N on the eval split and records
+     it with the training seconds so far: the time-to-quality curve;
   5. every method ranks each eval target exactly among the whole item vocabulary: the learned
      variants through their exported target-rank signature (what the Evaluator calls), the
-     baselines (most popular; co-occurrence with the history's last item) in numpy;
-  6. evaluation.hit_rate turns the ranks into POS@N and NEG@N, printed as a table and written,
-     with the command, the seed and the stage times, to --results (docs/results.md).
+     baselines (most popular; co-occurrence with the previous play) in numpy;
+  6. evaluation.hit_rate turns the ranks into POS@N and NEG@N. The table gives the mean over
+     seeds with its standard error; it is printed and written, with the command and the stage
+     times, to --results (docs/results.md).
 
-The reference for the ratios is variant a, measured in the same run.
 Arguments after `--` are Beam pipeline args for the ExampleGen and Transform executors.
 """
 
@@ -47,7 +50,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   parser.add_argument('--num_users', type=int, default=None,
                       help='default: the generator default (num_events / 100)')
   parser.add_argument('--num_items', type=int, default=20_000)
-  parser.add_argument('--seed', type=int, default=0, help='data generator seed')
+  parser.add_argument('--seeds', default='0,1,2',
+                      help='comma-separated seeds; each generates its own log and trains with it')
   parser.add_argument('--eval_plays_per_user', type=int, default=3,
                       help="each user's last this many plays form the eval split")
   parser.add_argument('--variants', default=','.join(VARIANTS),
@@ -55,6 +59,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   parser.add_argument('--train_steps', type=int, default=2000,
                       help='training steps per variant (2000, about 2.6 epochs at 200k events: '
                       'the whole run takes about 30 min on 2 cores; 800 takes about 20)')
+  parser.add_argument('--checkpoint_steps', type=int, default=100,
+                      help='steps between checkpoints, where POS@N is measured for the '
+                      'time-to-quality curve')
+  parser.add_argument('--target_pos_at_50', type=float, default=None,
+                      help='also report the training seconds each variant needed to reach this '
+                      'POS@50 (e.g. another trainer\'s final POS@50)')
   parser.add_argument('--hparams', default='{}',
                       help='JSON of extra trainer.hparams.HParams fields for every variant, '
                       'e.g. \'{"num_sampled": 512}\'')
@@ -69,6 +79,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                       help='Beam pipeline args after "--", e.g. --direct_num_workers=2')
   args = parser.parse_args(argv)
   args.variants = [v for v in args.variants.split(',') if v]
+  try:
+    args.seeds = [int(seed) for seed in args.seeds.split(',')]
+  except ValueError:
+    parser.error(f'--seeds: expected comma-separated integers, got {args.seeds!r}')
   unknown = sorted(set(args.variants) - set(VARIANTS))
   if unknown:
     parser.error(f'--variants: unknown {unknown}; choose from {list(VARIANTS)}')
@@ -117,10 +131,10 @@ class Stages:
 # --- Pipeline stages: the components' own executors ----------------------------------------
 
 
-def generate_log(out_dir: str, args: argparse.Namespace) -> None:
+def generate_log(out_dir: str, args: argparse.Namespace, seed: int) -> None:
   from datagen import generate as generate_lib  # pylint: disable=g-import-not-at-top
   summary = generate_lib.generate(out_dir, num_events=args.num_events, num_users=args.num_users,
-                                  num_items=args.num_items, seed=args.seed, fmt='csv',
+                                  num_items=args.num_items, seed=seed, fmt='csv',
                                   overwrite=True)
   progress(f'  {summary["events"]:,} events, {summary["users"]:,} users, '
            f'{summary["items"]:,} items')
@@ -180,12 +194,14 @@ def run_transform(out_dir: str, examples_uri: str, args: argparse.Namespace) -> 
        'force_tf_compat_v1': 0, 'disable_statistics': 1})
 
 
-def train_variant(out_dir: str, variant: str, transform_dir: str, args: argparse.Namespace) -> None:
+def train_variant(out_dir: str, variant: str, transform_dir: str, args: argparse.Namespace,
+                  seed: int) -> None:
   from tfx.components.trainer import executor  # pylint: disable=g-import-not-at-top
   from tfx.proto import trainer_pb2  # pylint: disable=g-import-not-at-top
   from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
   from tfx.utils import proto_utils  # pylint: disable=g-import-not-at-top
-  hparams = dict(args.extra_hparams, variant=variant, train_steps=args.train_steps)
+  hparams = dict(args.extra_hparams, variant=variant, train_steps=args.train_steps, seed=seed,
+                 steps_per_checkpoint=args.checkpoint_steps)
   executor.GenericExecutor().Do(
       {'examples': [_examples_artifact(os.path.join(transform_dir, 'transformed'))],
        'transform_graph': [_artifact(standard_artifacts.TransformGraph,
@@ -233,6 +249,48 @@ def read_split(examples_uri: str, split: str, item_index: Dict[bytes, int]) -> S
     labels.append(parsed[features.LABEL].numpy())
   return Split(serialized, np.asarray(targets, np.int64), np.asarray(last, np.int64),
                np.concatenate(labels))
+
+
+def positive_transitions(examples_uri: str, item_index: Dict[bytes, int]):
+  """(previous ids, next ids) of every consecutive pair of plays in the train windows whose
+  second play is positive: what the co-occurrence baseline counts."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from transform import features  # pylint: disable=g-import-not-at-top
+  files = sorted(glob.glob(os.path.join(examples_uri, 'Split-train', '*.gz')))
+  spec = {features.ITEM_ID: tf.io.FixedLenFeature([], tf.string),
+          features.LABEL: tf.io.FixedLenFeature([], tf.int64),
+          features.HISTORY_ITEM_ID: tf.io.VarLenFeature(tf.string),
+          features.HISTORY_LABEL: tf.io.VarLenFeature(tf.int64)}
+  oov = len(item_index)
+  previous, following = [], []
+  for batch in tf.data.TFRecordDataset(files, compression_type='GZIP').batch(4096):
+    parsed = tf.io.parse_example(batch, spec)
+    items = tf.RaggedTensor.from_sparse(parsed[features.HISTORY_ITEM_ID]).to_list()
+    labels = tf.RaggedTensor.from_sparse(parsed[features.HISTORY_LABEL]).to_list()
+    for i, (window, window_labels) in enumerate(zip(items, labels)):
+      window = window + [parsed[features.ITEM_ID][i].numpy()]
+      window_labels = window_labels + [int(parsed[features.LABEL][i])]
+      for j in range(1, len(window)):
+        if window_labels[j] == features.LABEL_POSITIVE:
+          previous.append(item_index.get(window[j - 1], oov))
+          following.append(item_index.get(window[j], oov))
+  return np.asarray(previous, np.int64), np.asarray(following, np.int64)
+
+
+def time_to_quality(model_run_dir: str) -> List[Dict[str, float]]:
+  """[{'step', 'seconds', 'pos_at_50', 'neg_at_50'}] at every checkpoint of a training run."""
+  from trainer import train_loop  # pylint: disable=g-import-not-at-top
+  scalars = train_loop.read_summaries(model_run_dir)
+  seconds = dict(scalars['training_seconds'])
+  pos, neg = dict(scalars['eval/pos_at_50']), dict(scalars['eval/neg_at_50'])
+  return [{'step': step, 'seconds': seconds[step], 'pos_at_50': pos[step], 'neg_at_50': neg[step]}
+          for step in sorted(seconds)]
+
+
+def seconds_to_reach(curve: List[Dict[str, float]], pos_at_50: float) -> float:
+  """Training seconds at the first checkpoint whose POS@50 reaches pos_at_50 (inf if none)."""
+  return next((point['seconds'] for point in curve if point['pos_at_50'] >= pos_at_50),
+              float('inf'))
 
 
 def item_vocabulary(transform_graph_dir: str) -> List[bytes]:
@@ -309,54 +367,86 @@ def data_facts(log_dir: str, examples_uri: str) -> List[str]:
 # --- Report ------------------------------------------------------------------------------------
 
 
-def format_table(rates: Dict[str, Dict[str, float]], reference: Optional[str]) -> str:
+def mean_and_error(values: Sequence[float]):
+  """The mean and its standard error (sample standard deviation / sqrt(n); 0 for one value)."""
+  values = np.asarray(values, np.float64)
+  error = values.std(ddof=1) / np.sqrt(values.size) if values.size > 1 else 0.0
+  return float(values.mean()), float(error)
+
+
+def format_table(rates: Dict[int, Dict[str, Dict[str, float]]]) -> str:
+  """Markdown table of each method's mean ± standard error over the seeds."""
   columns = [f'POS@{n}' for n in NS] + [f'NEG@{n}' for n in NS]
+  keys = [f'pos_at_{n}' for n in NS] + [f'neg_at_{n}' for n in NS]
   header = f'| method | {" | ".join(columns)} |'
-  if reference:
-    header += f' POS@50 / {reference} | NEG@50 / {reference} |'
-  lines = [header, '|' + '---|' * (header.count('|') - 1)]
-  for method, values in rates.items():
-    cells = [f'{values[f"pos_at_{n}"]:.4f}' for n in NS]
-    cells += [f'{values[f"neg_at_{n}"]:.4f}' for n in NS]
-    row = f'| {method} | {" | ".join(cells)} |'
-    if reference:
-      ref = rates[reference]
-      row += f' {_ratio(values["pos_at_50"], ref["pos_at_50"])} |'
-      row += f' {_ratio(values["neg_at_50"], ref["neg_at_50"])} |'
-    lines.append(row)
+  lines = [header, '|' + '---|' * (len(columns) + 1)]
+  methods = next(iter(rates.values())).keys()
+  for method in methods:
+    cells = []
+    for key in keys:
+      mean, error = mean_and_error([by_method[method][key] for by_method in rates.values()])
+      cells.append(f'{mean:.4f} ± {error:.4f}')
+    lines.append(f'| {method} | {" | ".join(cells)} |')
   return '\n'.join(lines)
 
 
-def _ratio(value: float, reference: float) -> str:
-  return f'{value / reference:.2f}' if reference else '-'
+def _paired(rates, first: str, second: str, key: str):
+  """Mean and standard error over seeds of second's metric minus first's (paired by seed)."""
+  return mean_and_error([r[second][key] - r[first][key] for r in rates.values()])
 
 
-def findings(rates: Dict[str, Dict[str, float]]) -> List[str]:
-  """The published directions, checked on this run's numbers."""
+def _ratio(rates, numerator: str, denominator: str, key: str):
+  return mean_and_error([r[numerator][key] / r[denominator][key] for r in rates.values()])
+
+
+def findings(rates: Dict[int, Dict[str, Dict[str, float]]]) -> List[str]:
+  """The published directions, checked on the seeds' numbers, with their noise."""
+  methods = next(iter(rates.values()))
   lines = []
-  if 'a' in rates and 'b' in rates:
-    a, b = rates['a'], rates['b']
-    verdict = all(b[f'pos_at_{n}'] > a[f'pos_at_{n}'] for n in NS)
-    lines.append(f'- b beats a on POS@N for every N: **{"yes" if verdict else "no"}** '
-                 f'(POS@50 {a["pos_at_50"]:.4f} -> {b["pos_at_50"]:.4f}).')
-  if 'b' in rates and 'c' in rates:
-    b, c = rates['b'], rates['c']
-    kept = all(c[f'pos_at_{n}'] >= 0.95 * b[f'pos_at_{n}'] for n in NS)
-    cut = all(c[f'neg_at_{n}'] < b[f'neg_at_{n}'] for n in NS)
-    lines.append(f'- c keeps POS@N within 5 % of b: **{"yes" if kept else "no"}** '
-                 f'(POS@50 {b["pos_at_50"]:.4f} -> {c["pos_at_50"]:.4f}).')
-    lines.append(f'- c lowers NEG@N below b for every N: **{"yes" if cut else "no"}** '
-                 f'(NEG@50 {b["neg_at_50"]:.4f} -> {c["neg_at_50"]:.4f}).')
+  if 'a' in methods and 'b' in methods:
+    mean, error = _paired(rates, 'a', 'b', 'pos_at_50')
+    within = abs(mean) < 2 * error
+    lines.append(f'- b - a on POS@50: {mean:+.4f} ± {error:.4f} (paired by seed): '
+                 + ('within noise (less than two standard errors).' if within else
+                    f'b is {"above" if mean > 0 else "below"} a beyond two standard errors.'))
+  if 'b' in methods and 'c' in methods:
+    mean, error = _ratio(rates, 'c', 'b', 'pos_at_50')
+    lines.append(f'- c / b on POS@50: {mean:.3f} ± {error:.3f} (target: at least 0.97).')
+  if 'a' in methods and 'c' in methods:
+    mean, error = _ratio(rates, 'c', 'a', 'neg_at_50')
+    lines.append(f'- c / a on NEG@50: {mean:.3f} ± {error:.3f} (target: at most 0.7).')
+  return lines
+
+
+def format_time_to_quality(curves: Dict[int, Dict[str, List[Dict[str, float]]]],
+                           target: Optional[float]) -> List[str]:
+  """Per variant: POS@50 against training seconds at each checkpoint (first seed), and the
+  seconds to reach the target POS@50 over all seeds."""
+  first_seed = next(iter(curves))
+  lines = [f'Training seconds and POS@50 at each checkpoint (seed {first_seed}):', '',
+           '| variant | ' + ' | '.join(f'step {p["step"]}' for p in
+                                        next(iter(curves[first_seed].values()))) + ' |']
+  lines.append('|' + '---|' * (len(lines[-1].split('|')) - 2))
+  for variant, curve in curves[first_seed].items():
+    lines.append(f'| {variant} | ' + ' | '.join(
+        f'{p["seconds"]:.0f} s: {p["pos_at_50"]:.4f}' for p in curve) + ' |')
+  if target is not None:
+    lines += ['', f'Training seconds to reach POS@50 >= {target} (every seed):', '']
+    for variant in curves[first_seed]:
+      reached = [seconds_to_reach(by_variant[variant], target) for by_variant in curves.values()]
+      lines.append(f'- {variant}: ' + ', '.join(f'{seconds:.0f} s' for seconds in reached))
   return lines
 
 
 def reproducing_command(args: argparse.Namespace) -> str:
   """The command with every argument that changes the numbers (not where files go)."""
   parts = ['python benchmarks/quality.py', f'--num_events {args.num_events}',
-           f'--num_items {args.num_items}', f'--seed {args.seed}',
+           f'--num_items {args.num_items}', f'--seeds {",".join(map(str, args.seeds))}',
            f'--eval_plays_per_user {args.eval_plays_per_user}',
            f'--variants {",".join(args.variants) or shlex.quote("")}',
-           f'--train_steps {args.train_steps}']
+           f'--train_steps {args.train_steps}', f'--checkpoint_steps {args.checkpoint_steps}']
+  if args.target_pos_at_50 is not None:
+    parts.append(f'--target_pos_at_50 {args.target_pos_at_50}')
   if args.num_users:
     parts.append(f'--num_users {args.num_users}')
   if args.extra_hparams:
@@ -367,36 +457,41 @@ def reproducing_command(args: argparse.Namespace) -> str:
 
 
 def write_results(path: str, args: argparse.Namespace, counts: Dict[str, int], table: str,
-                  finding_lines: List[str], fact_lines: List[str],
-                  stage_seconds: Dict[str, float]) -> None:
+                  finding_lines: List[str], curve_lines: List[str], fact_lines: List[str],
+                  stage_seconds: Dict[str, float], load: str) -> None:
   stages = ', '.join(f'{name} {seconds:.0f} s' for name, seconds in stage_seconds.items())
   text = f"""# Recall quality on generated data
 
 POS@N: fraction of positive eval targets (played to the end) ranked in the top N; higher is
 better. NEG@N: the same for negative targets (skipped early); lower is better. Ranks are exact over
-the whole item vocabulary (V = {counts['vocabulary']:,} items from the train split; targets outside
-it count as misses). Eval split: each user's last {args.eval_plays_per_user} plays
-({counts['eval']:,} examples: {counts['positive']:,} positive, {counts['negative']:,} negative).
-Learned variants are ranked through their exported `target_rank` signature, as the Evaluator does.
+the whole item vocabulary (V = {counts['vocabulary']:,} items from the train split of the first
+seed; targets outside it count as misses). Eval split: each user's last
+{args.eval_plays_per_user} plays ({counts['eval']:,} examples in the first seed:
+{counts['positive']:,} positive, {counts['negative']:,} negative). Learned variants are ranked
+through their exported `target_rank` signature, as the Evaluator does.
 
-Command (seed {args.seed}):
+Command ({len(args.seeds)} seeds; each seed generates its own log and seeds the trainer):
 
     {reproducing_command(args)}
 
 Data: {args.num_events:,} generated events, {args.num_items:,} items; {counts['train']:,} train
-examples. Training: {args.train_steps:,} steps per variant, hyper-parameters
+windows in the first seed. Training: {args.train_steps:,} steps per variant, hyper-parameters
 {json.dumps(args.extra_hparams) if args.extra_hparams else 'the HParams defaults'}.
-Stage times on this machine (2 cores, shared): {stages}.
+Stage times of the first seed on this machine (2 cores): {stages}. Load average {load}.
+
+Each cell: mean over the seeds ± its standard error.
 
 {table}
-
-{'Ratios are against variant a, measured in the same run.' if 'a' in args.variants else ''}
 
 ## Expected directions (original work: b > a on POS@N; c about b on POS@N, clearly lower NEG@N)
 
 {chr(10).join(finding_lines) or '- (not all variants were trained)'}
 
-## Facts about the data behind them (eval split and the generator's ground truth)
+## Time to quality
+
+{chr(10).join(curve_lines)}
+
+## Facts about the data behind them (eval split and the generator's ground truth, first seed)
 
 {chr(10).join(fact_lines)}
 """
@@ -404,62 +499,83 @@ Stage times on this machine (2 cores, shared): {stages}.
     f.write(text)
 
 
+def run_seed(work_dir: str, seed: int, args: argparse.Namespace):
+  """Runs every stage for one seed; returns (rates by method, curves by variant, stages, counts,
+  facts)."""
+  from evaluation import baselines  # pylint: disable=g-import-not-at-top
+  from evaluation import hit_rate  # pylint: disable=g-import-not-at-top
+  from transform import features  # pylint: disable=g-import-not-at-top
+
+  progress(f'=== seed {seed} ===')
+  stages = Stages(work_dir, args.reuse)
+  stages.run('log', generate_log, args, seed)
+  stages.run('example_gen', run_example_gen, os.path.join(work_dir, 'log'), args)
+  examples_uri = os.path.join(work_dir, 'example_gen', 'examples')
+  stages.run('transform', run_transform, examples_uri, args)
+  transform_dir = os.path.join(work_dir, 'transform')
+  for variant in args.variants:
+    stages.run(f'train_{variant}', train_variant, variant, transform_dir, args, seed)
+
+  progress('[rank] reading examples and ranking the eval targets ...')
+  vocabulary = item_vocabulary(os.path.join(transform_dir, 'transform_graph'))
+  item_index = {item: i for i, item in enumerate(vocabulary)}
+  train = read_split(examples_uri, 'train', item_index)
+  evaluation = read_split(examples_uri, 'eval', item_index)
+  size = len(vocabulary)
+  cooccurrence = baselines.CooccurrenceRanker(size, *positive_transitions(examples_uri, item_index))
+  ranks = {
+      'most popular': baselines.popularity_ranks(evaluation.target_ids, size),
+      'co-occurrence (previous play)': cooccurrence.ranks(evaluation.last_history_ids,
+                                                          evaluation.target_ids),
+  }
+  curves = {}
+  for variant in args.variants:
+    train_dir = os.path.join(work_dir, f'train_{variant}')
+    ranks[variant] = model_ranks(os.path.join(train_dir, 'model'), evaluation.serialized)
+    curves[variant] = time_to_quality(os.path.join(train_dir, 'model_run'))
+  rates = {method: hit_rate.hit_rates(r, evaluation.labels, NS) for method, r in ranks.items()}
+  counts = {'vocabulary': size, 'train': len(train.labels), 'eval': len(evaluation.labels),
+            'positive': int(np.sum(evaluation.labels == features.LABEL_POSITIVE)),
+            'negative': int(np.sum(evaluation.labels == features.LABEL_NEGATIVE))}
+  facts = data_facts(os.path.join(work_dir, 'log'), examples_uri)
+  return rates, curves, stages.seconds, counts, facts
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parse_args(argv)
   os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
   # Transform's per-batch analyzer warnings would drown the progress lines.
   logging.getLogger('tensorflow').setLevel(logging.ERROR)
-  from evaluation import baselines  # pylint: disable=g-import-not-at-top
-  from evaluation import hit_rate  # pylint: disable=g-import-not-at-top
-  from transform import features  # pylint: disable=g-import-not-at-top
+  load_before = os.getloadavg()
+  progress(f'load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}')
 
   work_dir = args.work_dir or tempfile.mkdtemp(prefix='quality_')
   os.makedirs(work_dir, exist_ok=True)
-  stages = Stages(work_dir, args.reuse)
+  rates, curves = {}, {}
   try:
-    stages.run('log', generate_log, args)
-    stages.run('example_gen', run_example_gen, os.path.join(work_dir, 'log'), args)
-    examples_uri = os.path.join(work_dir, 'example_gen', 'examples')
-    stages.run('transform', run_transform, examples_uri, args)
-    transform_dir = os.path.join(work_dir, 'transform')
-    for variant in args.variants:
-      stages.run(f'train_{variant}', train_variant, variant, transform_dir, args)
-
-    progress('[rank] reading examples and ranking the eval targets ...')
-    vocabulary = item_vocabulary(os.path.join(transform_dir, 'transform_graph'))
-    item_index = {item: i for i, item in enumerate(vocabulary)}
-    train = read_split(examples_uri, 'train', item_index)
-    evaluation = read_split(examples_uri, 'eval', item_index)
-    size = len(vocabulary)
-    positive_train = train.labels == features.LABEL_POSITIVE
-    cooccurrence = baselines.CooccurrenceRanker(size, train.last_history_ids[positive_train],
-                                                train.target_ids[positive_train])
-    ranks = {
-        'most popular': baselines.popularity_ranks(evaluation.target_ids, size),
-        'co-occurrence (last item)': cooccurrence.ranks(evaluation.last_history_ids,
-                                                        evaluation.target_ids),
-    }
-    for variant in args.variants:
-      ranks[variant] = model_ranks(os.path.join(work_dir, f'train_{variant}', 'model'),
-                                   evaluation.serialized)
-    rates = {method: hit_rate.hit_rates(r, evaluation.labels, NS) for method, r in ranks.items()}
-    facts = data_facts(os.path.join(work_dir, 'log'), examples_uri)
+    for seed in args.seeds:
+      rates[seed], curves[seed], seconds, counts, facts = run_seed(
+          os.path.join(work_dir, f'seed_{seed}'), seed, args)
+      if seed == args.seeds[0]:
+        first_seconds, first_counts, first_facts = seconds, counts, facts
   finally:
     if not args.work_dir:
       shutil.rmtree(work_dir, ignore_errors=True)
 
-  reference = 'a' if 'a' in args.variants else None
-  table = format_table(rates, reference)
+  load_after = os.getloadavg()
+  load = (f'{load_before[0]:.2f} before, {load_after[0]:.2f} / {load_after[1]:.2f} / '
+          f'{load_after[2]:.2f} (1 / 5 / 15 min) after')
+  table = format_table(rates)
+  curve_lines = format_time_to_quality(curves, args.target_pos_at_50) if args.variants else []
   print()
   print(table)
   print()
-  for line in findings(rates) + facts:
+  for line in findings(rates) + [''] + curve_lines + [''] + first_facts:
     print(line)
+  print(f'\nload average {load}')
   if args.results:
-    counts = {'vocabulary': size, 'train': len(train.labels), 'eval': len(evaluation.labels),
-              'positive': int(np.sum(evaluation.labels == features.LABEL_POSITIVE)),
-              'negative': int(np.sum(evaluation.labels == features.LABEL_NEGATIVE))}
-    write_results(args.results, args, counts, table, findings(rates), facts, stages.seconds)
+    write_results(args.results, args, first_counts, table, findings(rates), curve_lines,
+                  first_facts, first_seconds, load)
     progress(f'\nwritten to {args.results}')
   return 0
 

@@ -20,7 +20,7 @@ BEAM_PIPELINE_ARGS = ('--direct_running_mode=multi_processing', '--direct_num_wo
 
 @dataclasses.dataclass(frozen=True)
 class IngestConfig:
-  """PlayLogExampleGen: how play logs become history -> target examples."""
+  """PlayLogExampleGen: how play logs become examples (train windows, eval targets)."""
   input_format: str = example_gen_defaults.DEFAULT_INPUT_FORMAT  # csv | jsonl | parquet
   column_mapping: str = example_gen_defaults.DEFAULT_COLUMN_MAPPING  # a name or a JSON object
   history_length: int = example_gen_defaults.HISTORY_LENGTH

@@ -42,19 +42,22 @@ def make_dataset(file_pattern: FilePatterns,
                  batch_size: int,
                  input_context: Optional[tf.distribute.InputContext] = None,
                  shuffle: bool = True,
-                 repeat: bool = True) -> tf.data.Dataset:
+                 repeat: bool = True,
+                 sequence_targets: bool = True) -> tf.data.Dataset:
   """Batches of the model's dense input (inputs.to_model_batch) from transformed examples.
 
   Args:
     file_pattern: a glob or a list of globs of Transform's gzipped TFRecords.
     tf_transform_output: gives the transformed feature spec.
     hparams: history_length, variant (history filter) and seed.
-    batch_size: examples per batch. Under a parameter-server strategy each worker step takes one
+    batch_size: examples (training windows: every play of each is a target) per batch. Under a parameter-server strategy each worker step takes one
       batch, so this is also the number of examples per training step.
     input_context: set when each worker builds its own input pipeline; the pipeline then reads
       only its share of the data (by file when there are enough files, else by record).
     shuffle: shuffle files and examples (training); False keeps file order (evaluation).
     repeat: repeat forever (training steps are counted by the loop); batches are then all full.
+    sequence_targets: every play of an example is a target (training); False gives the history
+      and the one target, as the Evaluator scores them.
 
   Returns:
     A dataset of dicts of dense tensors with a static batch dimension when repeat is True.
@@ -84,7 +87,8 @@ def make_dataset(file_pattern: FilePatterns,
   feature_spec = tf_transform_output.transformed_feature_spec()
 
   def model_batch(serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
-    batch = inputs.to_model_batch(tf.io.parse_example(serialized, feature_spec), hparams)
+    batch = inputs.to_model_batch(tf.io.parse_example(serialized, feature_spec), hparams,
+                                  sequence_targets=sequence_targets)
     if repeat:  # Full batches only: say so, for the shapes traced in the step function.
       for tensor in batch.values():
         tensor.set_shape([batch_size] + tensor.shape.as_list()[1:])

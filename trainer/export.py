@@ -50,7 +50,7 @@ class ServingModule(tf.Module):
     self.model = model
     self.hparams = hparams
     self.tft_layer = tf_transform_output.transform_features_layer()
-    num_vocabulary = tf_transform_output.vocabulary_size_by_name(features.ITEM_VOCAB)
+    num_vocabulary = vocabulary.num_vocabulary_items(tf_transform_output)
     self.num_vocabulary = num_vocabulary
     self.top_k = min(hparams.top_k, num_vocabulary)
     # Scoring reads precomputed vocabulary vectors: no per-request projection of the whole table,
@@ -98,12 +98,7 @@ class ServingModule(tf.Module):
   def serve_target_rank(self, examples):
     transformed = self._transformed(examples, self._target_spec)
     scores = self._scores(self._user_vectors(transformed))
-    targets = tf.reshape(transformed[features.ITEM_XF], [-1])
-    in_vocabulary = targets < self.num_vocabulary
-    target_scores = tf.gather(scores, tf.where(in_vocabulary, targets, 0), batch_dims=1)
-    higher = tf.reduce_sum(tf.cast(scores > target_scores[:, tf.newaxis], tf.int64), axis=1)
-    return {features.TARGET_RANK: tf.where(in_vocabulary, higher,
-                                           tf.cast(self.num_vocabulary, tf.int64))}
+    return {features.TARGET_RANK: model_lib.target_ranks(scores, transformed[features.ITEM_XF])}
 
   def signatures(self):
     return {

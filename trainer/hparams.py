@@ -7,6 +7,9 @@ from typing import Any, Dict
 VARIANTS = ('a', 'b', 'c')
 SAMPLERS = ('log_uniform', 'uniform', 'learned_unigram', 'fixed_unigram')
 USER_VECTOR_MODES = ('last', 'mean')
+# lazy_adam updates only the item-table rows a batch touches (trainer/optimizers.py); adam is
+# tf_keras Adam, whose work per step grows with the catalogue.
+OPTIMIZERS = ('lazy_adam', 'adam')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +38,8 @@ class HParams:
   neg_weight: float = 1.0
   pos_threshold: float = 0.8  # history_filter of variant a keeps plays with rate >= this
   # Training loop.
-  batch_size: int = 256
+  batch_size: int = 256  # sequences (training windows) per step
+  optimizer: str = 'lazy_adam'
   learning_rate: float = 1e-3
   train_steps: int = 2000
   steps_per_checkpoint: int = 500
@@ -50,6 +54,7 @@ class HParams:
     _check_choice('variant', self.variant, VARIANTS)
     _check_choice('sampler', self.sampler, SAMPLERS)
     _check_choice('user_vector', self.user_vector, USER_VECTOR_MODES)
+    _check_choice('optimizer', self.optimizer, OPTIMIZERS)
     if self.hidden_dim % self.num_heads:
       raise ValueError(f'hidden_dim={self.hidden_dim} must be divisible by num_heads={self.num_heads}')
 

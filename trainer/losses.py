@@ -1,13 +1,11 @@
 """The two losses of the feedback-aware DeepMatch: sampled softmax on positives, sigmoid on negatives.
 
-Loss scaling: every loss is a sum over the examples it applies to divided by the number of
-examples in the batch (all of them, 'neither' targets included, which add nothing), or by
-`global_batch_size` when given. Divided by the global batch size, the values computed by the
-replicas of a distribution strategy add up to the global batch mean, as tf.nn.compute_average_loss
-arranges.
+positive_loss and negative_loss score flat lists of (user vector, target) pairs; compute_losses
+gathers those pairs from every position of a batch of play sequences. Under a parameter-server
+strategy each worker step is one replica on one whole batch, so a batch's own mean is the step's.
 """
 
-from typing import Dict, Optional
+from typing import Dict
 
 import tensorflow as tf
 
@@ -15,6 +13,9 @@ from trainer import hparams as hparams_lib
 from trainer import model as model_lib
 from trainer import samplers
 from transform import features
+
+LOSS_NAMES = ('loss', 'positive_loss', 'negative_loss')
+TARGETS = 'targets'  # compute_losses' count of the plays in a loss: the plays a batch trains
 
 
 def positive_loss(model: model_lib.DeepMatch,
@@ -73,40 +74,47 @@ def compute_losses(model: model_lib.DeepMatch,
                    batch: Dict[str, tf.Tensor],
                    hparams: hparams_lib.HParams,
                    sampler: samplers.Sampler,
-                   training: bool = True,
-                   global_batch_size: Optional[int] = None) -> Dict[str, tf.Tensor]:
-  """Scalar losses {'loss', 'positive_loss', 'negative_loss'} of a model batch with targets.
+                   training: bool = True) -> Dict[str, tf.Tensor]:
+  """Scalars {'loss', 'positive_loss', 'negative_loss', 'targets'} of a batch with sequence targets.
 
-  Positives (LABEL == 1) go to the sampled softmax; negatives (LABEL == 0) to the sigmoid loss
-  when hparams.negative_loss (variant c), else nowhere; 'neither' targets to no loss. Only the
-  positive targets reach the sampler, so learned_unigram learns the distribution the softmax is
-  over. See the module docstring for the scaling.
+  Every real play of the batch's sequences (features.SEQUENCE_*, see trainer.inputs) is a target,
+  scored against the user vector that precedes it (model.target_user_vectors). Positives
+  (LABEL_POSITIVE) go to the sampled softmax, over one set of sampled candidates shared by the
+  batch; negatives (LABEL_NEGATIVE) to the sigmoid loss when hparams.negative_loss (variant c),
+  else nowhere; 'neither' targets to no loss. Only the positive targets reach the sampler, so
+  learned_unigram learns the distribution the softmax is over. Both losses are sums over their
+  targets divided by the number of targets of every label (the batch's real plays), so a loss
+  is a mean per play whatever the mix of labels. 'targets' counts the plays in a loss.
   """
-  user_vectors = model(batch, training=training)
-  labels = tf.reshape(batch[features.LABEL], [-1])
-  target_ids = tf.reshape(tf.cast(batch[features.ITEM_XF], tf.int64), [-1])
-  if global_batch_size is None:
-    denominator = tf.cast(tf.shape(labels)[0], user_vectors.dtype)
-  else:
-    denominator = tf.cast(global_batch_size, user_vectors.dtype)
+  user_vectors = model.target_user_vectors(batch, training=training)
+  real = tf.sequence_mask(batch[features.SEQUENCE_LENGTH], tf.shape(user_vectors)[1])
+  user_vectors = tf.boolean_mask(user_vectors, real)  # [T, H]
+  target_ids = tf.boolean_mask(tf.cast(batch[features.SEQUENCE_ITEM_XF], tf.int64), real)
+  labels = tf.boolean_mask(batch[features.SEQUENCE_LABEL], real)
+  denominator = tf.maximum(tf.cast(tf.size(labels), user_vectors.dtype), 1.0)
 
   is_positive = tf.equal(labels, features.LABEL_POSITIVE)
   positive_ids = tf.boolean_mask(target_ids, is_positive)
-  positive_users = tf.boolean_mask(user_vectors, is_positive)
-  positive = positive_loss(model, positive_users, positive_ids, tf.ones_like(positive_ids, tf.float32),
-                           sampler(positive_ids), unique_gather=hparams.unique_gather)
+  positive = positive_loss(model, tf.boolean_mask(user_vectors, is_positive), positive_ids,
+                           tf.ones_like(positive_ids, tf.float32), sampler(positive_ids),
+                           unique_gather=hparams.unique_gather)
   positive = tf.reduce_sum(positive) / denominator
 
+  trained = tf.reduce_sum(tf.cast(is_positive, user_vectors.dtype))
   if hparams.negative_loss:
     is_negative = tf.equal(labels, features.LABEL_NEGATIVE)
+    trained += tf.reduce_sum(tf.cast(is_negative, user_vectors.dtype))
     negative_ids = tf.boolean_mask(target_ids, is_negative)
-    negative = negative_loss(tf.boolean_mask(user_vectors, is_negative),
-                             model.item_vectors(negative_ids), model.item_bias(negative_ids),
-                             tf.ones_like(negative_ids, tf.float32), hparams.neg_weight)
+    negative_vectors, negative_bias = _item_vectors_and_bias(model, negative_ids,
+                                                             hparams.unique_gather)
+    negative = negative_loss(tf.boolean_mask(user_vectors, is_negative), negative_vectors,
+                             negative_bias, tf.ones_like(negative_ids, tf.float32),
+                             hparams.neg_weight)
     negative = tf.reduce_sum(negative) / denominator
   else:
     negative = tf.zeros([], user_vectors.dtype)
-  return {'loss': positive + negative, 'positive_loss': positive, 'negative_loss': negative}
+  return {'loss': positive + negative, 'positive_loss': positive, 'negative_loss': negative,
+          TARGETS: trained}
 
 
 def _item_vectors_and_bias(model, ids, unique_gather):

@@ -9,6 +9,7 @@ unsharded one (as the export does).
 """
 
 from typing import Dict
+import zlib
 
 import tensorflow as tf
 import tf_keras
@@ -24,7 +25,7 @@ class DeepMatch(tf_keras.Model):
 
   Each history position sums four embeddings in the H-dimensional space: the item (a V x E table
   projected E -> H, the same weights that give the output item vectors), the position (a learned
-  table of history_length rows), and, with feedback features, the play rate (a learned vector
+  table of history_length rows, counted back from the most recent play), and, with feedback features, the play rate (a learned vector
   scaled by the rate) and the intent. After a layer normalisation, num_layers blocks of
   multi-head self-attention (with padding and causal masks) and a feed-forward network, each
   with a residual connection and layer normalisation, produce one output per position. The user
@@ -39,27 +40,31 @@ class DeepMatch(tf_keras.Model):
     self.num_items = num_items
     self.num_intents = num_intents
     h = hparams.hidden_dim
-    init = tf_keras.initializers.TruncatedNormal(stddev=_INIT_STDDEV, seed=hparams.seed)
-    self.item_embedding = self.add_weight(
-        name='item_embedding', shape=[num_items, hparams.item_embedding_dim], initializer=init)
+    self.item_embedding = self._normal_weight('item_embedding', [num_items, hparams.item_embedding_dim])
     # Kept [V, 1] rather than [V]: embedding lookups and partitioners handle rank-2 tables best.
     self.item_bias_table = self.add_weight(
         name='item_bias', shape=[num_items, 1], initializer='zeros')
-    self.item_projection = tf_keras.layers.Dense(h, use_bias=False, name='item_projection')
-    self.position_embedding = self.add_weight(
-        name='position_embedding', shape=[hparams.history_length, h], initializer=init)
+    self.item_projection = tf_keras.layers.Dense(
+        h, use_bias=False, kernel_initializer=tf_keras.initializers.GlorotUniform(
+            seed=weight_seed(hparams.seed, 'item_projection')),
+        name='item_projection')
+    # Row k is the play k plays before the most recent one.
+    self.position_embedding = self._normal_weight('position_embedding', [hparams.history_length, h])
     if hparams.feedback_features:
-      self.play_rate_vector = self.add_weight(
-          name='play_rate_vector', shape=[1, h], initializer=init)
-      self.intent_embedding = self.add_weight(
-          name='intent_embedding', shape=[num_intents, h], initializer=init)
-    # The user vector of an empty history (a user's first play, or a cold-start request).
-    self.empty_history_vector = self.add_weight(
-        name='empty_history_vector', shape=[1, h], initializer=init)
+      self.play_rate_vector = self._normal_weight('play_rate_vector', [1, h])
+      self.intent_embedding = self._normal_weight('intent_embedding', [num_intents, h])
+    # The user vector of an empty history: a cold-start request, and in training the predictor
+    # of each window's first play, so it learns what to play to someone nothing is known about.
+    self.empty_history_vector = self._normal_weight('empty_history_vector', [1, h])
     self.input_norm = tf_keras.layers.LayerNormalization(name='input_norm')
     self.input_dropout = tf_keras.layers.Dropout(hparams.dropout)
     self.blocks = [_AttentionBlock(hparams, name=f'attention_block_{i}')
                    for i in range(hparams.num_layers)]
+
+  def _normal_weight(self, name: str, shape) -> tf.Variable:
+    """A weight drawn from a truncated normal with a seed of its own (see weight_seed)."""
+    return self.add_weight(name=name, shape=shape, initializer=tf_keras.initializers.TruncatedNormal(
+        stddev=_INIT_STDDEV, seed=weight_seed(self.hparams.seed, name)))
 
   def call(self, batch: Dict[str, tf.Tensor], training=False) -> tf.Tensor:
     """User vectors [B, H] of a model batch (see trainer.inputs.to_model_batch)."""
@@ -74,12 +79,25 @@ class DeepMatch(tf_keras.Model):
     empty = tf.broadcast_to(self.empty_history_vector, tf.shape(user))
     return tf.where((length > 0)[:, tf.newaxis], user, empty)
 
+  def target_user_vectors(self, batch: Dict[str, tf.Tensor], training=False) -> tf.Tensor:
+    """The user vector that predicts each play of the sequence [B, L + 1, H].
+
+    Causal attention makes the output at history position j a function of plays 0..j only, so
+    it predicts play j + 1; play 0 is predicted from the empty history. One pass through the
+    encoder thus trains every play of the batch's sequences (features.SEQUENCE_ITEM_XF).
+    """
+    outputs = self.sequence_outputs(batch, training=training)
+    empty = tf.broadcast_to(self.empty_history_vector[tf.newaxis],
+                            [tf.shape(outputs)[0], 1, self.hparams.hidden_dim])
+    return tf.concat([empty, outputs], axis=1)
+
   def sequence_outputs(self, batch: Dict[str, tf.Tensor], training=False) -> tf.Tensor:
     """Encoder outputs at every history position [B, L, H]; padded positions are meaningless."""
     items = batch[features.HISTORY_ITEM_XF]
     length = tf.cast(batch[features.HISTORY_LENGTH], tf.int32)
     x = self.item_vectors(items, unique=self.hparams.unique_gather)
-    x += tf.convert_to_tensor(self.position_embedding)[tf.newaxis]
+    x += tf.nn.embedding_lookup(self.position_embedding,
+                                plays_before_most_recent(length, self.hparams.history_length))
     if self.hparams.feedback_features:
       play_rates = tf.cast(batch[features.HISTORY_PLAY_RATE_XF], x.dtype)
       x += play_rates[:, :, tf.newaxis] * tf.convert_to_tensor(self.play_rate_vector)
@@ -122,6 +140,39 @@ class DeepMatch(tf_keras.Model):
     return tf.matmul(user_vectors, self.all_item_vectors(), transpose_b=True) + self.all_item_bias()
 
 
+def target_ranks(scores: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+  """The exact rank [B] of each target among the scored items [B, V] (0 = best).
+
+  Counts the items scoring strictly higher than the target; a target outside [0, V) (the OOV
+  bucket) gets rank V, so it is never a hit.
+  """
+  num_vocabulary = tf.shape(scores, out_type=tf.int64)[1]
+  targets = tf.reshape(tf.cast(targets, tf.int64), [-1])
+  in_vocabulary = targets < num_vocabulary
+  target_scores = tf.gather(scores, tf.where(in_vocabulary, targets, 0), batch_dims=1)
+  higher = tf.reduce_sum(tf.cast(scores > target_scores[:, tf.newaxis], tf.int64), axis=1)
+  return tf.where(in_vocabulary, higher, num_vocabulary)
+
+
+def weight_seed(seed: int, weight_name: str) -> int:
+  """The initializer seed of one weight: the model's seed mixed with the weight's name.
+
+  One seeded initializer shared by several weights would start all of them (and the first rows
+  of the tables) with the same values.
+  """
+  return (seed * 1_000_003 + zlib.crc32(weight_name.encode())) % (1 << 31)
+
+
+def plays_before_most_recent(length: tf.Tensor, history_length: int) -> tf.Tensor:
+  """[B, L] position ids: how many plays before the most recent one each position is (0 = it).
+
+  Counting back from the most recent play encodes recency the same way for every history length,
+  so the position the user vector is read at always has id 0. Padding gets id 0 too (masked).
+  """
+  positions = tf.range(history_length)[tf.newaxis, :]
+  return tf.maximum(tf.cast(length, tf.int32)[:, tf.newaxis] - 1 - positions, 0)
+
+
 def attention_mask(length: tf.Tensor, history_length: int) -> tf.Tensor:
   """[B, L, L] boolean: query i may attend key j iff j <= i (causal) and j < length (padding)."""
   positions = tf.range(history_length)
@@ -141,8 +192,14 @@ class _AttentionBlock(tf_keras.layers.Layer):
         name='attention')
     self.attention_dropout = tf_keras.layers.Dropout(hparams.dropout)
     self.attention_norm = tf_keras.layers.LayerNormalization(name='attention_norm')
-    self.ffn_hidden = tf_keras.layers.Dense(hparams.ffn_dim, activation='gelu', name='ffn_hidden')
-    self.ffn_output = tf_keras.layers.Dense(h, name='ffn_output')
+    # The attention layer is left with its unseeded default initializer: it clones one
+    # initializer config into its query, key and value kernels, so a seed would make them equal.
+    self.ffn_hidden = tf_keras.layers.Dense(
+        hparams.ffn_dim, activation='gelu', kernel_initializer=tf_keras.initializers.GlorotUniform(
+            seed=weight_seed(hparams.seed, self.name + '/ffn_hidden')), name='ffn_hidden')
+    self.ffn_output = tf_keras.layers.Dense(
+        h, kernel_initializer=tf_keras.initializers.GlorotUniform(
+            seed=weight_seed(hparams.seed, self.name + '/ffn_output')), name='ffn_output')
     self.ffn_dropout = tf_keras.layers.Dropout(hparams.dropout)
     self.ffn_norm = tf_keras.layers.LayerNormalization(name='ffn_norm')
 

@@ -156,12 +156,32 @@ def run_fn(fn_args) -> None:
 
   result = train_loop.train(
       strategy, lambda: model_lib.build_model(hparams, num_items, num_intents), dataset_fn,
-      loss_fn, hparams, fn_args.model_run_dir, coordinator=coordinator, log=logging.info)
+      loss_fn, hparams, fn_args.model_run_dir, coordinator=coordinator, log=logging.info,
+      evaluate=None if task else checkpoint_evaluate(fn_args, tf_transform_output, hparams))
 
   model = restore_unsharded_model(hparams, num_items, num_intents, result.checkpoint_path)
   from trainer import export
   export.export_serving_model(model, tf_transform_output, hparams, fn_args.serving_model_dir)
   logging.info('exported the serving model to %s', fn_args.serving_model_dir)
+
+
+def checkpoint_evaluate(fn_args, tf_transform_output, hparams: hparams_lib.HParams):
+  """POS@N / NEG@N on fn_args.eval_files (at most fn_args.eval_steps batches), or None without
+  eval files. One process only: under a parameter-server strategy the chief would read every
+  item-table shard at each checkpoint; the Evaluator measures the exported model either way."""
+  if not fn_args.eval_files:
+    return None
+  from trainer import checkpoint_eval
+  from trainer import dataset
+  from trainer import vocabulary
+
+  eval_dataset = dataset.make_dataset(fn_args.eval_files, tf_transform_output, hparams,
+                                      hparams.batch_size, shuffle=False, repeat=False,
+                                      sequence_targets=False)
+  if getattr(fn_args, 'eval_steps', None):
+    eval_dataset = eval_dataset.take(fn_args.eval_steps)
+  return checkpoint_eval.make_evaluate(eval_dataset,
+                                       vocabulary.num_vocabulary_items(tf_transform_output))
 
 
 def restore_unsharded_model(hparams: hparams_lib.HParams, num_items: int, num_intents: int,

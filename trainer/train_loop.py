@@ -16,21 +16,23 @@ lines.
 import dataclasses
 import os
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from absl import logging
 import tensorflow as tf
 import tf_keras
 
+from trainer import checkpoint_eval
 from trainer import hparams as hparams_lib
+from trainer import losses as losses_lib
+from trainer import optimizers
 
 CHECKPOINT_DIR = 'checkpoints'
 SUMMARY_DIR = 'train'
-LOSS_NAMES = ('loss', 'positive_loss', 'negative_loss')
 _CHECKPOINTS_KEPT = 3
 
 DatasetFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
-# loss_fn(model, batch) -> {'loss', 'positive_loss', 'negative_loss'} scalars (training mode).
+# loss_fn(model, batch) -> losses.compute_losses' scalars: the losses and the targets trained.
 LossFn = Callable[[tf_keras.Model, Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]
 
 
@@ -49,14 +51,11 @@ class TrainResult:
   final_step: int
   checkpoint_path: str
   examples_per_second: float  # over this run's steps, checkpoint time included
+  targets_per_second: float  # trained plays (every position of every example) per second
 
 
 def checkpoint_dir(model_dir: str) -> str:
   return os.path.join(model_dir, CHECKPOINT_DIR)
-
-
-def make_optimizer(hparams: hparams_lib.HParams) -> tf_keras.optimizers.Optimizer:
-  return tf_keras.optimizers.Adam(learning_rate=hparams.learning_rate)
 
 
 def train(strategy: tf.distribute.Strategy,
@@ -67,8 +66,8 @@ def train(strategy: tf.distribute.Strategy,
           model_dir: str,
           coordinator: Optional[tf.distribute.experimental.coordinator.ClusterCoordinator] = None,
           log: Callable[[str], None] = logging.info,
-          optimizer_fn: Callable[[hparams_lib.HParams], tf_keras.optimizers.Optimizer] = None
-          ) -> TrainResult:
+          optimizer_fn: Callable[[hparams_lib.HParams], tf_keras.optimizers.Optimizer] = None,
+          evaluate: Optional[checkpoint_eval.Evaluate] = None) -> TrainResult:
   """Trains until the step reaches hparams.train_steps, resuming from model_dir's checkpoint.
 
   Args:
@@ -81,15 +80,20 @@ def train(strategy: tf.distribute.Strategy,
     model_dir: checkpoints go to model_dir/checkpoints, summaries to model_dir/train.
     coordinator: the ClusterCoordinator of a ParameterServerStrategy; None in one process.
     log: where the progress lines go.
-    optimizer_fn: makes the optimizer (default make_optimizer); called inside strategy.scope().
+    optimizer_fn: makes the optimizer (default optimizers.make_optimizer, from hparams); called
+      inside strategy.scope().
+    evaluate: called with the model after every checkpoint (checkpoint_eval.make_evaluate); its
+      metrics go to the progress lines and TensorBoard ('eval/<name>') beside the training
+      seconds so far ('training_seconds'), and its time is not counted as training time.
   """
   with strategy.scope():
     model = build_model()
-    optimizer = (optimizer_fn or make_optimizer)(hparams)
+    optimizer = (optimizer_fn or optimizers.make_optimizer)(hparams)
     # Slots must exist before the first step: a parameter-server step runs on a worker, which
     # cannot create variables.
     optimizer.build(model.trainable_variables)
-    loss_means = {name: tf_keras.metrics.Mean(name) for name in LOSS_NAMES}
+    loss_means = {name: tf_keras.metrics.Mean(name) for name in losses_lib.LOSS_NAMES}
+    targets_trained = tf_keras.metrics.Sum(losses_lib.TARGETS)
   for name, shapes in sharded_variables(model).items():
     log(f'{name} is sharded in {len(shapes)}: ' + ' '.join(str(shape) for shape in shapes))
 
@@ -113,6 +117,7 @@ def train(strategy: tf.distribute.Strategy,
       optimizer.apply_gradients(zip(tape.gradient(losses['loss'], variables), variables))
       for name, mean in loss_means.items():
         mean.update_state(losses[name])
+      targets_trained.update_state(losses[losses_lib.TARGETS])
 
     strategy.run(replica_step, args=(next(iterator),))
 
@@ -120,6 +125,8 @@ def train(strategy: tf.distribute.Strategy,
   writer = tf.summary.create_file_writer(os.path.join(model_dir, SUMMARY_DIR))
   step = start_step
   run_started = time.time()
+  evaluating_seconds = 0.0
+  targets_before_log = 0.0
   with writer.as_default():
     try:
       while step < hparams.train_steps:
@@ -132,11 +139,17 @@ def train(strategy: tf.distribute.Strategy,
         done_step = int(optimizer.iterations.numpy())
         last = boundary == hparams.train_steps
         if boundary % hparams.steps_per_log == 0 or last:
-          examples_per_second = (done_step - step) * hparams.batch_size / (time.time() - started)
-          _report(done_step, loss_means, examples_per_second, log)
+          seconds = time.time() - started
+          targets = float(targets_trained.result().numpy())
+          _report(done_step, loss_means, (done_step - step) * hparams.batch_size / seconds,
+                  (targets - targets_before_log) / seconds, log)
+          targets_before_log = targets
         step = max(done_step, boundary)
         if boundary % hparams.steps_per_checkpoint == 0 or last:
           manager.save(checkpoint_number=done_step)
+          if evaluate:
+            evaluating_seconds += _evaluate(evaluate, model, done_step,
+                                            time.time() - run_started - evaluating_seconds, log)
     except _CLUSTER_ERRORS as error:
       if coordinator is None:
         raise
@@ -148,13 +161,40 @@ def train(strategy: tf.distribute.Strategy,
   writer.flush()
   if not manager.latest_checkpoint:  # train_steps 0 and nothing to restore: the export needs one
     manager.save(checkpoint_number=step)
-  elapsed = time.time() - run_started
-  examples_per_second = (step - start_step) * hparams.batch_size / elapsed if elapsed > 0 else 0.0
+  elapsed = max(time.time() - run_started - evaluating_seconds, 1e-9)
+  examples_per_second = (step - start_step) * hparams.batch_size / elapsed
+  targets_per_second = float(targets_trained.result().numpy()) / elapsed
   log(f'trained to step {step} ({step - start_step} steps this run, '
-      f'{examples_per_second:.0f} examples/s); checkpoint {manager.latest_checkpoint}')
+      f'{examples_per_second:.0f} examples/s, {targets_per_second:.0f} targets/s); checkpoint '
+      f'{manager.latest_checkpoint}')
   return TrainResult(start_step=start_step, final_step=step,
                      checkpoint_path=manager.latest_checkpoint,
-                     examples_per_second=examples_per_second)
+                     examples_per_second=examples_per_second,
+                     targets_per_second=targets_per_second)
+
+
+def _evaluate(evaluate: checkpoint_eval.Evaluate, model: tf_keras.Model, step: int,
+              training_seconds: float, log: Callable[[str], None]) -> float:
+  """Evaluates the model, logs and writes the metrics; returns the seconds it took."""
+  started = time.time()
+  metrics = evaluate(model)
+  for name, value in metrics.items():
+    tf.summary.scalar(f'eval/{name}', value, step=step)
+  tf.summary.scalar('training_seconds', training_seconds, step=step)
+  log(f'step {step} eval: ' + ' '.join(f'{name}={value:.4f}' for name, value in metrics.items())
+      + f' after {training_seconds:.0f} s of training')
+  return time.time() - started
+
+
+def read_summaries(model_dir: str) -> Dict[str, List[Tuple[int, float]]]:
+  """The scalars train() wrote to model_dir's TensorBoard summaries: {tag: [(step, value)]}."""
+  scalars: Dict[str, List[Tuple[int, float]]] = {}
+  for path in sorted(tf.io.gfile.glob(os.path.join(model_dir, SUMMARY_DIR, 'events.*'))):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        scalars.setdefault(value.tag, []).append(
+            (event.step, float(tf.make_ndarray(value.tensor))))
+  return scalars
 
 
 def sharded_variables(model: tf_keras.Model) -> Dict[str, List[List[int]]]:
@@ -172,14 +212,16 @@ def _next_multiple(step: int, interval: int) -> int:
 
 
 def _report(step: int, loss_means: Dict[str, tf_keras.metrics.Mean], examples_per_second: float,
-            log: Callable[[str], None]) -> None:
+            targets_per_second: float, log: Callable[[str], None]) -> None:
   values = {name: float(mean.result().numpy()) for name, mean in loss_means.items()}
   for name, value in values.items():
     tf.summary.scalar(name, value, step=step)
     loss_means[name].reset_state()
   tf.summary.scalar('examples_per_second', examples_per_second, step=step)
+  tf.summary.scalar('targets_per_second', targets_per_second, step=step)
   losses = ' '.join(f'{name}={value:.4f}' for name, value in values.items())
-  log(f'step {step}: {losses} examples/s={examples_per_second:.0f}')
+  log(f'step {step}: {losses} examples/s={examples_per_second:.0f} '
+      f'targets/s={targets_per_second:.0f}')
 
 
 class _StepRunner:

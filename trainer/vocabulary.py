@@ -44,9 +44,14 @@ def item_counts(tf_transform_output: tft.TFTransformOutput) -> np.ndarray:
   return np.asarray(counts, dtype=np.float64)
 
 
+def num_vocabulary_items(tf_transform_output: tft.TFTransformOutput) -> int:
+  """The items with an id of their own: the ones served and ranked."""
+  return tf_transform_output.vocabulary_size_by_name(features.ITEM_VOCAB)
+
+
 def num_items(tf_transform_output: tft.TFTransformOutput) -> int:
   """Rows of the item tables: the vocabulary plus its OOV bucket(s)."""
-  return tf_transform_output.vocabulary_size_by_name(features.ITEM_VOCAB) + features.NUM_OOV_BUCKETS
+  return num_vocabulary_items(tf_transform_output) + features.NUM_OOV_BUCKETS
 
 
 def num_intents(tf_transform_output: tft.TFTransformOutput) -> int:

@@ -1,7 +1,16 @@
 """Feature names and shared constants: the contract between ExampleGen, Transform, trainer and export.
 
-Raw features are what PlayLogExampleGen writes (one tf.Example per target play). Transformed
-features carry the `_xf` suffix, as in TFX's own templates.
+Raw features are what PlayLogExampleGen writes. Both splits share one schema: a history (up to
+history_length plays, oldest first, each with its label) and a target play. What differs is how
+the plays are cut:
+
+  train: each user's training plays cut into disjoint windows of up to history_length + 1
+    consecutive plays; the history is the window's first plays, the target its last. Every play
+    is written once, and the trainer trains every play of the window as the next play of the
+    ones before it (the first one from the empty history).
+  eval: one example per eval play, its history the up to history_length plays before it.
+
+Transformed features carry the `_xf` suffix, as in TFX's own templates.
 """
 
 # --- Raw tf.Example features written by PlayLogExampleGen -------------------------------------
@@ -12,6 +21,8 @@ TS = 'ts'  # int64, scalar: epoch ms of the target play
 HISTORY_ITEM_ID = 'history_item_id'  # bytes, variable length
 HISTORY_PLAY_RATE = 'history_play_rate'  # float, variable length, in [0, 1]
 HISTORY_INTENT = 'history_intent'  # bytes, variable length
+HISTORY_TS = 'history_ts'  # int64, variable length: epoch ms
+HISTORY_LABEL = 'history_label'  # int64, variable length: each history play's LABEL_* value
 
 # The target play.
 ITEM_ID = 'item_id'  # bytes, scalar
@@ -36,6 +47,8 @@ def raw_feature_spec():
       HISTORY_ITEM_ID: tf.io.VarLenFeature(tf.string),
       HISTORY_PLAY_RATE: tf.io.VarLenFeature(tf.float32),
       HISTORY_INTENT: tf.io.VarLenFeature(tf.string),
+      HISTORY_TS: tf.io.VarLenFeature(tf.int64),
+      HISTORY_LABEL: tf.io.VarLenFeature(tf.int64),
       ITEM_ID: tf.io.FixedLenFeature([], tf.string),
       PLAY_RATE: tf.io.FixedLenFeature([], tf.float32),
       INTENT: tf.io.FixedLenFeature([], tf.string),
@@ -74,11 +87,17 @@ HISTORY_INTENT_XF = transformed_name(HISTORY_INTENT)  # int64, variable length
 ITEM_XF = transformed_name(ITEM_ID)  # int64, scalar
 PLAY_RATE_XF = transformed_name(PLAY_RATE)  # float, scalar
 INTENT_XF = transformed_name(INTENT)  # int64, scalar
-# LABEL passes through Transform unchanged.
+# LABEL and HISTORY_LABEL pass through Transform unchanged.
 
 # Dense padded batch built by the trainer's input function from the transformed features.
 # History tensors are [batch, history_length], real positions first, padding (id 0, rate 0) after.
 HISTORY_LENGTH = 'history_length'  # int64 [batch]: number of real positions
+# Training batches also carry the window's plays as targets: the history followed by the target
+# play, [batch, history_length + 1], real plays first. Target j is predicted from the plays
+# before it: the empty history for j = 0, the encoder's output at history position j - 1 after.
+SEQUENCE_ITEM_XF = 'sequence_item_xf'  # int64 [batch, history_length + 1]
+SEQUENCE_LABEL = 'sequence_label'  # int64 [batch, history_length + 1]; padding is LABEL_NEITHER
+SEQUENCE_LENGTH = 'sequence_length'  # int64 [batch]: number of real targets
 
 # --- Exported SavedModel ----------------------------------------------------------------------
 # Every signature takes one input: serialized tf.Examples with the raw features.

@@ -16,9 +16,9 @@ def preprocessing_fn(inputs: Dict[str, Any],
                      custom_config: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
   """Maps raw play-history examples to item ids, intent ids and clipped play rates.
 
-  The item vocabulary counts each play once: every play is the target of exactly one example,
-  so counting target items gives true play frequencies (counting history items would weigh
-  each play by how many later histories it sits in).
+  The vocabularies count each training play once: the training split holds every play exactly
+  once, in disjoint windows (history + target), so history and target items together are the
+  true play frequencies. (The eval split, whose histories overlap, is not analysed.)
 
   Args:
     inputs: raw features as PlayLogExampleGen writes them (history features are sparse).
@@ -31,16 +31,18 @@ def preprocessing_fn(inputs: Dict[str, Any],
   min_count = config.get('item_min_count', DEFAULT_ITEM_MIN_COUNT)
   top_k = config.get('item_vocab_size')
 
-  target_items = inputs[features.ITEM_ID]
+  played_items = _every_play(inputs[features.HISTORY_ITEM_ID], inputs[features.ITEM_ID])
   item_vocab = tft.vocabulary(
-      target_items, top_k=top_k, frequency_threshold=min_count,
+      played_items, top_k=top_k, frequency_threshold=min_count,
       vocab_filename=features.ITEM_VOCAB)
   # The same ordering with counts, for the fixed_unigram sampler. Both files are ordered by
   # (count, item) descending, so line i of one is line i of the other.
   tft.vocabulary(
-      target_items, top_k=top_k, frequency_threshold=min_count, store_frequency=True,
+      played_items, top_k=top_k, frequency_threshold=min_count, store_frequency=True,
       vocab_filename=features.ITEM_VOCAB_COUNTS)
-  intent_vocab = tft.vocabulary(inputs[features.INTENT], vocab_filename=features.INTENT_VOCAB)
+  intent_vocab = tft.vocabulary(
+      _every_play(inputs[features.HISTORY_INTENT], inputs[features.INTENT]),
+      vocab_filename=features.INTENT_VOCAB)
 
   def item_ids(x):
     return tft.apply_vocabulary(x, item_vocab, num_oov_buckets=features.NUM_OOV_BUCKETS)
@@ -52,11 +54,17 @@ def preprocessing_fn(inputs: Dict[str, Any],
       features.HISTORY_ITEM_XF: item_ids(inputs[features.HISTORY_ITEM_ID]),
       features.HISTORY_PLAY_RATE_XF: _clipped_play_rate(inputs[features.HISTORY_PLAY_RATE]),
       features.HISTORY_INTENT_XF: intent_ids(inputs[features.HISTORY_INTENT]),
-      features.ITEM_XF: item_ids(target_items),
+      features.ITEM_XF: item_ids(inputs[features.ITEM_ID]),
       features.PLAY_RATE_XF: _clipped_play_rate(inputs[features.PLAY_RATE]),
       features.INTENT_XF: intent_ids(inputs[features.INTENT]),
       features.LABEL: inputs[features.LABEL],
+      features.HISTORY_LABEL: inputs[features.HISTORY_LABEL],
   }
+
+
+def _every_play(history: tf.SparseTensor, target: tf.Tensor) -> tf.Tensor:
+  """The values of every play of a batch, histories and targets, as one vector [plays]."""
+  return tf.concat([history.values, tf.reshape(target, [-1])], axis=0)
 
 
 def _clipped_play_rate(play_rate):

@@ -1,4 +1,4 @@
-"""PlayLogExampleGen: play logs -> per-play training examples with histories, split by time."""
+"""PlayLogExampleGen: play logs -> windows of plays (train) and per-play examples (eval), by time."""
 
 from typing import Optional
 
@@ -53,10 +53,12 @@ class PlayLogExampleGenSpec(component_spec.ComponentSpec):
 class PlayLogExampleGen(base_beam_component.BaseBeamComponent):
   """Reads play logs (CSV, JSON lines, Parquet; gzip allowed) and emits tf.Examples.
 
-  One example per play: the user's previous `history_length` plays (items, play rates, intents,
-  oldest first), the target play and its label (positive / negative / neither by the play-rate
-  thresholds). Splits 'train' and 'eval' by time: each user's last `eval_plays_per_user` plays,
-  or every play at or after `eval_start_ts` (epoch ms) when given. Bad rows go to `quarantine`;
+  Every example is a history of plays (items, play rates, intents, timestamps and labels, oldest
+  first; labels positive / negative / neither by the play-rate thresholds) and a target play.
+  Splits 'train' and 'eval' by time: each user's last `eval_plays_per_user` plays, or every play
+  at or after `eval_start_ts` (epoch ms) when given. The train split cuts each user's plays into
+  disjoint windows of up to `history_length` + 1 plays (every play written once); the eval split
+  has one example per play with its previous `history_length` plays (transform/features.py). Bad rows go to `quarantine`;
   the run fails when more than `max_bad_fraction` of the rows are bad.
   """
 

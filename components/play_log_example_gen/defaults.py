@@ -19,5 +19,6 @@ MAX_FUTURE_MS = 24 * 60 * 60 * 1000
 # Rows of one input file are grouped per user in chunks of at most this many rows before the
 # shuffle, so the shuffle moves one element per (file chunk, user) instead of one per play.
 ROWS_PER_CHUNK = 200_000
-# Serialized examples move through the shuffle in batches of at most this many (one user's).
-EXAMPLES_PER_BATCH = 500
+# Each split is shuffled in random groups of about this many examples, one group in memory at a
+# time (a train example of 50 + 1 plays takes a few kB).
+EXAMPLES_PER_SHUFFLE_GROUP = 1000

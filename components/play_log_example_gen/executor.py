@@ -2,7 +2,9 @@
 
 import json
 import os
+import random
 import time
+import zlib
 from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 
 from absl import logging
@@ -66,7 +68,8 @@ def input_files(input_base: str) -> List[str]:
 
 def empty_counts() -> Dict[str, Any]:
   return {'rows_read': 0, 'rows_used': 0, 'rows_quarantined': 0,
-          'examples': {split: 0 for split in user_examples.SPLITS}, _QUARANTINED: {}}
+          'examples': {split: 0 for split in user_examples.SPLITS}, 'train_plays': 0,
+          _QUARANTINED: {}}
 
 
 def _add_quarantined(counts: Dict[str, Any], reason: str, count: int,
@@ -94,6 +97,7 @@ class CountsCombineFn(beam.CombineFn):
       merged['rows_used'] += counts['rows_used']
       for split, count in counts['examples'].items():
         merged['examples'][split] += count
+      merged['train_plays'] += counts['train_plays']
       for reason, entry in counts[_QUARANTINED].items():
         _add_quarantined(merged, reason, entry['count'], entry['examples'])
     return merged
@@ -149,11 +153,12 @@ class ReadPlayLogFile(beam.DoFn):
 
 
 class BuildUserExamples(beam.DoFn):
-  """(user_id, chunks of plays) -> batches of serialized tf.Examples tagged by split.
+  """(user_id, chunks of plays) -> serialized tf.Examples tagged by split.
 
-  Examples travel in batches (one element per user and split, at most EXAMPLES_PER_BATCH
-  examples) because per-element overhead, not encoding, dominates a local Beam run.
-  Duplicate rows and counts are tagged outputs too.
+  Each example is an element of its own, so that the shuffle after it can put each train window
+  among other users' windows (a batch of one user's examples would stay together). That is few
+  enough elements for Beam's per-element overhead: one per history_length + 1 train plays, and
+  one per eval play. Duplicate rows and counts are tagged outputs too.
   """
 
   def __init__(self, config: user_examples.ExampleConfig, files: Sequence[str]):
@@ -171,30 +176,64 @@ class BuildUserExamples(beam.DoFn):
                        [_location(row) for row in rows])
       for row in rows:
         yield beam.pvalue.TaggedOutput(_QUARANTINED, row.to_json())
-    batches = {split: [] for split in user_examples.SPLITS}
-    for split, example in user_examples.user_examples(user_id, plays, self._config):
-      counts['examples'][split] += 1
-      batch = batches[split]
-      batch.append(example)
-      if len(batch) >= defaults.EXAMPLES_PER_BATCH:
-        yield beam.pvalue.TaggedOutput(split, batch)
-        batches[split] = []
-    for split, batch in batches.items():
-      if batch:
-        yield beam.pvalue.TaggedOutput(split, batch)
+    for example in user_examples.user_examples(user_id, plays, self._config):
+      counts['examples'][example.split] += 1
+      if example.split == user_examples.TRAIN:
+        counts['train_plays'] += example.plays
+      yield beam.pvalue.TaggedOutput(example.split, example.serialized)
     yield beam.pvalue.TaggedOutput(_COUNTS, counts)
+
+
+def _shuffled_group(keyed_group: Tuple[int, Iterable[bytes]]) -> List[bytes]:
+  """The group's examples in an order that depends on their contents only (same input, same
+  files), not on the order the runner delivered them in."""
+  key, examples = keyed_group
+  examples = sorted(examples)
+  random.Random(key).shuffle(examples)
+  return examples
+
+
+def _group_of(example: bytes, num_groups: int) -> int:
+  return zlib.crc32(example) % num_groups
+
+
+class ShuffleExamples(beam.PTransform):
+  """Puts serialized examples in random order, on every runner.
+
+  beam.Reshuffle (what TFX's own ExampleGens shuffle with) does not: it gives every element a
+  random key and groups, but the DirectRunner emits the groups in order of first appearance, so
+  the examples keep their order, each user's together. Here they are dealt to random groups of
+  about EXAMPLES_PER_SHUFFLE_GROUP (the group count follows the split's size, so a group fits in
+  memory however large the split), and each group is shuffled in memory: then whatever order the
+  runner emits the groups in, the examples come out in random order. Groups and shuffles are
+  seeded by the examples' bytes, so the same input gives the same groups.
+  """
+
+  def expand(self, examples):
+    num_groups = (
+        examples
+        | 'Count' >> beam.combiners.Count.Globally()
+        | 'NumGroups' >> beam.Map(lambda n: max(1, n // defaults.EXAMPLES_PER_SHUFFLE_GROUP)))
+    return (examples
+            | 'DealToGroups' >> beam.Map(lambda example, n: (_group_of(example, n), example),
+                                         n=beam.pvalue.AsSingleton(num_groups))
+            | 'Group' >> beam.GroupByKey()
+            | 'ShuffleEachGroup' >> beam.FlatMap(_shuffled_group))
 
 
 # --- Executor ---------------------------------------------------------------------------------
 
 def _check_counts(counts: Mapping[str, Any], max_bad_fraction: float,
                   quarantine_uri: str) -> None:
-  """Asserts read == used + quarantined; raises when the bad fraction passes the limit."""
+  """Asserts read == used + quarantined and that every used row is written once (in a train
+  window or as an eval target); raises when the bad fraction passes the limit."""
   read, used, bad = counts['rows_read'], counts['rows_used'], counts['rows_quarantined']
   if read != used + bad:
     raise AssertionError(f'rows read ({read}) != rows used ({used}) + rows quarantined ({bad})')
-  if sum(counts['examples'].values()) != used:
-    raise AssertionError(f'examples written ({counts["examples"]}) != rows used ({used})')
+  train_plays, eval_examples = counts['train_plays'], counts['examples'][user_examples.EVAL]
+  if train_plays + eval_examples != used:
+    raise AssertionError(f'plays in train windows ({train_plays}) + eval examples '
+                         f'({eval_examples}) != rows used ({used})')
   fraction = bad / read if read else 0.0
   if fraction > max_bad_fraction:
     top = sorted(counts[_QUARANTINED].items(), key=lambda kv: -kv[1]['count'])[:5]
@@ -215,13 +254,15 @@ def _record_counts(artifact: types.Artifact, counts: Mapping[str, Any]) -> None:
       json.dumps({r: e['count'] for r, e in sorted(counts[_QUARANTINED].items())}))
   for split, count in counts['examples'].items():
     artifact.set_int_custom_property(f'{split}_examples', count)
+  artifact.set_int_custom_property('train_plays', counts['train_plays'])
 
 
 def format_counts(counts: Mapping[str, Any]) -> str:
   by_reason = ', '.join(f'{r}={e["count"]}' for r, e in sorted(counts[_QUARANTINED].items()))
   return (f'rows read={counts["rows_read"]} used={counts["rows_used"]} '
           f'quarantined={counts["rows_quarantined"]} ({by_reason or "none"}); examples '
-          + ' '.join(f'{s}={n}' for s, n in counts['examples'].items()))
+          + ' '.join(f'{s}={n}' for s, n in counts['examples'].items())
+          + f'; train plays={counts["train_plays"]}')
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -272,8 +313,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
       for split in user_examples.SPLITS:
         # As TFX's write_split.WriteSplit: shuffled, then gzipped TFRecords under Split-<name>.
         _ = (built[split]
-             | f'Shuffle[{split}]' >> beam.Reshuffle()
-             | f'Unbatch[{split}]' >> beam.FlatMap(lambda batch: batch)
+             | f'Shuffle[{split}]' >> ShuffleExamples()
              | f'WriteSplit[{split}]' >> beam.io.WriteToTFRecord(
                  os.path.join(artifact_utils.get_split_uri([examples], split),
                               write_split.DEFAULT_TF_RECORD_FILE_NAME),

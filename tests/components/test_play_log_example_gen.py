@@ -26,12 +26,18 @@ from components.play_log_example_gen import driver
 from components.play_log_example_gen import executor
 from components.play_log_example_gen import play_log_reader as r
 from components.play_log_example_gen import user_examples
+from datagen import generate as generate_lib
 from transform import features
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MSSD_FILE = os.path.join(REPO_ROOT, '..', 'shared', 'data', 'mssd_fragment.csv')
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 HEADER = 'user_id,item_id,ts,play_ms,duration_ms,intent\n'
+# A play's features as an example's target, and the same features of its history plays.
+TARGET_FEATURES = (features.ITEM_ID, features.TS, features.PLAY_RATE, features.INTENT,
+                   features.LABEL)
+HISTORY_FEATURES = (features.HISTORY_ITEM_ID, features.HISTORY_TS, features.HISTORY_PLAY_RATE,
+                    features.HISTORY_INTENT, features.HISTORY_LABEL)
 
 
 def run_executor(tmp_path, input_base, **exec_properties):
@@ -47,7 +53,8 @@ def run_executor(tmp_path, input_base, **exec_properties):
 
 
 def read_split(examples, split):
-  files = glob.glob(os.path.join(artifact_utils.get_split_uri([examples], split), '*.gz'))
+  """Returns a split's examples as dicts, in the order they were written (files by name)."""
+  files = sorted(glob.glob(os.path.join(artifact_utils.get_split_uri([examples], split), '*.gz')))
   assert files, f'no files in split {split}'
   parsed = []
   for record in tf.data.TFRecordDataset(files, compression_type='GZIP'):
@@ -65,8 +72,57 @@ def read_split(examples, split):
                                      feature[features.HISTORY_PLAY_RATE].float_list.value],
         features.HISTORY_INTENT: [v.decode() for v in
                                   feature[features.HISTORY_INTENT].bytes_list.value],
+        features.HISTORY_TS: list(feature[features.HISTORY_TS].int64_list.value),
+        features.HISTORY_LABEL: list(feature[features.HISTORY_LABEL].int64_list.value),
     })
   return parsed
+
+
+def window_of(example):
+  """Returns an example's plays, oldest first (its history, then its target), each a dict with
+  the target's feature names and the user_id."""
+  history = zip(*(example[name] for name in HISTORY_FEATURES))
+  target = tuple(example[name] for name in TARGET_FEATURES)
+  return [dict(zip(TARGET_FEATURES, play), user_id=example[features.USER_ID])
+          for play in (*history, target)]
+
+
+def written_plays(examples):
+  """Returns every play that was written once: the train windows' plays and the eval targets."""
+  return ([play for e in read_split(examples, 'train') for play in window_of(e)]
+          + [window_of(e)[-1] for e in read_split(examples, 'eval')])
+
+
+def train_windows_by_user(train):
+  """Returns {user_id: [window (plays, oldest first), ...]} with each user's windows by time."""
+  by_user = collections.defaultdict(list)
+  for example in train:
+    by_user[example[features.USER_ID]].append(window_of(example))
+  return {user: sorted(windows, key=lambda w: (w[0][features.TS], w[-1][features.TS]))
+          for user, windows in by_user.items()}
+
+
+def assert_train_windows(train, train_items, history_length):
+  """Asserts that the train examples cut each user's train plays (train_items: {user_id: item ids
+  in time order}) into consecutive disjoint windows of history_length + 1 plays from the first
+  play on (the last window may be shorter), so that every train play is written exactly once."""
+  windows = train_windows_by_user(train)
+  assert set(windows) == {user for user, items in train_items.items() if items}
+  for user, user_windows in windows.items():
+    assert [play[features.ITEM_ID] for window in user_windows for play in window] == (
+        train_items[user])
+    assert all(len(window) == history_length + 1 for window in user_windows[:-1])
+    assert len(user_windows[-1]) <= history_length + 1
+
+
+def assert_labels_follow_the_thresholds(examples):
+  """Asserts every play's label, at every history position and as target, from its play rate
+  and the default thresholds."""
+  config = user_examples.ExampleConfig(history_length=0, pos_threshold=defaults.POS_THRESHOLD,
+                                       neg_threshold=defaults.NEG_THRESHOLD, eval_plays_per_user=0)
+  for example in examples:
+    for play in window_of(example):
+      assert play[features.LABEL] == config.label(play[features.PLAY_RATE]), play
 
 
 def read_quarantine(quarantine):
@@ -80,7 +136,7 @@ def read_quarantine(quarantine):
 def counts_of(artifact):
   return {name: artifact.get_int_custom_property(name)
           for name in ('rows_read', 'rows_used', 'rows_quarantined', 'train_examples',
-                       'eval_examples')}
+                       'eval_examples', 'train_plays')}
 
 
 # --- The file of broken rows ------------------------------------------------------------------
@@ -163,15 +219,16 @@ def test_every_broken_row_is_quarantined_with_its_reason(tmp_path):
   bad = len(expected_broken_reasons(str(logs)))
   counts = counts_of(examples)
   assert counts['rows_read'] == good + bad == counts['rows_used'] + counts['rows_quarantined']
-  assert counts['rows_used'] == good == counts['train_examples'] + counts['eval_examples']
+  assert counts['rows_used'] == good == counts['train_plays'] + counts['eval_examples']
+  # Good rows: u1 3, u2 1, u4 2. Each user's last two plays are eval: u1's first is all of train.
+  assert (counts['train_examples'], counts['train_plays'], counts['eval_examples']) == (1, 1, 5)
   assert counts_of(quarantine) == counts
   by_reason = json.loads(examples.get_string_custom_property('quarantined_by_reason'))
   assert by_reason == dict(collections.Counter(expected_broken_reasons(str(logs)).values()))
   assert examples_utils.get_payload_format(examples) == example_gen_pb2.FORMAT_TF_EXAMPLE
   assert artifact_utils.decode_split_names(examples.split_names) == ['train', 'eval']
 
-  plays = {(e[features.USER_ID], e[features.ITEM_ID]): e
-           for split in ('train', 'eval') for e in read_split(examples, split)}
+  plays = {(play['user_id'], play[features.ITEM_ID]): play for play in written_plays(examples)}
   assert plays[('u1', 'i2')][features.TS] == T0 + 40_000
   assert plays[('u1', 'i3')][features.TS] == T0 + 100_000 - 3_600_000  # +01:00 offset
   assert plays[('u1', 'i3')][features.INTENT] == features.DEFAULT_INTENT
@@ -201,7 +258,7 @@ def write_csv(path, rows):
     csv.writer(f).writerows(rows)
 
 
-def test_histories_labels_and_split_by_last_plays(tmp_path):
+def test_train_windows_eval_histories_labels_and_split_by_last_plays(tmp_path):
   logs = tmp_path / 'logs'
   os.makedirs(logs)
   # u1 out of order in the file, with a tie at T0 + 2000 broken by file order (i3 before i4).
@@ -212,26 +269,54 @@ def test_histories_labels_and_split_by_last_plays(tmp_path):
       ['u1', 'i2', T0 + 1000, 160_000, 200_000, 'genre_request'],  # 0.8 positive (>=)
       ['u2', 'i9', T0, 60_000, 200_000, 'recommend'],  # 0.3 negative (<=)
   ])
-  write_csv(logs / 'b.csv', [['u1', 'i5', T0 + 3000, 200_000, 200_000, 'on_demand']])
+  write_csv(logs / 'b.csv', [['u1', 'i5', T0 + 3000, 200_000, 200_000, 'on_demand'],
+                             ['u1', 'i6', T0 + 4000, 0, 200_000, 'recommend'],
+                             ['u1', 'i7', T0 + 5000, 180_000, 200_000, 'on_demand']])
   examples, _ = run_executor(tmp_path, logs, history_length=2, eval_plays_per_user=2,
                              max_bad_fraction=0.0)
   train = sorted(read_split(examples, 'train'), key=lambda e: (e['user_id'], e['ts']))
   evals = sorted(read_split(examples, 'eval'), key=lambda e: (e['user_id'], e['ts']))
-  assert [(e['user_id'], e['item_id'], e['history_item_id'], e['label']) for e in train] == [
-      ('u1', 'i1', [], features.LABEL_POSITIVE),
-      ('u1', 'i2', ['i1'], features.LABEL_POSITIVE),
-      ('u1', 'i3', ['i1', 'i2'], features.LABEL_NEITHER),
+  # u1's train plays i1..i5 in windows of 3 from the first play: [i1, i2, i3] and [i4, i5].
+  assert [(e['user_id'], e['item_id'], e['history_item_id'], e['label'], e['history_label'])
+          for e in train] == [
+      ('u1', 'i3', ['i1', 'i2'], features.LABEL_NEITHER,
+       [features.LABEL_POSITIVE, features.LABEL_POSITIVE]),
+      ('u1', 'i5', ['i4'], features.LABEL_POSITIVE, [features.LABEL_NEGATIVE]),
   ]
-  assert [(e['user_id'], e['item_id'], e['history_item_id'], e['label']) for e in evals] == [
-      ('u1', 'i4', ['i2', 'i3'], features.LABEL_NEGATIVE),
-      ('u1', 'i5', ['i3', 'i4'], features.LABEL_POSITIVE),
-      ('u2', 'i9', [], features.LABEL_NEGATIVE),  # a one-play user is all eval
+  assert_train_windows(train, {'u1': ['i1', 'i2', 'i3', 'i4', 'i5'], 'u2': []}, history_length=2)
+  assert train[0]['history_play_rate'] == [0.95, 0.8]
+  assert train[0]['history_intent'] == ['on_demand', 'genre_request']
+  assert train[0]['history_ts'] == [T0, T0 + 1000]
+  assert train[1]['history_ts'] == [T0 + 2000]
+  # Eval histories are the two plays before the target, train plays or not.
+  assert [(e['user_id'], e['item_id'], e['history_item_id'], e['label'], e['history_label'])
+          for e in evals] == [
+      ('u1', 'i6', ['i4', 'i5'], features.LABEL_NEGATIVE,
+       [features.LABEL_NEGATIVE, features.LABEL_POSITIVE]),
+      ('u1', 'i7', ['i5', 'i6'], features.LABEL_POSITIVE,
+       [features.LABEL_POSITIVE, features.LABEL_NEGATIVE]),
+      ('u2', 'i9', [], features.LABEL_NEGATIVE, []),  # a one-play user is all eval
   ]
-  assert train[2]['history_play_rate'] == [0.95, 0.8]
-  assert train[2]['history_intent'] == ['on_demand', 'genre_request']
-  assert evals[1]['history_play_rate'] == [0.5, 0.1]
+  assert evals[0]['history_play_rate'] == [0.1, 1.0]
+  assert evals[0]['history_ts'] == [T0 + 2000, T0 + 3000]
+  assert_labels_follow_the_thresholds(train + evals)
   eval_plays = {(e['user_id'], e['item_id']) for e in evals}
-  assert not any((e['user_id'], item) in eval_plays for e in train for item in e['history_item_id'])
+  assert not any((play['user_id'], play['item_id']) in eval_plays
+                 for e in train for play in window_of(e))
+  counts = counts_of(examples)
+  assert (counts['train_examples'], counts['train_plays'], counts['eval_examples']) == (2, 5, 3)
+
+
+def test_history_length_zero_writes_every_train_play_alone(tmp_path):
+  logs = tmp_path / 'logs'
+  os.makedirs(logs)
+  write_csv(logs / 'a.csv', [['u1', f'i{k}', T0 + k, 1000, 200_000, 'on_demand']
+                             for k in range(4)])
+  examples, _ = run_executor(tmp_path, logs, history_length=0, eval_plays_per_user=1)
+  train = read_split(examples, 'train')
+  assert sorted(e['item_id'] for e in train) == ['i0', 'i1', 'i2']
+  assert all(e['history_item_id'] == [] == e['history_ts'] == e['history_label'] for e in train)
+  assert [e['history_item_id'] for e in read_split(examples, 'eval')] == [[]]
 
 
 def test_split_by_cut_time_and_log_without_play_rates_as_gzipped_jsonl(tmp_path):
@@ -250,12 +335,14 @@ def test_split_by_cut_time_and_log_without_play_rates_as_gzipped_jsonl(tmp_path)
   assert {(q['line'], q['reason']) for q in read_quarantine(quarantine)} == {
       (3, r.UNPARSEABLE_ROW), (4, r.UNPARSEABLE_ROW), (8, r.BAD_TYPE)}
   train, evals = read_split(examples, 'train'), read_split(examples, 'eval')
-  assert sorted(e['item_id'] for e in train) == ['i0', 'i1']
+  assert_train_windows(train, {'u1': ['i0', 'i1'], 'u2': []},
+                       history_length=defaults.HISTORY_LENGTH)
   assert sorted(e['item_id'] for e in evals) == ['7', 'i2', 'i3']
   for e in train + evals:
-    assert e['play_rate'] == round(features.DEFAULT_PLAY_RATE, 4)
-    assert e['intent'] == features.DEFAULT_INTENT
-    assert e['label'] == features.LABEL_POSITIVE
+    for play in window_of(e):
+      assert play['play_rate'] == round(features.DEFAULT_PLAY_RATE, 4)
+      assert play['intent'] == features.DEFAULT_INTENT
+      assert play['label'] == features.LABEL_POSITIVE
   assert counts_of(examples)['rows_read'] == 8
 
 
@@ -273,8 +360,7 @@ def test_parquet_with_nulls_and_play_rate_column(tmp_path):
                                       max_bad_fraction=0.7)
   assert sorted((q['line'], q['reason']) for q in read_quarantine(quarantine)) == [
       (2, r.MISSING_USER_ID), (3, r.BAD_TIMESTAMP), (4, r.MISSING_PLAY_RATE)]
-  examples_read = read_split(examples, 'train') + read_split(examples, 'eval')
-  assert sorted((e['item_id'], e['play_rate'], e['ts']) for e in examples_read) == [
+  assert sorted((p['item_id'], p['play_rate'], p['ts']) for p in written_plays(examples)) == [
       ('i1', 1.0, T0), ('i5', 0.0, T0 + 4)]
 
 
@@ -300,47 +386,96 @@ def test_mssd_mapping_reads_the_real_log(tmp_path):
   counts = counts_of(examples)
   assert counts['rows_read'] == 1180 == counts['rows_used']
   assert counts['eval_examples'] == 169  # one per session
+  assert counts['train_plays'] == 1180 - 169
   expected = mssd_expectations()
-  examples_read = read_split(examples, 'train') + read_split(examples, 'eval')
+  plays = written_plays(examples)
   got = {}
-  for e in examples_read:
-    position = (e['ts'] // 1000) % 60
-    got[(e['user_id'], e['item_id'], position)] = (e['play_rate'], e['intent'])
+  for play in plays:
+    position = (play['ts'] // 1000) % 60
+    got[(play['user_id'], play['item_id'], position)] = (play['play_rate'], play['intent'])
   assert got == {k: (round(v[0], 4), v[1]) for k, v in expected.items()}
-  rates = collections.Counter(e['play_rate'] for e in examples_read)
+  rates = collections.Counter(play['play_rate'] for play in plays)
   assert rates == {0.05: 427, 1.0: 398, 0.5: 186, 0.2: 152, 0.7: 17}
-  assert set(e['intent'] for e in examples_read) == set(features.INTENTS)
-  # Within a session, the history is the earlier positions in order.
-  longest = max(examples_read, key=lambda e: len(e['history_item_id']))
-  session = sorted((k[2], k[1]) for k in expected if k[0] == longest['user_id'])
-  assert longest['history_item_id'] == [item for _, item in session[:-1]]
+  assert set(play['intent'] for play in plays) == set(features.INTENTS)
+  # A session's plays but the last, by position, are its train plays: sessions are at most 20
+  # plays long, so they fit in one window.
+  sessions = collections.defaultdict(list)
+  for session, track, _ in sorted(expected, key=lambda k: k[2]):
+    sessions[session].append(track)
+  train, evals = read_split(examples, 'train'), read_split(examples, 'eval')
+  assert_train_windows(train, {session: tracks[:-1] for session, tracks in sessions.items()},
+                       history_length=defaults.HISTORY_LENGTH)
+  assert_labels_follow_the_thresholds(train + evals)
+  # Within a session, an eval history is the earlier positions in order.
+  longest = max(evals, key=lambda e: len(e['history_item_id']))
+  assert longest['history_item_id'] == sessions[longest['user_id']][:-1]
+
+
+def train_items_in_csv(paths, eval_plays_per_user):
+  """Returns {user_id: item ids of the train plays, in time order} of canonical CSV logs."""
+  plays = collections.defaultdict(list)
+  for path in paths:
+    with open(path, newline='') as f:
+      for row in csv.DictReader(f):
+        plays[row['user_id']].append((int(row['ts']), row['item_id']))
+  return {user: [item for _, item in sorted(user_plays)][:len(user_plays) - eval_plays_per_user]
+          for user, user_plays in plays.items()}
+
+
+def test_train_windows_are_written_in_random_order(tmp_path):
+  logs = tmp_path / 'logs'
+  # The generator writes each user's plays together, as logs exported per user would be.
+  summary = generate_lib.generate(str(logs), num_events=20_000, num_users=200, num_items=2_000,
+                                  seed=5)
+  examples, _ = run_executor(tmp_path, logs, history_length=4)
+  assert counts_of(examples)['rows_quarantined'] == 0
+  train = read_split(examples, 'train')
+  assert_train_windows(train, train_items_in_csv(summary['files'], defaults.EVAL_PLAYS_PER_USER),
+                       history_length=4)
+  users = [e['user_id'] for e in train]  # in the order written
+  repeats = sum(a == b for a, b in zip(users, users[1:])) / (len(users) - 1)
+  # In a random order a record follows one of its own user with this probability; in the users'
+  # order nearly always (there are ~20 windows per user).
+  n = len(users)
+  random_repeats = sum(k * (k - 1) for k in collections.Counter(users).values()) / (n * (n - 1))
+  assert random_repeats < 0.05
+  assert repeats < 2 * random_repeats, (repeats, random_repeats)
+
+
+def expected_tf_example(user_id, history, target, config):
+  """Builds with the protobuf library what user_examples encodes by hand."""
+  example = tf.train.Example()
+  feature = example.features.feature
+  feature[features.USER_ID].bytes_list.value.append(user_id.encode())
+  feature[features.HISTORY_ITEM_ID].bytes_list.value.extend([p[3].encode() for p in history])
+  feature[features.HISTORY_PLAY_RATE].float_list.value.extend([p[4] for p in history])
+  feature[features.HISTORY_INTENT].bytes_list.value.extend([p[5].encode() for p in history])
+  feature[features.HISTORY_TS].int64_list.value.extend([p[0] for p in history])
+  feature[features.HISTORY_LABEL].int64_list.value.extend([config.label(p[4]) for p in history])
+  feature[features.ITEM_ID].bytes_list.value.append(target[3].encode())
+  feature[features.PLAY_RATE].float_list.value.append(target[4])
+  feature[features.INTENT].bytes_list.value.append(target[5].encode())
+  feature[features.TS].int64_list.value.append(target[0])
+  feature[features.LABEL].int64_list.value.append(config.label(target[4]))
+  return example
 
 
 def test_encoded_examples_equal_tf_examples():
   config = user_examples.ExampleConfig(history_length=2, pos_threshold=0.8, neg_threshold=0.3,
-                                       eval_plays_per_user=1)
+                                       eval_plays_per_user=2)
   plays = [(T0, 0, 2, 'é', 0.25, 'recommend'), (T0 + 1, 0, 3, 'b' * 300, 0.9, 'on_demand'),
-           (T0 + 2, 0, 4, 'c', 0.5, 'genre_request')]
+           (T0 + 2, 0, 4, 'c', 0.5, 'genre_request'), (T0 + 3, 0, 5, 'd', 0.5, 'recommend'),
+           (T0 + 4, 0, 6, 'e', 0.95, 'on_demand'), (T0 + 5, 0, 7, 'f', 0.1, 'recommend')]
+  assert config.label(0.5) == features.LABEL_NEITHER  # a negative int64: history and target label
+  # (split, first play, target): train plays 0-3 in windows [0, 1, 2] and [3]; eval plays 4 and 5
+  # with the two plays before each.
+  spans = [('train', 0, 2), ('train', 3, 3), ('eval', 2, 4), ('eval', 3, 5)]
   encoded = list(user_examples.user_examples('u' * 200, plays, config))
-  assert [split for split, _ in encoded] == ['train', 'train', 'eval']
-  for t, (_, serialized) in enumerate(encoded):
-    expected = tf.train.Example()
-    feature = expected.features.feature
-    history = plays[max(0, t - 2):t]
-    feature[features.USER_ID].bytes_list.value.append(b'u' * 200)
-    feature[features.HISTORY_ITEM_ID].bytes_list.value.extend([p[3].encode() for p in history])
-    feature[features.HISTORY_PLAY_RATE].float_list.value.extend([p[4] for p in history])
-    feature[features.HISTORY_INTENT].bytes_list.value.extend([p[5].encode() for p in history])
-    feature[features.ITEM_ID].bytes_list.value.append(plays[t][3].encode())
-    feature[features.PLAY_RATE].float_list.value.append(plays[t][4])
-    feature[features.INTENT].bytes_list.value.append(plays[t][5].encode())
-    feature[features.TS].int64_list.value.append(plays[t][0])
-    feature[features.LABEL].int64_list.value.append(config.label(plays[t][4]))
-    assert tf.train.Example.FromString(serialized) == expected
-  assert config.label(0.25) == features.LABEL_NEGATIVE  # a negative int64 encodes too
-  negative = user_examples.encode_example(b'', b'', b'', b'', b'', b'', b'', -5, -1)
-  assert tf.train.Example.FromString(negative).features.feature[
-      features.LABEL].int64_list.value == [-1]
+  assert [(e.split, e.plays) for e in encoded] == [(split, target + 1 - start)
+                                                   for split, start, target in spans]
+  for (_, start, target), example in zip(spans, encoded):
+    assert tf.train.Example.FromString(example.serialized) == expected_tf_example(
+        'u' * 200, plays[start:target], plays[target], config)
 
 
 def test_component_spec_and_parameter_errors(tmp_path):

@@ -35,12 +35,21 @@ def test_training_batches_are_full_dense_model_batches(tiny_transform, tf_transf
   assert spec[features.HISTORY_ITEM_XF].shape.as_list() == [16, tiny_data.HISTORY_LENGTH]
   assert spec[features.HISTORY_PLAY_RATE_XF].dtype == tf.float32
   assert spec[features.ITEM_XF].shape.as_list() == [16]
+  assert spec[features.SEQUENCE_ITEM_XF].shape.as_list() == [16, tiny_data.HISTORY_LENGTH + 1]
   # Repeated: more batches than one pass holds.
   batches = list(ds.take(tiny_data.NUM_TRAIN_EXAMPLES // 16 + 5))
   lengths = np.concatenate([b[features.HISTORY_LENGTH].numpy() for b in batches])
   assert lengths.min() >= 0 and lengths.max() <= tiny_data.HISTORY_LENGTH
   labels = np.concatenate([b[features.LABEL].numpy() for b in batches])
   assert set(labels) == {features.LABEL_POSITIVE, features.LABEL_NEGATIVE}
+  # Every play is a target: the history's and the target's.
+  for batch in batches[:3]:
+    np.testing.assert_array_equal(batch[features.SEQUENCE_LENGTH],
+                                  batch[features.HISTORY_LENGTH] + 1)
+    last = batch[features.SEQUENCE_LENGTH].numpy() - 1
+    np.testing.assert_array_equal(
+        np.take_along_axis(batch[features.SEQUENCE_ITEM_XF].numpy(), last[:, None], 1)[:, 0],
+        batch[features.ITEM_XF])
 
 
 def test_one_pass_reads_every_example_once(tiny_transform, tf_transform_output):

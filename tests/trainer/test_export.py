@@ -24,7 +24,8 @@ from transform import features
 from transform import preprocessing
 
 RAW_FEATURE_SPEC = features.raw_feature_spec()
-# Target plays: song_i is played i + 1 times, so the vocabulary is song_7, song_6, ..., song_0.
+# Plays (all targets, histories empty): song_i is played i + 1 times, so the vocabulary is
+# song_7, song_6, ..., song_0.
 NUM_SONGS = 8
 HPARAMS = hparams_lib.HParams(history_length=4, item_embedding_dim=4, hidden_dim=8, num_layers=1,
                               num_heads=2, ffn_dim=8, top_k=100)
@@ -36,9 +37,8 @@ def _raw_examples():
     for play in range(song + 1):
       rows.append({
           features.USER_ID: f'user_{play}', features.TS: 1000 * play + song,
-          features.HISTORY_ITEM_ID: [f'song_{(song + k) % NUM_SONGS}' for k in range(play % 3)],
-          features.HISTORY_PLAY_RATE: [0.5] * (play % 3),
-          features.HISTORY_INTENT: ['recommend'] * (play % 3),
+          features.HISTORY_ITEM_ID: [], features.HISTORY_PLAY_RATE: [],
+          features.HISTORY_INTENT: [], features.HISTORY_TS: [], features.HISTORY_LABEL: [],
           features.ITEM_ID: f'song_{song}', features.PLAY_RATE: 0.9,
           features.INTENT: features.INTENTS[play % 3], features.LABEL: 1})
   return rows

@@ -38,15 +38,25 @@ def _fixed_sample(num_targets):
           tf.constant([0.4, 0.2, 0.8]))
 
 
-def _batch(labels, items):
-  size = len(labels)
+def _batch(sequences):
+  """A training batch from sequences of (item, label) plays; the history is all but the last."""
+  size, width = len(sequences), HPARAMS.history_length + 1
+
+  def padded(rows, length):
+    return [row + [0] * (length - len(row)) for row in rows]
+
+  items = [[item for item, _ in sequence] for sequence in sequences]
+  labels = [[label for _, label in sequence] for sequence in sequences]
+  history = padded([row[:-1] for row in items], HPARAMS.history_length)
   return {
-      features.HISTORY_ITEM_XF: tf.constant([[3, 4, 0, 0]] * size, tf.int64),
-      features.HISTORY_PLAY_RATE_XF: tf.constant([[0.9, 0.2, 0., 0.]] * size),
-      features.HISTORY_INTENT_XF: tf.constant([[1, 2, 0, 0]] * size, tf.int64),
-      features.HISTORY_LENGTH: tf.constant([2] * size, tf.int64),
-      features.ITEM_XF: tf.constant(items, tf.int64),
-      features.LABEL: tf.constant(labels, tf.int64),
+      features.HISTORY_ITEM_XF: tf.constant(history, tf.int64),
+      features.HISTORY_PLAY_RATE_XF: tf.constant(history, tf.float32) / 10.0,
+      features.HISTORY_INTENT_XF: tf.ones([size, HPARAMS.history_length], tf.int64),
+      features.HISTORY_LENGTH: tf.constant([len(row) - 1 for row in items], tf.int64),
+      features.SEQUENCE_ITEM_XF: tf.constant(padded(items, width), tf.int64),
+      features.SEQUENCE_LABEL: tf.constant(
+          [row + [features.LABEL_NEITHER] * (width - len(row)) for row in labels], tf.int64),
+      features.SEQUENCE_LENGTH: tf.constant([len(row) for row in items], tf.int64),
   }
 
 
@@ -116,39 +126,47 @@ class NegativeLossTest(tf.test.TestCase):
     self.assertAllClose(got, [2.0 * np.log1p(np.exp(score)), 0.0])
 
 
+POS, NEG, NEITHER = features.LABEL_POSITIVE, features.LABEL_NEGATIVE, features.LABEL_NEITHER
+
+
 class ComputeLossesTest(tf.test.TestCase):
 
-  def _losses(self, hparams, labels, items, **kwargs):
+  def _losses(self, hparams, sequences):
     model = _model()
     sampler = lambda ids: _fixed_sample(tf.size(ids))
-    return model, losses.compute_losses(model, _batch(labels, items), hparams, sampler,
-                                        training=False, **kwargs)
+    return model, losses.compute_losses(model, _batch(sequences), hparams, sampler,
+                                        training=False)
 
-  def test_positives_and_negatives_go_to_their_losses_and_neither_to_none(self):
-    labels = [features.LABEL_POSITIVE, features.LABEL_NEGATIVE, features.LABEL_NEITHER,
-              features.LABEL_POSITIVE]
-    model, got = self._losses(HPARAMS, labels, [0, 3, 6, 5])
-    users = model(_batch(labels, [0, 3, 6, 5]))
-    positive = losses.positive_loss(model, tf.gather(users, [0, 3]), tf.constant([0, 5], tf.int64),
-                                    tf.ones([2]), _fixed_sample(2))
-    negative = losses.negative_loss(users[1:2], model.item_vectors(tf.constant([3], tf.int64)),
+  def test_every_play_is_a_target_of_the_user_vector_before_it(self):
+    sequences = [[(0, POS), (3, NEG), (6, NEITHER), (5, POS)], [(2, POS)]]
+    model, got = self._losses(HPARAMS, sequences)
+    users = model.target_user_vectors(_batch(sequences))  # [2, 5, H]
+    positive_users = tf.stack([users[0, 0], users[0, 3], users[1, 0]])
+    positive = losses.positive_loss(model, positive_users, tf.constant([0, 5, 2], tf.int64),
+                                    tf.ones([3]), _fixed_sample(3))
+    negative = losses.negative_loss(users[0, 1:2], model.item_vectors(tf.constant([3], tf.int64)),
                                     model.item_bias(tf.constant([3], tf.int64)), tf.ones([1]))
-    self.assertAllClose(got['positive_loss'], tf.reduce_sum(positive) / 4)
-    self.assertAllClose(got['negative_loss'], tf.reduce_sum(negative) / 4)
+    # Five real targets, 'neither' included; padding is not counted.
+    self.assertAllClose(got['positive_loss'], tf.reduce_sum(positive) / 5)
+    self.assertAllClose(got['negative_loss'], tf.reduce_sum(negative) / 5)
     self.assertAllClose(got['loss'], got['positive_loss'] + got['negative_loss'])
-    # The 'neither' target does not matter.
-    _, other = self._losses(HPARAMS, labels, [0, 3, 7, 5])
+    # Plays in a loss: three positives and one negative.
+    self.assertEqual(float(got[losses.TARGETS]), 4.0)
+
+  def test_neither_targets_and_padding_do_not_matter(self):
+    _, got = self._losses(HPARAMS, [[(0, POS), (3, NEG), (6, NEITHER)], [(2, POS)]])
+    # The last play is not in the history, so a 'neither' item there changes nothing.
+    _, other = self._losses(HPARAMS, [[(0, POS), (3, NEG), (7, NEITHER)], [(2, POS)]])
     self.assertAllClose(got, other)
 
-  def test_variant_b_has_no_negative_loss_and_global_batch_size_scales(self):
-    labels = [features.LABEL_POSITIVE, features.LABEL_NEGATIVE]
-    _, got = self._losses(HPARAMS.replace(variant='b'), labels, [0, 3])
+  def test_variant_b_has_no_negative_loss(self):
+    _, got = self._losses(HPARAMS.replace(variant='b'), [[(0, POS), (3, NEG)]])
     self.assertEqual(float(got['negative_loss']), 0.0)
-    _, scaled = self._losses(HPARAMS.replace(variant='b'), labels, [0, 3], global_batch_size=8)
-    self.assertAllClose(scaled['loss'], got['loss'] * 2 / 8)
+    self.assertEqual(float(got[losses.TARGETS]), 1.0)
+    self.assertGreater(float(got['positive_loss']), 0.0)
 
   def test_batch_without_positives_is_finite(self):
-    _, got = self._losses(HPARAMS, [features.LABEL_NEGATIVE] * 2, [3, 4])
+    _, got = self._losses(HPARAMS, [[(3, NEG), (4, NEG)]])
     self.assertEqual(float(got['positive_loss']), 0.0)
     self.assertGreater(float(got['negative_loss']), 0.0)
 
@@ -156,7 +174,7 @@ class ComputeLossesTest(tf.test.TestCase):
     model = _model()
     sampler = samplers.make_sampler('learned_unigram', NUM_ITEMS, num_sampled=3, seed=1)
     optimizer = tf_keras.optimizers.Adam(0.05)
-    batch = _batch([features.LABEL_POSITIVE, features.LABEL_NEGATIVE] * 2, [0, 3, 0, 3])
+    batch = _batch([[(0, POS), (3, NEG), (0, POS)], [(3, NEG), (0, POS)]])
 
     @tf.function
     def step():

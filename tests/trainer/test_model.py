@@ -122,6 +122,41 @@ class DeepMatchTest(tf.test.TestCase):
     self.assertAllClose(users[0], model.empty_history_vector.numpy()[0])
     self.assertNotAllClose(users[1], users[0])
 
+  def test_target_user_vectors_are_the_empty_vector_then_each_position(self):
+    model = _model()
+    batch = _two_histories()
+    targets = model.target_user_vectors(batch)
+    self.assertEqual(targets.shape, [2, L + 1, 8])
+    self.assertAllClose(targets[:, 0], tf.tile(model.empty_history_vector, [2, 1]))
+    self.assertAllClose(targets[:, 1:], model.sequence_outputs(batch))
+
+  def test_positions_count_back_from_the_most_recent_play(self):
+    self.assertAllEqual(model_lib.plays_before_most_recent(tf.constant([3, 0, 4]), 4),
+                        [[2, 1, 0, 0], [0, 0, 0, 0], [3, 2, 1, 0]])
+    # In a history of 3 plays the oldest has position id 2: row 2 changes the output at the
+    # oldest play (and, through attention, every later one).
+    model = _model(HPARAMS.replace(dropout=0.0))
+    batch = _two_histories()
+    outputs = model.sequence_outputs(batch)
+    # (Not a constant row: the input layer normalisation would remove it.)
+    model.position_embedding.assign(
+        model.position_embedding + tf.one_hot([2], L)[0][:, None] * tf.range(8.0)[None, :])
+    changed = model.sequence_outputs(batch)
+    self.assertNotAllClose(changed[0, 0], outputs[0, 0])
+
+  def test_each_weight_starts_from_its_own_seed(self):
+    model = _model()
+    starts = {name: weight.numpy().ravel()[:8] for name, weight in (
+        ('play_rate_vector', model.play_rate_vector), ('empty', model.empty_history_vector),
+        ('position', model.position_embedding), ('intent', model.intent_embedding),
+        ('item', model.item_embedding))}
+    names = sorted(starts)
+    for i, first in enumerate(names):
+      for second in names[i + 1:]:
+        self.assertNotAllClose(starts[first], starts[second], msg=(first, second))
+    rebuilt = _model()
+    self.assertAllClose(rebuilt.item_embedding, model.item_embedding)
+
   def test_feedback_features_only_with_variants_b_and_c(self):
     batch = _two_histories()
     for variant, uses_feedback in (('a', False), ('b', True), ('c', True)):

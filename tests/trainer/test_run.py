@@ -9,8 +9,10 @@ import pytest
 import tensorflow as tf
 from tfx.components.trainer.fn_args_utils import FnArgs
 
+from evaluation import hit_rate
 from tests.trainer import cluster_testing
 from trainer import run
+from trainer import train_loop
 from transform import features
 
 
@@ -40,6 +42,19 @@ def test_run_fn_trains_train_steps_and_exports_a_loadable_model(exported, tiny_t
                                     features.TARGET_RANK_SIGNATURE}
   ranks = cluster_testing.target_ranks(exported.serving_model_dir, tiny_transform.raw_eval_examples)
   assert ranks.shape == (len(tiny_transform.raw_eval_examples),) and ranks.min() >= 0
+
+
+def test_run_fn_measures_the_eval_split_at_every_checkpoint_as_the_evaluator_would(
+    exported, tiny_transform):
+  scalars = train_loop.read_summaries(exported.model_run_dir)
+  assert [step for step, _ in scalars['eval/pos_at_50']] == [10, 20, 30]
+  seconds = [value for _, value in scalars['training_seconds']]
+  assert 0 < seconds[0] < seconds[1] < seconds[2]
+  # The last checkpoint is the exported model: the same POS@N and NEG@N as its target ranks.
+  ranks = cluster_testing.target_ranks(exported.serving_model_dir, tiny_transform.raw_eval_examples)
+  want = hit_rate.hit_rates(ranks, tiny_transform.raw_eval_labels)
+  for name in ('pos_at_10', 'pos_at_50', 'neg_at_10'):
+    assert scalars[f'eval/{name}'][-1][1] == pytest.approx(want[name]), name
 
 
 def test_cluster_task_reads_tf_config():

@@ -69,13 +69,9 @@ def test_checkpoints_at_intervals_with_the_step(first_run):
 
 def test_tensorboard_summaries_hold_losses_and_throughput(first_run):
   model_dir, _, _ = first_run
-  tags = {}
-  for path in glob.glob(os.path.join(model_dir, train_loop.SUMMARY_DIR, 'events.*')):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        tags.setdefault(value.tag, []).append(event.step)
-  for tag in train_loop.LOSS_NAMES + ('examples_per_second',):
-    assert tags[tag] == [10, 20, 30, 40], (tag, tags)
+  scalars = train_loop.read_summaries(model_dir)
+  for tag in losses.LOSS_NAMES + ('examples_per_second', 'targets_per_second'):
+    assert [step for step, _ in scalars[tag]] == [10, 20, 30, 40], (tag, scalars)
 
 
 def test_resumes_from_the_last_checkpoint_with_its_weights(first_run, tiny_transform):

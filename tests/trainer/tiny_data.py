@@ -56,10 +56,13 @@ def _example(rng: random.Random, user: int) -> dict:
   else:
     target, play_rate, label = song(disliked, rng.randrange(SONGS_PER_GENRE)), 0.1, features.LABEL_NEGATIVE
   return {
-      features.USER_ID: f'user{user}', features.TS: 1000 * user,
+      features.USER_ID: f'user{user}', features.TS: 1000 * user + length,
       features.HISTORY_ITEM_ID: history,
+      # Well played, so positive: the history's plays are targets too in training.
       features.HISTORY_PLAY_RATE: [rng.uniform(0.85, 1.0) for _ in history],
       features.HISTORY_INTENT: [rng.choice(features.INTENTS) for _ in history],
+      features.HISTORY_TS: [1000 * user + position for position in range(length)],
+      features.HISTORY_LABEL: [features.LABEL_POSITIVE] * length,
       features.ITEM_ID: target, features.PLAY_RATE: play_rate,
       features.INTENT: rng.choice(features.INTENTS), features.LABEL: label,
   }
