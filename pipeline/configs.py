@@ -44,6 +44,7 @@ class TrainConfig:
   """Trainer: hyper-parameters (trainer/hparams.py field names) and step counts."""
   hparams: Dict[str, Any] = dataclasses.field(default_factory=dict)
   train_steps: int = 2000
+  # Batches of the eval split on which the Trainer measures POS@N / NEG@N at every checkpoint.
   eval_steps: int = 100
   # None trains in the Trainer's own pod. A dict (possibly empty) trains on a TFJob of
   # k8s/tfjob.yaml launched by the Trainer (Kubeflow only): the fields of

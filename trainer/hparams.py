@@ -38,7 +38,10 @@ class HParams:
   neg_weight: float = 1.0
   pos_threshold: float = 0.8  # history_filter of variant a keeps plays with rate >= this
   # Training loop.
-  batch_size: int = 256  # sequences (training windows) per step
+  # Sequences (training windows) per step, each training up to history_length + 1 plays: 32 gives
+  # about 1,600 targets per update; more per step buys fewer updates per second, which is what
+  # time-to-quality follows (docs/results.md).
+  batch_size: int = 32
   optimizer: str = 'lazy_adam'
   learning_rate: float = 1e-3
   train_steps: int = 2000

@@ -178,7 +178,7 @@ def checkpoint_evaluate(fn_args, tf_transform_output, hparams: hparams_lib.HPara
   eval_dataset = dataset.make_dataset(fn_args.eval_files, tf_transform_output, hparams,
                                       hparams.batch_size, shuffle=False, repeat=False,
                                       sequence_targets=False)
-  if getattr(fn_args, 'eval_steps', None):
+  if fn_args.eval_steps:
     eval_dataset = eval_dataset.take(fn_args.eval_steps)
   return checkpoint_eval.make_evaluate(eval_dataset,
                                        vocabulary.num_vocabulary_items(tf_transform_output))
@@ -204,7 +204,8 @@ def _parse_args(argv: List[str]) -> argparse.Namespace:
       'With TF_CONFIG naming a chief/worker/ps cluster, run the same command on every task: the '
       'chief trains, workers and parameter servers serve.')
   parser.add_argument('--train_files', nargs='+', help="globs of Transform's training examples")
-  parser.add_argument('--eval_files', nargs='*', default=[], help="globs of Transform's eval examples")
+  parser.add_argument('--eval_files', nargs='*', default=[],
+                      help="globs of Transform's eval examples: POS@N / NEG@N at each checkpoint")
   parser.add_argument('--transform_output', help="Transform's output directory (transform_fn/...)")
   parser.add_argument('--model_dir', help='checkpoints and TensorBoard summaries (resumes from it)')
   parser.add_argument('--serving_model_dir', help='where the serving SavedModel is written')

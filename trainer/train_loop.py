@@ -51,7 +51,7 @@ class TrainResult:
   final_step: int
   checkpoint_path: str
   examples_per_second: float  # over this run's steps, checkpoint time included
-  targets_per_second: float  # trained plays (every position of every example) per second
+  targets_per_second: float  # plays in a loss (from every position of every example) per second
 
 
 def checkpoint_dir(model_dir: str) -> str:
