@@ -10,13 +10,14 @@ import tensorflow as tf
 from trainer import hparams as hparams_lib
 from transform import features
 
-_HISTORY_XF = (features.HISTORY_ITEM_XF, features.HISTORY_PLAY_RATE_XF, features.HISTORY_INTENT_XF)
-_TARGET_XF = (features.ITEM_XF, features.LABEL)
 # One play of a sequence: (history feature, target feature) pairs, in _Plays order.
 _PLAY_XF = ((features.HISTORY_ITEM_XF, features.ITEM_XF),
             (features.HISTORY_PLAY_RATE_XF, features.PLAY_RATE_XF),
             (features.HISTORY_INTENT_XF, features.INTENT_XF),
             (features.HISTORY_LABEL, features.LABEL))
+# What the model reads of a history: the plays' items, rates and intents (not their labels).
+_HISTORY_XF = tuple(history for history, _ in _PLAY_XF[:3])
+_TARGET_XF = (features.ITEM_XF, features.LABEL)
 
 AnyTensor = Union[tf.Tensor, tf.SparseTensor, tf.RaggedTensor]
 # Ragged [B, None] item ids, play rates and intent ids (and labels, for sequences) of plays.
