@@ -1,12 +1,16 @@
 """Ingestion throughput of PlayLogExampleGen and Transform on the local Beam runner.
 
 Generates a synthetic play log (datagen), then times, on the same files:
-  reference  pyarrow.csv.read_csv of every file (a fast columnar parse, no validation, no Beam)
+  reference  pyarrow.csv.read_csv of every file (a fast columnar parse, no validation, no Beam):
+             the floor of what reading the log costs
   executor   PlayLogExampleGen's executor end to end: parse + validate every row, group by user,
              sort, build the examples (train windows, eval targets), write gzipped TFRecords
   transform  Transform's executor on those examples (vocabularies, transformed examples)
-and prints events/s for each, the slowdown against the reference, and the bytes written per
-event: the serialized tf.Examples (uncompressed) and the gzipped files on disk.
+Reference and executor run --repeats times, interleaved; each figure is the median events/s with
+the spread (min-max) over the repeats. Transform runs once. It prints the slowdown against the
+reference, the bytes written per event (the serialized tf.Examples, uncompressed, and the gzipped
+files on disk), and the load average: a figure taken while other work shared the cores is not
+the project's speed.
 
   python benchmarks/ingest_throughput.py --num_events 1000000
   python benchmarks/ingest_throughput.py --num_events 1000000 -- \
@@ -19,6 +23,7 @@ import glob
 import os
 import resource
 import shutil
+import statistics
 import tempfile
 import time
 
@@ -40,6 +45,8 @@ def parse_args():
                       help='default: the generator default (num_events / its events per user)')
   parser.add_argument('--num_items', type=int, default=20_000)
   parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--repeats', type=int, default=3,
+                      help='interleaved runs of the reference and the executor')
   parser.add_argument('--skip_transform', action='store_true',
                       help='time PlayLogExampleGen only')
   parser.add_argument('--work_dir', default=None,
@@ -104,17 +111,20 @@ def main():
     print(f'  {summary["events"]:,} events, {summary["users"]:,} users, {len(files)} file(s) '
           f'in {summary["seconds"]:.1f} s', flush=True)
 
-    print('reference: pyarrow.csv.read_csv ...', flush=True)
-    ref_rows, ref_seconds, ref_cpu = time_reference(files)
-    print(f'executor: PlayLogExampleGen on Beam {args.beam_pipeline_args or "(defaults)"} ...',
-          flush=True)
     out_dir = os.path.join(work_dir, 'out')
-    shutil.rmtree(out_dir, ignore_errors=True)
-    rows, seconds, cpu = time_executor(os.path.join(log_dir, 'plays-*.csv'), out_dir,
-                                  args.beam_pipeline_args)
-    assert rows == ref_rows == summary['events'], (rows, ref_rows, summary['events'])
-    timings = [('reference: pyarrow.csv.read_csv', ref_rows, ref_seconds, ref_cpu),
-               ('PlayLogExampleGen executor (DirectRunner)', rows, seconds, cpu)]
+    reference, executor = [], []
+    for repeat in range(args.repeats):
+      print(f'repeat {repeat + 1}/{args.repeats}: pyarrow.csv.read_csv, then PlayLogExampleGen on '
+            f'Beam {args.beam_pipeline_args or "(defaults)"} ...', flush=True)
+      reference.append(time_reference(files))
+      shutil.rmtree(out_dir, ignore_errors=True)
+      executor.append(time_executor(os.path.join(log_dir, 'plays-*.csv'), out_dir,
+                                    args.beam_pipeline_args))
+      assert executor[-1][0] == reference[-1][0] == summary['events'], (
+          executor[-1][0], reference[-1][0], summary['events'])
+    rows = summary['events']
+    timings = [('reference: pyarrow.csv.read_csv', reference),
+               ('PlayLogExampleGen executor (DirectRunner)', executor)]
     written = {'PlayLogExampleGen': bytes_written(os.path.join(out_dir, 'examples'))}
     if not args.skip_transform:
       print('transform: Transform executor ...', flush=True)
@@ -122,18 +132,27 @@ def main():
       shutil.rmtree(transform_dir, ignore_errors=True)
       transform_seconds, transform_cpu = time_transform(
           os.path.join(out_dir, 'examples'), transform_dir, args.beam_pipeline_args)
-      timings += [('Transform executor (DirectRunner)', rows, transform_seconds, transform_cpu),
-                  ('PlayLogExampleGen + Transform', rows, seconds + transform_seconds,
-                   cpu + transform_cpu)]
+      timings.append(('Transform executor (DirectRunner)',
+                      [(rows, transform_seconds, transform_cpu)]))
+      median_executor = sorted(executor, key=lambda t: t[1])[len(executor) // 2]
+      timings.append(('PlayLogExampleGen (median) + Transform',
+                      [(rows, median_executor[1] + transform_seconds,
+                        median_executor[2] + transform_cpu)]))
       written['Transform'] = bytes_written(os.path.join(transform_dir, 'transformed'))
 
     # Wall time suffers from other load on the machine; CPU time shows the work itself.
     print()
-    print(f'{"stage":<44} {"events":>10} {"wall s":>8} {"events/s":>10} {"x ref":>7} '
-          f'{"cpu s":>8} {"events/cpu s":>13} {"x ref":>7}')
-    for name, n, s, c in timings:
-      print(f'{name:<44} {n:>10,} {s:>8.1f} {n / s:>10,.0f} {s / ref_seconds:>7.0f} '
-            f'{c:>8.1f} {n / c:>13,.0f} {c / ref_cpu:>7.0f}')
+    print(f'{"stage":<40} {"events":>10} {"runs":>4} {"wall s":>7} {"events/s (min-max)":>26} '
+          f'{"x ref":>6} {"cpu s":>7} {"x ref":>6}')
+    ref_seconds = statistics.median(t[1] for t in reference)
+    ref_cpu = statistics.median(t[2] for t in reference)
+    for name, runs in timings:
+      rates = [n / s for n, s, _ in runs]
+      seconds = statistics.median(s for _, s, _ in runs)
+      cpu = statistics.median(c for _, _, c in runs)
+      spread = f'{statistics.median(rates):,.0f} ({min(rates):,.0f}-{max(rates):,.0f})'
+      print(f'{name:<40} {rows:>10,} {len(runs):>4} {seconds:>7.1f} {spread:>26} '
+            f'{seconds / ref_seconds:>6.0f} {cpu:>7.1f} {cpu / ref_cpu:>6.0f}')
     print()
     print(f'{"output":<44} {"records bytes/event":>20} {"gzipped bytes/event":>20}')
     for name, (record_bytes, file_bytes) in written.items():

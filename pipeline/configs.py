@@ -26,10 +26,18 @@ class IngestConfig:
   history_length: int = example_gen_defaults.HISTORY_LENGTH
   pos_threshold: float = example_gen_defaults.POS_THRESHOLD
   neg_threshold: float = example_gen_defaults.NEG_THRESHOLD
-  # Each user's last plays form the eval split, unless eval_start_ts (epoch ms) cuts by time.
+  # The eval split: every play from a global cut time on, the cut given as eval_start_ts (epoch
+  # ms) or as eval_fraction (the last fraction of the log's time range); with neither, each
+  # user's last eval_plays_per_user plays.
   eval_plays_per_user: int = example_gen_defaults.EVAL_PLAYS_PER_USER
   eval_start_ts: Optional[int] = None
+  eval_fraction: Optional[float] = None
   max_bad_fraction: float = example_gen_defaults.MAX_BAD_FRACTION
+  # Numeric timestamps in 'ms' or 's'; plays outside [min_ts_ms, max_ts_ms] are quarantined
+  # (max_ts_ms None: one day after the run starts).
+  ts_unit: str = example_gen_defaults.TS_UNIT
+  min_ts_ms: int = example_gen_defaults.MIN_TS_MS
+  max_ts_ms: Optional[int] = None
 
 
 @dataclasses.dataclass(frozen=True)

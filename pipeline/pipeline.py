@@ -61,7 +61,11 @@ def create_pipeline(
       neg_threshold=ingest.neg_threshold,
       eval_plays_per_user=ingest.eval_plays_per_user,
       eval_start_ts=ingest.eval_start_ts,
-      max_bad_fraction=ingest.max_bad_fraction)
+      eval_fraction=ingest.eval_fraction,
+      max_bad_fraction=ingest.max_bad_fraction,
+      ts_unit=ingest.ts_unit,
+      min_ts_ms=ingest.min_ts_ms,
+      max_ts_ms=ingest.max_ts_ms)
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
   schema_gen = tfx.components.SchemaGen(
       statistics=statistics_gen.outputs['statistics'], infer_feature_shape=True)

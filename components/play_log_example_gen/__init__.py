@@ -1,4 +1,5 @@
-"""PlayLogExampleGen: a TFX ExampleGen for play logs, with row validation and quarantine."""
+"""PlayLogExampleGen: a TFX ExampleGen for play logs, with row validation and quarantine.
 
-from components.play_log_example_gen.artifacts import Quarantine
-from components.play_log_example_gen.component import PlayLogExampleGen
+The component is in component.py. This package imports nothing itself, so the Beam stages
+(beam_stages.py) load on workers without TFX.
+"""

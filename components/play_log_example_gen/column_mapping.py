@@ -1,8 +1,10 @@
 """Column mappings: how the columns of a play log become the canonical play-log columns.
 
 A mapping is a dict from canonical column (user_id, item_id, ts, play_ms, duration_ms, play_rate,
-intent) to either the name of a source column or a transform spec (a dict with a 'transform' key).
-Canonical columns a mapping leaves out are read from the source column of the same name, if any.
+intent, seq) to either the name of a source column or a transform spec (a dict with a 'transform'
+key). Canonical columns a mapping leaves out are read from the source column of the same name, if
+any; a source column a mapping names explicitly must be in every file (a file without it is an
+error, not a file of default values). `seq` orders plays of one user with the same ts.
 `column_mapping` parameters are JSON: the name of a shipped mapping ('canonical', 'mssd') or a
 mapping dict.
 
@@ -20,9 +22,9 @@ import datetime
 import json
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
-CANONICAL_COLUMNS = ('user_id', 'item_id', 'ts', 'play_ms', 'duration_ms', 'play_rate', 'intent')
+CANONICAL_COLUMNS = ('user_id', 'item_id', 'ts', 'play_ms', 'duration_ms', 'play_rate', 'intent',
+                     'seq')
 REQUIRED_COLUMNS = ('user_id', 'item_id', 'ts')
-PLAY_RATE_SOURCES = ('play_rate', 'play_ms', 'duration_ms')
 
 # The Music Streaming Sessions Dataset (Spotify, sequential skip prediction challenge).
 # - user: a listening session (the log has no user ids; a session is the history we can trust).
@@ -151,6 +153,7 @@ class ColumnMapping:
       raise ValueError(f'column mapping {name!r} maps unknown canonical columns {unknown}; '
                        f'canonical columns are {list(CANONICAL_COLUMNS)}')
     self.name = name
+    self._explicit = frozenset(mapping)
     self._specs: Dict[str, ColumnSpec] = {c: mapping.get(c, c) for c in CANONICAL_COLUMNS}
     self._readers: Dict[str, Callable[[Mapping[str, Any]], Any]] = {}
     for column, spec in self._specs.items():
@@ -169,19 +172,33 @@ class ColumnMapping:
       return [spec]
     return _TRANSFORMS[spec['transform']][1](spec)
 
-  def missing_required_columns(self, source_columns: Sequence[str]) -> Sequence[str]:
-    """Returns the source columns needed for user_id, item_id and ts that a file lacks."""
-    present = set(source_columns)
-    return [s for c in REQUIRED_COLUMNS for s in self.source_columns(c) if s not in present]
+  def is_renaming(self, column: str) -> bool:
+    """Whether `column` is read from one source column as it is (no transform)."""
+    return isinstance(self._specs[column], str)
 
-  def has_play_rate(self, source_columns: Sequence[str]) -> bool:
-    """Returns whether a file with these columns carries any play rate information."""
+  def missing_columns(self, source_columns: Sequence[str]) -> Sequence[str]:
+    """Returns the source columns a file must have and lacks: those of user_id, item_id and ts,
+    and every source column the mapping names explicitly."""
     present = set(source_columns)
-    return any(all(s in present for s in self.source_columns(c)) for c in PLAY_RATE_SOURCES)
+    needed = [c for c in CANONICAL_COLUMNS if c in REQUIRED_COLUMNS or c in self._explicit]
+    return [s for c in needed for s in self.source_columns(c) if s not in present]
 
-  def is_present(self, column: str, source_columns: Sequence[str]) -> bool:
+  def present_columns(self, source_columns: Sequence[str]) -> Sequence[str]:
+    """Returns the canonical columns whose source columns are all in `source_columns`."""
     present = set(source_columns)
-    return all(s in present for s in self.source_columns(column))
+    return [c for c in CANONICAL_COLUMNS if all(s in present for s in self.source_columns(c))]
+
+  def canonical_values(self, column: str, rows: Sequence[Mapping[str, Any]]
+                       ) -> Sequence[Union[Any, TransformError]]:
+    """Returns `column` of each source row, or the TransformError computing it raised."""
+    reader = self._readers[column]
+    values = []
+    for row in rows:
+      try:
+        values.append(reader(row))
+      except TransformError as e:
+        values.append(TransformError(f'{column}: {e}', column))
+    return values
 
   def canonical_row(self, row: Mapping[str, Any]) -> Dict[str, Any]:
     """Returns the canonical columns of `row` (None where absent); raises TransformError."""

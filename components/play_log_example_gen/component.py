@@ -22,7 +22,11 @@ POS_THRESHOLD_KEY = 'pos_threshold'
 NEG_THRESHOLD_KEY = 'neg_threshold'
 EVAL_PLAYS_PER_USER_KEY = 'eval_plays_per_user'
 EVAL_START_TS_KEY = 'eval_start_ts'
+EVAL_FRACTION_KEY = 'eval_fraction'
 MAX_BAD_FRACTION_KEY = 'max_bad_fraction'
+TS_UNIT_KEY = 'ts_unit'
+MIN_TS_MS_KEY = 'min_ts_ms'
+MAX_TS_MS_KEY = 'max_ts_ms'
 EXAMPLES_KEY = executor.EXAMPLES_KEY
 QUARANTINE_KEY = executor.QUARANTINE_KEY
 
@@ -39,7 +43,11 @@ class PlayLogExampleGenSpec(component_spec.ComponentSpec):
       NEG_THRESHOLD_KEY: component_spec.ExecutionParameter(type=float),
       EVAL_PLAYS_PER_USER_KEY: component_spec.ExecutionParameter(type=int),
       EVAL_START_TS_KEY: component_spec.ExecutionParameter(type=int, optional=True),
+      EVAL_FRACTION_KEY: component_spec.ExecutionParameter(type=float, optional=True),
       MAX_BAD_FRACTION_KEY: component_spec.ExecutionParameter(type=float),
+      TS_UNIT_KEY: component_spec.ExecutionParameter(type=str),
+      MIN_TS_MS_KEY: component_spec.ExecutionParameter(type=int),
+      MAX_TS_MS_KEY: component_spec.ExecutionParameter(type=int, optional=True),
       # Set by the driver at run time: a digest of the input files, part of the cache key.
       driver.INPUT_FINGERPRINT_KEY: component_spec.ExecutionParameter(type=str, optional=True),
   }
@@ -51,15 +59,17 @@ class PlayLogExampleGenSpec(component_spec.ComponentSpec):
 
 
 class PlayLogExampleGen(base_beam_component.BaseBeamComponent):
-  """Reads play logs (CSV, JSON lines, Parquet; gzip allowed) and emits tf.Examples.
+  """Reads play logs (CSV, JSON lines, Parquet; gzipped or not) and emits tf.Examples.
 
   Every example is a history of plays (items, play rates, intents, timestamps and labels, oldest
   first; labels positive / negative / neither by the play-rate thresholds) and a target play.
-  Splits 'train' and 'eval' by time: each user's last `eval_plays_per_user` plays, or every play
-  at or after `eval_start_ts` (epoch ms) when given. The train split cuts each user's plays into
+  Splits 'train' and 'eval' by time: every play at or after a global cut time (`eval_start_ts`,
+  or the last `eval_fraction` of the log's time range) is eval; with neither, each user's last
+  `eval_plays_per_user` plays. The train split cuts each user's plays into
   disjoint windows of up to `history_length` + 1 plays (every play written once); the eval split
-  has one example per play with its previous `history_length` plays (transform/features.py). Bad rows go to `quarantine`;
-  the run fails when more than `max_bad_fraction` of the rows are bad.
+  has one example per play with its previous `history_length` plays (transform/features.py).
+  Bad rows go to `quarantine` with their file, line and reason; the run fails, leaving no
+  examples, when no row is read or more than `max_bad_fraction` of the rows are bad.
   """
 
   SPEC_CLASS = PlayLogExampleGenSpec
@@ -75,26 +85,41 @@ class PlayLogExampleGen(base_beam_component.BaseBeamComponent):
                neg_threshold: float = defaults.NEG_THRESHOLD,
                eval_plays_per_user: int = defaults.EVAL_PLAYS_PER_USER,
                eval_start_ts: Optional[int] = None,
-               max_bad_fraction: float = defaults.MAX_BAD_FRACTION):
+               eval_fraction: Optional[float] = None,
+               max_bad_fraction: float = defaults.MAX_BAD_FRACTION,
+               ts_unit: str = defaults.TS_UNIT,
+               min_ts_ms: int = defaults.MIN_TS_MS,
+               max_ts_ms: Optional[int] = None):
     """Constructs a PlayLogExampleGen.
 
     Args:
-      input_base: a directory (every file in it not starting with '.' or '_') or a glob.
-      input_format: 'csv', 'jsonl' or 'parquet'; files ending in '.gz' are gunzipped.
+      input_base: a directory (read recursively; files and directories whose names start with
+        '.' or '_' are ignored and counted) or a glob.
+      input_format: 'csv', 'jsonl' or 'parquet'; gzipped files (by content) are gunzipped.
       column_mapping: a shipped mapping name ('canonical', 'mssd') or a JSON dict from
         canonical column to source column or transform (see column_mapping.py).
       history_length: at most this many previous plays per example.
       pos_threshold: play rate at or above which a target is positive.
       neg_threshold: play rate at or below which a target is negative.
-      eval_plays_per_user: each user's last this many plays are eval (unless eval_start_ts).
+      eval_plays_per_user: each user's last this many plays are eval (when neither
+        eval_start_ts nor eval_fraction is given).
       eval_start_ts: epoch ms; if given, plays at or after it are eval, all others train.
+      eval_fraction: in (0, 1); if given, the cut time is this far from the end of the log's
+        time range (0.1: plays in the last tenth of the time between the first and last play
+        are eval). The cut is recorded on the examples as `eval_start_ts`.
       max_bad_fraction: the run fails when quarantined / read rows exceeds this.
+      ts_unit: 'ms' or 's': the unit of numeric timestamps (ISO-8601 strings carry their own).
+      min_ts_ms: plays before this epoch ms are quarantined (default 1970-01-01).
+      max_ts_ms: plays after this epoch ms are quarantined (default: one day after the run
+        starts).
     """
     executor.validate_parameters(input_format=input_format, column_mapping=column_mapping,
                                  history_length=history_length, pos_threshold=pos_threshold,
                                  neg_threshold=neg_threshold,
                                  eval_plays_per_user=eval_plays_per_user,
-                                 max_bad_fraction=max_bad_fraction)
+                                 eval_start_ts=eval_start_ts, eval_fraction=eval_fraction,
+                                 max_bad_fraction=max_bad_fraction, ts_unit=ts_unit,
+                                 min_ts_ms=min_ts_ms, max_ts_ms=max_ts_ms)
     spec = PlayLogExampleGenSpec(
         input_base=input_base,
         input_format=input_format,
@@ -104,7 +129,11 @@ class PlayLogExampleGen(base_beam_component.BaseBeamComponent):
         neg_threshold=neg_threshold,
         eval_plays_per_user=eval_plays_per_user,
         eval_start_ts=eval_start_ts,
+        eval_fraction=eval_fraction,
         max_bad_fraction=max_bad_fraction,
+        ts_unit=ts_unit,
+        min_ts_ms=min_ts_ms,
+        max_ts_ms=max_ts_ms,
         examples=channel.Channel(type=standard_artifacts.Examples),
         quarantine=channel.Channel(type=artifacts.Quarantine))
     super().__init__(spec=spec)

@@ -18,7 +18,7 @@ from tfx.orchestration.portable import base_driver as ir_base_driver
 from tfx.orchestration.portable import data_types as portable_data_types
 from tfx.proto.orchestration import driver_output_pb2
 
-from components.play_log_example_gen import executor
+from components.play_log_example_gen import input_files
 
 INPUT_BASE_KEY = 'input_base'
 INPUT_FINGERPRINT_KEY = 'input_fingerprint'
@@ -27,7 +27,7 @@ INPUT_FINGERPRINT_KEY = 'input_fingerprint'
 def input_fingerprint(input_base: str) -> str:
   """Returns a digest of the input files' paths, sizes and modification times."""
   digest = hashlib.sha256()
-  files = executor.input_files(input_base)
+  files = input_files.find_input_files(input_base).data
   for match in FileSystems.match(files):
     for entry in match.metadata_list:
       digest.update(f'{entry.path}\t{entry.size_in_bytes}\t{entry.last_updated_in_seconds}\n'

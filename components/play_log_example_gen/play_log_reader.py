@@ -1,45 +1,57 @@
-"""Reads play-log files (CSV, JSON lines, Parquet; gzip allowed) and validates every row.
+"""Reads play-log files (CSV, JSON lines, Parquet; any of them gzipped) into validated plays.
 
-Each row becomes either a play `(user_id, (ts, file_index, line, item_id, play_rate, intent))` or a
-`BadRow` with a reason from REASONS. `line` is the physical line a CSV/JSON-lines record starts on
-(header = line 1 for CSV), or the 1-based row number in a Parquet file.
+A file is read in blocks of whole lines (CSV, JSON lines) or record batches (Parquet). Each block
+is parsed by pyarrow and validated column-wise (play_columns.py); only the rows that check finds
+suspect, and the blocks pyarrow cannot parse (a stray quote, a line that is not UTF-8, a field
+count that does not match the header), go through the row-level rules below, which decide the
+reason each bad row is quarantined with. So there is one set of rules, and the fast path is a
+filter that passes only rows those rules accept unchanged.
+
+One record is one physical line (CSV and JSON lines): a quote left open does not swallow the lines
+after it, the line holding it is quarantined. Every non-blank line after the header is a row read:
+rows read = rows used + rows quarantined, and blank lines are counted apart. `line` is the physical
+line a row is on (the header is line 1 of a CSV), or the 1-based row number in a Parquet file.
 """
 
 import csv
 import dataclasses
 import datetime
-import gzip
+import io
 import json
 import math
-from typing import Any, Iterator, Mapping, Sequence, Tuple, Union
+import re
+from typing import Any, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from apache_beam.io.filesystems import FileSystems
+import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from components.play_log_example_gen import column_mapping as column_mapping_lib
 from components.play_log_example_gen import defaults
+from components.play_log_example_gen import input_files
+from components.play_log_example_gen import play_columns
 from transform import features
 
 # Reasons a row is quarantined.
-UNPARSEABLE_ROW = 'unparseable_row'  # wrong field count, bad JSON, not a JSON object
+UNPARSEABLE_ROW = 'unparseable_row'  # wrong field count, open quote, bad JSON, not a JSON object
 NON_UTF8 = 'non_utf8'
 MISSING_USER_ID = 'missing_user_id'
 MISSING_ITEM_ID = 'missing_item_id'
-BAD_TYPE = 'bad_type'  # e.g. play_ms 'abc', user_id a list
-BAD_TIMESTAMP = 'bad_timestamp'  # missing, unparseable, before 2000 or in the future
+BAD_TYPE = 'bad_type'  # e.g. play_ms 'abc', user_id a list, seq missing in a log that has seq
+BAD_TIMESTAMP = 'bad_timestamp'  # missing, unparseable or outside [min_ts_ms, max_ts_ms]
 MISSING_PLAY_RATE = 'missing_play_rate'  # the log has play rates but this row has none
-BAD_PLAY_RATE = 'bad_play_rate'  # not a number
+BAD_PLAY_RATE = 'bad_play_rate'  # not a number, outside [0, 1], or play_ms far past duration_ms
 NEGATIVE_PLAY_MS = 'negative_play_ms'
 BAD_DURATION = 'bad_duration'  # <= 0 or longer than MAX_DURATION_MS
-UNKNOWN_INTENT = 'unknown_intent'  # not one of features.INTENTS
 DUPLICATE_EVENT = 'duplicate_event'  # same user, item and ts as an earlier row: the first is kept
-REASONS = (UNPARSEABLE_ROW, NON_UTF8, MISSING_USER_ID, MISSING_ITEM_ID, BAD_TYPE, BAD_TIMESTAMP,
-           MISSING_PLAY_RATE, BAD_PLAY_RATE, NEGATIVE_PLAY_MS, BAD_DURATION, UNKNOWN_INTENT,
-           DUPLICATE_EVENT)
 
-Play = Tuple[int, int, int, str, float, str]  # ts, file_index, line, item_id, play_rate, intent
-_INTENTS = frozenset(features.INTENTS)
+# The columns of every block of validated plays.
+PLAYS_SCHEMA = pa.schema([
+    ('user_id', pa.string()), ('item_id', pa.string()), ('ts', pa.int64()),
+    ('play_rate', pa.float64()), ('intent', pa.string()), ('seq', pa.int64()),
+    ('file_index', pa.int32()), ('line', pa.int64())])
 
 
 class BadRow(Exception):
@@ -63,27 +75,58 @@ class QuarantinedRow:
     return json.dumps(dataclasses.asdict(self), ensure_ascii=False)
 
 
+class Play(NamedTuple):
+  user_id: str
+  item_id: str
+  ts: int  # epoch ms
+  play_rate: float
+  intent: str
+  seq: int
+  capped: bool  # play_ms was a little past duration_ms and the rate was recorded as 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class TimestampRule:
+  """Timestamps are numbers in `unit` (or ISO-8601 strings) within [min_ms, max_ms] epoch ms."""
+  min_ms: int
+  max_ms: int
+  unit: str = defaults.TS_UNIT
+
+  @property
+  def ms_per_unit(self) -> int:
+    return defaults.TS_UNITS[self.unit]
+
+
 @dataclasses.dataclass(frozen=True)
 class RowValidator:
-  """Turns the canonical values of one row into a play, or raises BadRow."""
-  min_ts: int
-  max_ts: int
-  has_play_rate: bool = True
+  """Turns the canonical values of one row into a Play, or raises BadRow.
 
-  def play(self, values: Mapping[str, Any]) -> Tuple[str, int, str, float, str]:
+  has_play_rate: the file has play-rate columns (else every row gets DEFAULT_PLAY_RATE).
+  has_seq: the file has a tie-breaking `seq` column, which every row then needs.
+  """
+  timestamps: TimestampRule
+  has_play_rate: bool = True
+  has_seq: bool = False
+
+  def play(self, values: Mapping[str, Any]) -> Play:
     user_id = _id_value(values.get('user_id'), 'user_id', MISSING_USER_ID)
     item_id = _id_value(values.get('item_id'), 'item_id', MISSING_ITEM_ID)
     ts = self._timestamp(values.get('ts'))
-    play_rate = _play_rate(values) if self.has_play_rate else features.DEFAULT_PLAY_RATE
-    return user_id, ts, item_id, play_rate, _intent(values.get('intent'))
+    play_rate, capped = (_play_rate(values) if self.has_play_rate
+                         else (features.DEFAULT_PLAY_RATE, False))
+    seq = _int_value(values.get('seq'), 'seq') if self.has_seq else 0
+    return Play(user_id, item_id, ts, play_rate, _intent(values.get('intent')), seq, capped)
 
   def _timestamp(self, value: Any) -> int:
-    ts = _timestamp_ms(value)
-    if not self.min_ts <= ts <= self.max_ts:
-      hint = ' (epoch seconds instead of ms?)' if 0 < ts < self.min_ts else ''
-      raise BadRow(BAD_TIMESTAMP, f'ts {value!r} = {_iso(ts)} is outside '
-                   f'[{_iso(self.min_ts)}, {_iso(self.max_ts)}]{hint}')
+    rule = self.timestamps
+    ts = _timestamp_ms(value, rule.ms_per_unit)
+    if not rule.min_ms <= ts <= rule.max_ms:
+      raise BadRow(BAD_TIMESTAMP, f'ts {value!r} = {_iso(ts)} is outside [{_iso(rule.min_ms)}, '
+                   f'{_iso(rule.max_ms)}] (ts_unit={rule.unit!r})')
     return ts
+
+
+_INTEGER = re.compile(r'-?[0-9]+')
 
 
 def _missing(value: Any) -> bool:
@@ -101,10 +144,14 @@ def _id_value(value: Any, column: str, missing_reason: str) -> str:
 
 
 def _int_value(value: Any, column: str) -> int:
+  if _missing(value):
+    raise BadRow(BAD_TYPE, f'{column} is missing')
   if isinstance(value, bool):
     raise BadRow(BAD_TYPE, f'{column} must be an integer, got {value!r}')
   if isinstance(value, int):
     return value
+  if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+    return int(value.strip())
   try:
     number = float(value) if not isinstance(value, str) else float(value.strip())
   except (TypeError, ValueError):
@@ -114,26 +161,27 @@ def _int_value(value: Any, column: str) -> int:
   return int(number)
 
 
-def _timestamp_ms(value: Any) -> int:
-  """Returns epoch ms of an int (epoch ms), a digit string, an ISO-8601 string or a datetime."""
+def _timestamp_ms(value: Any, ms_per_unit: int) -> int:
+  """Returns epoch ms of a number or digit string (in the ts unit), an ISO-8601 string or a
+  datetime."""
   if _missing(value):
     raise BadRow(BAD_TIMESTAMP, 'ts is missing')
   if isinstance(value, datetime.datetime):
     moment = value
   elif isinstance(value, (int, float)) and not isinstance(value, bool):
     if not math.isfinite(value) or value != int(value):
-      raise BadRow(BAD_TIMESTAMP, f'ts {value!r} is not an integer number of epoch ms')
-    return int(value)
+      raise BadRow(BAD_TIMESTAMP, f'ts {value!r} is not an integer')
+    return int(value) * ms_per_unit
   elif isinstance(value, str):
     text = value.strip()
-    if text.lstrip('-').isdigit():
-      return int(text)
+    if _INTEGER.fullmatch(text):
+      return int(text) * ms_per_unit
     try:
       moment = datetime.datetime.fromisoformat(text)
     except ValueError:
-      raise BadRow(BAD_TIMESTAMP, f'ts {value!r} is neither epoch ms nor ISO-8601') from None
+      raise BadRow(BAD_TIMESTAMP, f'ts {value!r} is neither a number nor ISO-8601') from None
   else:
-    raise BadRow(BAD_TIMESTAMP, f'ts must be epoch ms or an ISO-8601 string, got {value!r}')
+    raise BadRow(BAD_TIMESTAMP, f'ts must be a number or an ISO-8601 string, got {value!r}')
   if moment.tzinfo is None:
     moment = moment.replace(tzinfo=datetime.timezone.utc)
   return int(moment.timestamp() * 1000)
@@ -146,8 +194,9 @@ def _iso(ts: int) -> str:
     return f'{ts} ms'
 
 
-def _play_rate(values: Mapping[str, Any]) -> float:
-  """Returns the play rate in [0, 1], given directly or as play_ms / duration_ms."""
+def _play_rate(values: Mapping[str, Any]) -> Tuple[float, bool]:
+  """Returns (play rate in [0, 1], whether it was capped), given directly or as play_ms /
+  duration_ms. Nothing out of range is clamped into a label: it is quarantined."""
   play_ms, duration_ms = values.get('play_ms'), values.get('duration_ms')
   has_durations = not _missing(play_ms) and not _missing(duration_ms)
   if has_durations:
@@ -166,194 +215,379 @@ def _play_rate(values: Mapping[str, Any]) -> float:
       play_rate = float(play_rate)
     except (TypeError, ValueError):
       raise BadRow(BAD_PLAY_RATE, f'play_rate {play_rate!r} is not a number') from None
-    if math.isnan(play_rate):
-      raise BadRow(BAD_PLAY_RATE, 'play_rate is NaN')
-    return min(1.0, max(0.0, play_rate))
+    if not 0.0 <= play_rate <= 1.0:  # NaN fails this too
+      raise BadRow(BAD_PLAY_RATE, f'play_rate {play_rate!r} is not in [0, 1]')
+    return play_rate, False
   if has_durations:
-    return min(1.0, play_ms / duration_ms)
+    if play_ms > duration_ms * defaults.MAX_PLAY_OVERRUN:
+      raise BadRow(BAD_PLAY_RATE, f'play_ms {play_ms} is more than {defaults.MAX_PLAY_OVERRUN:g}'
+                   f' x duration_ms {duration_ms}')
+    return min(1.0, play_ms / duration_ms), play_ms > duration_ms
   raise BadRow(MISSING_PLAY_RATE, 'neither play_rate nor play_ms and duration_ms are given')
 
 
 def _intent(value: Any) -> str:
+  """Returns the intent; intents outside features.INTENTS are kept (counted by the executor)."""
   if _missing(value):
     return features.DEFAULT_INTENT
   if not isinstance(value, str):
     raise BadRow(BAD_TYPE, f'intent must be a string, got {value!r}')
-  intent = value.strip()
-  if intent not in _INTENTS:
-    raise BadRow(UNKNOWN_INTENT, f'intent {value!r} is not one of {list(features.INTENTS)}')
-  return intent
+  return value.strip()
 
 
-# --- File readers: yield (line, raw text, source row dict or BadRow) ----------------------------
+# --- Blocks of a file ----------------------------------------------------------------------------
 
-Record = Tuple[int, str, Union[Mapping[str, Any], BadRow]]
+class FileBlock(NamedTuple):
+  """What one block of a file gave: its good plays, its bad rows and its counts."""
+  plays: pa.Table  # PLAYS_SCHEMA
+  quarantined: List[QuarantinedRow]
+  rows_read: int
+  blank_lines: int
+  capped_play_rates: int
+  default_play_rates: int
 
 
-def _open_binary(path: str):
-  if FileSystems.get_scheme(path) is None:
-    return gzip.open(path, 'rb') if path.endswith('.gz') else open(path, 'rb')
-  return FileSystems.open(path)  # infers gzip from the '.gz' suffix
+@dataclasses.dataclass(frozen=True)
+class ReadSettings:
+  input_format: str
+  mapping: column_mapping_lib.ColumnMapping
+  timestamps: TimestampRule
+
+
+class _Lines(NamedTuple):
+  """The physical lines of a block of bytes: number of the first, and each one's [start, end)
+  without its line break."""
+  first: int
+  starts: np.ndarray
+  ends: np.ndarray
+
+  @classmethod
+  def of(cls, data: bytes, first: int) -> '_Lines':
+    buffer = np.frombuffer(data, np.uint8)
+    breaks = np.flatnonzero(buffer == ord('\n'))
+    starts = np.concatenate([[0], breaks + 1])
+    ends = np.concatenate([breaks, [len(data)]])
+    if starts[-1] == len(data):  # the block ends with a line break: no line after it
+      starts, ends = starts[:-1], ends[:-1]
+    has_cr = (ends > starts) & (buffer[np.maximum(ends - 1, 0)] == ord('\r'))
+    return cls(first, starts, ends - has_cr)
+
+  def nonblank(self) -> np.ndarray:
+    return np.flatnonzero(self.ends > self.starts)
+
+  def text(self, data: bytes, index: int) -> bytes:
+    return data[self.starts[index]:self.ends[index]]
+
+
+def _line_blocks(stream, first_line: int) -> Iterator[Tuple[int, bytes]]:
+  """Yields (number of its first line, block) for blocks of whole lines of a binary stream."""
+  rest = b''
+  while True:
+    chunk = stream.read(defaults.READ_BLOCK_BYTES)
+    if not chunk:
+      break
+    data = rest + chunk
+    cut = data.rfind(b'\n') + 1
+    if cut == 0:
+      rest = data
+      continue
+    yield first_line, data[:cut]
+    first_line += data.count(b'\n', 0, cut)
+    rest = data[cut:]
+  if rest:
+    yield first_line, rest
 
 
 def _raw_text(raw: bytes) -> str:
-  return raw.decode('utf-8', errors='backslashreplace').rstrip('\r\n')
+  return raw.decode('utf-8', errors='backslashreplace')
 
 
-class _DecodedLines:
-  """Iterates the UTF-8 lines of a binary stream, setting aside lines that are not UTF-8."""
+class _BlockBuilder:
+  """Collects the plays and bad rows of one block from both the column-wise and row-level paths."""
 
-  def __init__(self, stream):
-    self._stream = stream
-    self.line = 0
-    self.non_utf8 = []  # (line, raw bytes) not yet reported
-    self.record_start = 0
-    self.record_text = []
+  def __init__(self, path: str, file_index: int, validator: RowValidator,
+               mapping: column_mapping_lib.ColumnMapping):
+    self.path = path
+    self.file_index = file_index
+    self.validator = validator
+    self.mapping = mapping
+    self.tables: List[pa.Table] = []
+    self.rows: List[Tuple[Play, int]] = []  # (play, line) from the row-level path
+    self.quarantined: List[QuarantinedRow] = []
+    self.rows_read = 0
+    self.blank_lines = 0
+    self.capped = 0
 
-  def start_record(self):
-    self.record_start = 0
-    self.record_text = []
+  def quarantine(self, line: int, raw: str, bad: BadRow) -> None:
+    self.rows_read += 1
+    self.quarantined.append(QuarantinedRow(self.path, int(line), bad.reason, bad.detail, raw))
 
-  def __iter__(self):
-    for raw in iter(self._stream.readline, b''):
-      self.line += 1
-      try:
-        text = raw.decode('utf-8')
-      except UnicodeDecodeError:
-        self.non_utf8.append((self.line, raw))
-        continue
-      if not self.record_start:
-        self.record_start = self.line
-      self.record_text.append(text)
-      yield text
+  def add_row(self, line: int, raw: str, row: Mapping[str, Any]) -> None:
+    """Validates one source row with the row-level rules."""
+    try:
+      play = self.validator.play(self.mapping.canonical_row(row))
+    except BadRow as e:
+      self.quarantine(line, raw, e)
+      return
+    except column_mapping_lib.TransformError as e:
+      reason = {'ts': BAD_TIMESTAMP, 'play_rate': BAD_PLAY_RATE}.get(e.column, BAD_TYPE)
+      self.quarantine(line, raw, BadRow(reason, str(e)))
+      return
+    self.rows_read += 1
+    self.capped += play.capped
+    self.rows.append((play, int(line)))
+
+  def add_table(self, table: pa.Table, lines: np.ndarray, raw_of) -> None:
+    """Validates a parsed block column-wise; rows it finds suspect go through add_row."""
+    checked = play_columns.check(table, self.mapping, self.validator)
+    good = checked.ok
+    self.rows_read += int(good.sum())
+    self.capped += int(checked.capped[good].sum())
+    columns, mask = checked.columns, pa.array(good)
+    self.tables.append(pa.table({
+        'user_id': columns['user_id'].filter(mask), 'item_id': columns['item_id'].filter(mask),
+        'ts': columns['ts'][good], 'play_rate': columns['play_rate'][good],
+        'intent': columns['intent'].filter(mask), 'seq': columns['seq'][good],
+        'file_index': np.full(int(good.sum()), self.file_index, np.int32),
+        'line': lines[good]}, schema=PLAYS_SCHEMA))
+    suspects = np.flatnonzero(~good)
+    if len(suspects):
+      rows = table.take(pa.array(suspects)).to_pylist()
+      for index, row in zip(suspects, rows):
+        self.add_row(lines[index], raw_of(index, row), row)
+
+  def block(self) -> FileBlock:
+    if self.rows:
+      plays, lines = zip(*self.rows)
+      self.tables.append(pa.table({
+          'user_id': [p.user_id for p in plays], 'item_id': [p.item_id for p in plays],
+          'ts': [p.ts for p in plays], 'play_rate': [p.play_rate for p in plays],
+          'intent': [p.intent for p in plays], 'seq': [p.seq for p in plays],
+          'file_index': [self.file_index] * len(plays), 'line': list(lines)},
+          schema=PLAYS_SCHEMA))
+    plays = (pa.concat_tables(self.tables) if self.tables
+             else PLAYS_SCHEMA.empty_table())
+    default_rates = 0 if self.validator.has_play_rate else plays.num_rows
+    return FileBlock(plays, self.quarantined, self.rows_read, self.blank_lines, self.capped,
+                     default_rates)
 
 
-def _non_utf8_records(lines: _DecodedLines) -> Iterator[Record]:
-  for line, raw in lines.non_utf8:
-    yield line, _raw_text(raw), BadRow(NON_UTF8, 'the line is not valid UTF-8')
-  lines.non_utf8.clear()
+def _validator(settings: ReadSettings, path: str, columns: Sequence[str]) -> RowValidator:
+  """Returns the validator of a file with these source columns; raises ValueError naming the file
+  when it lacks a column the mapping needs."""
+  missing = settings.mapping.missing_columns(columns)
+  if missing:
+    raise ValueError(f'{path}: no column {missing} needed by column mapping '
+                     f'{settings.mapping.name!r}; the file has columns {list(columns)}')
+  present = set(settings.mapping.present_columns(columns))
+  has_play_rate = 'play_rate' in present or {'play_ms', 'duration_ms'} <= present
+  return RowValidator(settings.timestamps, has_play_rate=has_play_rate, has_seq='seq' in present)
 
 
-def read_csv(stream) -> Tuple[Sequence[str], Iterator[Record]]:
-  """Returns the header of a CSV stream and its records."""
-  lines = _DecodedLines(stream)
-  reader = csv.reader(lines)
-  header = []
-  for header in reader:
-    if header:
-      break
-  header = [column.strip() for column in header]
-  prefix = list(_non_utf8_records(lines))
+def _strip_bom(data: bytes) -> bytes:
+  return data[3:] if data.startswith(b'\xef\xbb\xbf') else data
 
-  def records():
-    yield from prefix
-    while True:
-      lines.start_record()
-      try:
-        fields = next(reader)
-      except StopIteration:
+
+# --- CSV ---------------------------------------------------------------------------------------
+
+def _csv_header(stream) -> Tuple[List[str], int, bytes]:
+  """Returns (header columns, number of the header line, the bytes read after it)."""
+  data = _strip_bom(stream.read(defaults.READ_BLOCK_BYTES))
+  line = 1
+  while data:
+    end = data.find(b'\n')
+    while end < 0:
+      more = stream.read(defaults.READ_BLOCK_BYTES)
+      if not more:
+        end = len(data)
         break
-      except csv.Error as e:
-        yield from _non_utf8_records(lines)
-        yield (lines.record_start or lines.line, ''.join(lines.record_text).rstrip('\r\n'),
-               BadRow(UNPARSEABLE_ROW, f'CSV error: {e}'))
-        continue
-      yield from _non_utf8_records(lines)
-      if not fields:
-        continue  # blank line
-      raw = ''.join(lines.record_text).rstrip('\r\n')
-      if len(fields) != len(header):
-        yield (lines.record_start, raw,
-               BadRow(UNPARSEABLE_ROW, f'{len(fields)} fields, the header has {len(header)}'))
-      else:
-        yield lines.record_start, raw, dict(zip(header, fields))
-    yield from _non_utf8_records(lines)
-  return header, records()
+      data += more
+      end = data.find(b'\n')
+    text = data[:end].decode('utf-8', errors='replace').strip()
+    data = data[end + 1:]
+    if text:
+      return [column.strip() for column in next(csv.reader([text]))], line, data
+    line += 1
+  return [], line, b''
 
 
-def read_jsonl(stream) -> Iterator[Record]:
-  for line, raw in enumerate(iter(stream.readline, b''), start=1):
+def _csv_block_rows(builder: _BlockBuilder, data: bytes, lines: _Lines,
+                    header: Sequence[str]) -> None:
+  """The row-level path of a CSV block: each line parsed on its own."""
+  for index in range(len(lines.starts)):
+    raw = lines.text(data, index)
+    line = lines.first + index
     try:
       text = raw.decode('utf-8')
     except UnicodeDecodeError:
-      yield line, _raw_text(raw), BadRow(NON_UTF8, 'the line is not valid UTF-8')
+      builder.quarantine(line, _raw_text(raw), BadRow(NON_UTF8, 'the line is not valid UTF-8'))
       continue
     if not text.strip():
+      builder.blank_lines += 1
+      continue
+    try:
+      fields = next(csv.reader([text], strict=True))
+    except csv.Error as e:
+      builder.quarantine(line, text, BadRow(UNPARSEABLE_ROW, f'CSV error: {e}'))
+      continue
+    if len(fields) != len(header):
+      builder.quarantine(line, text, BadRow(
+          UNPARSEABLE_ROW, f'{len(fields)} fields, the header has {len(header)}'))
+      continue
+    builder.add_row(line, text, dict(zip(header, fields)))
+
+
+def _parse_csv_block(data: bytes, header: Sequence[str], expected_rows: int) -> Optional[pa.Table]:
+  """Returns the block parsed by pyarrow, every value a string, or None when pyarrow cannot
+  parse it or a record spans lines (then the row-level path reads it)."""
+  try:
+    table = pa_csv.read_csv(
+        io.BytesIO(data),
+        read_options=pa_csv.ReadOptions(column_names=list(header), use_threads=False,
+                                        block_size=len(data) + 1),
+        parse_options=pa_csv.ParseOptions(newlines_in_values=False),
+        convert_options=pa_csv.ConvertOptions(
+            column_types={column: pa.string() for column in header},
+            strings_can_be_null=False, quoted_strings_can_be_null=False))
+  except (pa.ArrowInvalid, pa.ArrowTypeError):
+    return None
+  return table if table.num_rows == expected_rows else None
+
+
+def _read_csv(stream, new_builder, settings: ReadSettings, path: str) -> Iterator[FileBlock]:
+  header, header_line, rest = _csv_header(stream)
+  if not header:
+    return
+  validator = _validator(settings, path, header)
+  for first, data in _line_blocks(_Prefixed(rest, stream), header_line + 1):
+    builder = new_builder(validator)
+    lines = _Lines.of(data, first)
+    nonblank = lines.nonblank()
+    table = _parse_csv_block(data, header, len(nonblank))
+    if table is None:
+      _csv_block_rows(builder, data, lines, header)
+    else:
+      builder.blank_lines += len(lines.starts) - len(nonblank)
+      builder.add_table(table, lines.first + nonblank, _line_text(data, lines, nonblank))
+    yield builder.block()
+
+
+def _line_text(data: bytes, lines: _Lines, nonblank: np.ndarray):
+  """Returns raw_of(row index, row) for add_table: the text of the row's line."""
+  return lambda index, _: _raw_text(lines.text(data, nonblank[index]))
+
+
+class _Prefixed:
+  """A binary stream that first returns `prefix`, then the rest of `stream`."""
+
+  def __init__(self, prefix: bytes, stream):
+    self._prefix = prefix
+    self._stream = stream
+
+  def read(self, size: int) -> bytes:
+    if self._prefix:
+      head, self._prefix = self._prefix, b''
+      return head
+    return self._stream.read(size)
+
+
+# --- JSON lines --------------------------------------------------------------------------------
+
+def _json_keys_present(path: str, keys: Sequence[str]) -> List[str]:
+  """Returns the keys that occur as a JSON key anywhere in the file (one streaming pass), so the
+  play-rate and seq columns are decided by the whole file, not by its first object."""
+  patterns = {key: re.compile(rb'"' + re.escape(key.encode()) + rb'"\s*:') for key in keys}
+  found = set()
+  with input_files.open_decompressed(path) as stream:
+    for _, data in _line_blocks(stream, 1):
+      found.update(k for k, pattern in patterns.items() if k not in found and pattern.search(data))
+      if len(found) == len(keys):
+        break
+  return sorted(found)
+
+
+def _jsonl_block_rows(builder: _BlockBuilder, data: bytes, lines: _Lines) -> None:
+  for index in range(len(lines.starts)):
+    raw = lines.text(data, index)
+    line = lines.first + index
+    try:
+      text = raw.decode('utf-8')
+    except UnicodeDecodeError:
+      builder.quarantine(line, _raw_text(raw), BadRow(NON_UTF8, 'the line is not valid UTF-8'))
+      continue
+    if not text.strip():
+      builder.blank_lines += 1
       continue
     try:
       row = json.loads(text)
     except json.JSONDecodeError as e:
-      yield line, text.rstrip('\r\n'), BadRow(UNPARSEABLE_ROW, f'bad JSON: {e}')
+      builder.quarantine(line, text, BadRow(UNPARSEABLE_ROW, f'bad JSON: {e}'))
       continue
     if not isinstance(row, dict):
-      yield line, text.rstrip('\r\n'), BadRow(UNPARSEABLE_ROW, 'not a JSON object')
+      builder.quarantine(line, text, BadRow(UNPARSEABLE_ROW, 'not a JSON object'))
       continue
-    yield line, text.rstrip('\r\n'), row
+    builder.add_row(line, text, row)
 
 
-def read_parquet(stream) -> Tuple[Sequence[str], Iterator[Record]]:
-  table = pq.read_table(pa.BufferReader(stream.read()))
-
-  def records():
-    row_number = 0
-    for batch in table.to_batches(max_chunksize=65536):
-      for row in batch.to_pylist():
-        row_number += 1
-        yield row_number, json.dumps(row, default=str, ensure_ascii=False), row
-  return table.column_names, records()
+def _parse_jsonl_block(data: bytes, expected_rows: int) -> Optional[pa.Table]:
+  try:
+    table = pa_json.read_json(
+        io.BytesIO(data), read_options=pa_json.ReadOptions(use_threads=False,
+                                                           block_size=len(data) + 1))
+  except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+    return None
+  return table if table.num_rows == expected_rows else None
 
 
-def read_file(path: str, input_format: str,
-              mapping: column_mapping_lib.ColumnMapping) -> Tuple[bool, Iterator[Record]]:
-  """Returns (whether the file has play rates, its records); raises ValueError on a bad header."""
-  stream = _open_binary(path)
-  if input_format == 'csv':
-    columns, records = read_csv(stream)
-    if not columns:
-      return True, iter(())  # an empty file: no rows
-  elif input_format == 'parquet':
-    columns, records = read_parquet(stream)
-  elif input_format == 'jsonl':
-    records = read_jsonl(stream)
-    first = next(records, None)
-    if first is None:
-      return True, iter(())
-    records = _prepend(first, records)
-    # A JSON-lines log is judged by its first object's keys; later rows lacking a play rate are
-    # then quarantined as missing_play_rate rather than given the default.
-    columns = list(first[2]) if isinstance(first[2], dict) else None
-    if columns is None:
-      return True, records
-  else:
-    raise ValueError(f'input_format must be one of {defaults.INPUT_FORMATS}, got {input_format!r}')
-  if input_format != 'jsonl':
-    missing = mapping.missing_required_columns(columns)
-    if missing:
-      raise ValueError(f'{path}: no column {missing} needed by column mapping {mapping.name!r} '
-                       f'for user_id, item_id and ts; the file has columns {list(columns)}')
-  return mapping.has_play_rate(columns), records
+def _read_jsonl(stream, new_builder, settings: ReadSettings, path: str) -> Iterator[FileBlock]:
+  sources = sorted({s for c in column_mapping_lib.CANONICAL_COLUMNS
+                    for s in settings.mapping.source_columns(c)})
+  validator = _validator(settings, path, _json_keys_present(path, sources))
+  for first, data in _line_blocks(stream, 1):
+    if first == 1:
+      data = _strip_bom(data)
+    builder = new_builder(validator)
+    lines = _Lines.of(data, first)
+    nonblank = lines.nonblank()
+    table = _parse_jsonl_block(data, len(nonblank))
+    if table is None:
+      _jsonl_block_rows(builder, data, lines)
+    else:
+      builder.blank_lines += len(lines.starts) - len(nonblank)
+      builder.add_table(table, lines.first + nonblank, _line_text(data, lines, nonblank))
+    yield builder.block()
 
 
-def _prepend(first: Record, rest: Iterator[Record]) -> Iterator[Record]:
-  yield first
-  yield from rest
+# --- Parquet -----------------------------------------------------------------------------------
+
+def _read_parquet(stream, new_builder, settings: ReadSettings,
+                  path: str) -> Iterator[FileBlock]:
+  parquet = pq.ParquetFile(stream if stream.seekable() else io.BytesIO(stream.read()))
+  validator = _validator(settings, path, parquet.schema_arrow.names)
+  first_row = 1
+  for batch in parquet.iter_batches(batch_size=defaults.PARQUET_BATCH_ROWS):
+    builder = new_builder(validator)
+    table = pa.Table.from_batches([batch])
+    rows = np.arange(first_row, first_row + table.num_rows)
+    builder.add_table(table, rows,
+                      lambda _, row: json.dumps(row, default=str, ensure_ascii=False))
+    first_row += table.num_rows
+    yield builder.block()
 
 
-def read_plays(path: str, file_index: int, input_format: str,
-               mapping: column_mapping_lib.ColumnMapping, min_ts: int, max_ts: int
-               ) -> Iterator[Union[Tuple[str, Play], QuarantinedRow]]:
-  """Yields (user_id, play) for every good row of a file and a QuarantinedRow for every bad one."""
-  has_play_rate, records = read_file(path, input_format, mapping)
-  validator = RowValidator(min_ts=min_ts, max_ts=max_ts, has_play_rate=has_play_rate)
-  for line, raw, row in records:
-    if not isinstance(row, BadRow):
-      try:
-        user_id, ts, item_id, play_rate, intent = validator.play(mapping.canonical_row(row))
-        yield user_id, (ts, file_index, line, item_id, play_rate, intent)
-        continue
-      except BadRow as e:
-        row = e
-      except column_mapping_lib.TransformError as e:
-        reason = {'ts': BAD_TIMESTAMP, 'play_rate': BAD_PLAY_RATE}.get(e.column, BAD_TYPE)
-        row = BadRow(reason, str(e))
-    yield QuarantinedRow(source=path, line=line, reason=row.reason, detail=row.detail, raw=raw)
+_READERS = {'csv': _read_csv, 'jsonl': _read_jsonl, 'parquet': _read_parquet}
+
+
+def read_file(path: str, file_index: int, settings: ReadSettings) -> Iterator[FileBlock]:
+  """Yields the blocks of one file. Raises ValueError naming the file when it cannot be read at
+  all (truncated gzip, not Parquet, a column the mapping needs is missing)."""
+  def new_builder(validator: RowValidator) -> _BlockBuilder:
+    return _BlockBuilder(path, file_index, validator, settings.mapping)
+  try:
+    with input_files.open_decompressed(path) as stream:
+      yield from _READERS[settings.input_format](stream, new_builder, settings, path)
+  except (EOFError, OSError, pa.ArrowException, ValueError) as e:
+    if str(e).startswith(path):
+      raise
+    raise ValueError(f'{path}: cannot read it as {settings.input_format}: '
+                     f'{type(e).__name__}: {e}') from e

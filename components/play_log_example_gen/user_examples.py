@@ -1,4 +1,4 @@
-"""One user's plays -> serialized tf.Examples, split by time.
+"""Plays of a bucket of users -> serialized tf.Examples, split by time.
 
 Both splits share one schema (transform/features.py): a history of plays, oldest first, each with
 its ts and label, and a target play. They differ in how the user's plays (in time order) are cut:
@@ -11,18 +11,22 @@ its ts and label, and a target play. They differ in how the user's plays (in tim
   eval: one example per eval play, its history the up to history_length plays before it (train
     plays included), as a served request would have.
 
-tf.Examples are encoded straight to the protobuf wire format: the pure-Python protobuf runtime
-takes ~0.6 ms to build and serialize one Example with a 50-play history, which would dominate a
-1M-event run. Every play's encoded values are computed once and each history is a join of slices.
-The tests check the bytes against tf.train.Example parsing.
+Plays arrive as columns (pyarrow tables of a bucket of users) and are sorted, deduplicated and
+encoded column-wise. tf.Examples are encoded straight to the protobuf wire format: the pure-Python
+protobuf runtime takes ~0.6 ms to build and serialize one Example with a 50-play history, which
+would dominate a 1M-event run. Every play's encoded values are computed once, for all plays of the
+bucket at a time, and each example is a join of slices of them. The tests check the bytes against
+tf.train.Example parsing.
 """
 
 import dataclasses
-import functools
-import itertools
 import json
-import struct
-from typing import Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+import zlib
+from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from components.play_log_example_gen import play_log_reader
 from transform import features
@@ -52,8 +56,13 @@ def _varint(value: int) -> bytes:
 
 
 def _length_delimited(payload: bytes) -> bytes:
-  """Field 1, wire type 2 (the only tag a tf.Example ever needs at these levels)."""
+  """Field 1, wire type 2."""
   return b'\x0a' + _varint(len(payload)) + payload
+
+
+def _string_value(text: str) -> bytes:
+  """One BytesList element."""
+  return _length_delimited(text.encode('utf-8'))
 
 
 def _entry_prefix(key: str) -> bytes:
@@ -61,85 +70,76 @@ def _entry_prefix(key: str) -> bytes:
   return _length_delimited(key.encode()) + b'\x12'
 
 
-_ENTRY_PREFIXES = {key: _entry_prefix(key) for key in (
-    features.USER_ID, features.TS, features.HISTORY_ITEM_ID, features.HISTORY_PLAY_RATE,
-    features.HISTORY_INTENT, features.HISTORY_TS, features.HISTORY_LABEL, features.ITEM_ID,
-    features.PLAY_RATE, features.INTENT, features.LABEL)}
+_USER_ID, _ITEM_ID, _PLAY_RATE, _INTENT, _TS, _LABEL = (_entry_prefix(key) for key in (
+    features.USER_ID, features.ITEM_ID, features.PLAY_RATE, features.INTENT, features.TS,
+    features.LABEL))
+_HISTORY_ITEM_ID, _HISTORY_PLAY_RATE, _HISTORY_INTENT, _HISTORY_TS, _HISTORY_LABEL = (
+    _entry_prefix(key) for key in (
+        features.HISTORY_ITEM_ID, features.HISTORY_PLAY_RATE, features.HISTORY_INTENT,
+        features.HISTORY_TS, features.HISTORY_LABEL))
+# Feature's oneof fields for numbers, each a list message whose field 1 holds packed values.
+_FLOAT_LIST, _INT64_LIST = b'\x12', b'\x1a'
 
 
-def _feature_entry(key: str, feature: bytes) -> bytes:
-  """A Features.feature map entry (a length-delimited field 1 of Features)."""
-  entry = _ENTRY_PREFIXES[key] + _varint(len(feature)) + feature
-  return b'\x0a' + _varint(len(entry)) + entry
+def _bytes_entry(prefix: bytes, elements: bytes) -> bytes:
+  """A map entry whose Feature is a bytes_list of `elements` (BytesList elements back to back).
+
+  Written out in one join, lengths computed rather than nested: this runs 11 times per example.
+  """
+  list_varint = _varint(len(elements))
+  feature_size = 1 + len(list_varint) + len(elements)
+  feature_varint = _varint(feature_size)
+  return b''.join((b'\x0a', _varint(len(prefix) + len(feature_varint) + feature_size), prefix,
+                   feature_varint, b'\x0a', list_varint, elements))
 
 
-@functools.lru_cache(maxsize=1024)
-def _cached_entry(key: str, feature: bytes) -> bytes:
-  """_feature_entry for the few distinct intents and labels."""
-  return _feature_entry(key, feature)
-
-
-def _bytes_feature(encoded_values: bytes) -> bytes:  # Feature.bytes_list = field 1
-  return _length_delimited(encoded_values)
-
-
-def _float_feature(packed: bytes) -> bytes:  # Feature.float_list = field 2, packed floats
-  float_list = _length_delimited(packed) if packed else b''
-  return b'\x12' + _varint(len(float_list)) + float_list
-
-
-def _int64_feature(packed: bytes) -> bytes:  # Feature.int64_list = field 3, packed varints
-  int64_list = _length_delimited(packed) if packed else b''
-  return b'\x1a' + _varint(len(int64_list)) + int64_list
-
-
-def _string_value(text: str) -> bytes:
-  return _length_delimited(text.encode('utf-8'))
-
-
-# The varint of every label: -1 is a 10-byte one, so it is encoded once here, not once per play.
-_LABEL_VARINTS = {label: _varint(label) for label in (
-    features.LABEL_POSITIVE, features.LABEL_NEGATIVE, features.LABEL_NEITHER)}
+def _packed_entry(prefix: bytes, kind: bytes, packed: bytes) -> bytes:
+  """A map entry whose Feature is a float_list or int64_list (kind) of packed values."""
+  if not packed:
+    return b''.join((b'\x0a', _varint(len(prefix) + 3), prefix, b'\x02', kind, b'\x00'))
+  packed_varint = _varint(len(packed))
+  list_size = 1 + len(packed_varint) + len(packed)
+  list_varint = _varint(list_size)
+  feature_size = 1 + len(list_varint) + list_size
+  feature_varint = _varint(feature_size)
+  return b''.join((b'\x0a', _varint(len(prefix) + len(feature_varint) + feature_size), prefix,
+                   feature_varint, kind, list_varint, b'\x0a', packed_varint, packed))
 
 
 class _EncodedPlays(NamedTuple):
-  """Every play's encoded values, in time order, so that a history is a join of slices."""
-  items: List[bytes]  # BytesList elements
-  rates: List[bytes]  # packed floats
-  intents: List[bytes]  # BytesList elements
-  ts: List[bytes]  # varints
-  labels: List[bytes]  # varints
+  """Every play's encoded values in one buffer per feature, plays in order, with offsets: the
+  values of plays [a, b) are buffer[offsets[a]:offsets[b]] (rates: 4 bytes per play)."""
+  items: bytes  # BytesList elements
+  item_offsets: List[int]
+  rates: bytes  # packed little-endian floats
+  intents: bytes  # BytesList elements
+  intent_offsets: List[int]
+  ts: bytes  # varints
+  ts_offsets: List[int]
+  labels: bytes  # varints
+  label_offsets: List[int]
 
 
-def _target_entries(user_feature: bytes, plays: _EncodedPlays, target: int) -> bytes:
-  """Returns the encoded map entries of everything but the history."""
-  return b''.join((
-      user_feature,
-      _feature_entry(features.ITEM_ID, _bytes_feature(plays.items[target])),
-      _feature_entry(features.PLAY_RATE, _float_feature(plays.rates[target])),
-      _cached_entry(features.INTENT, _bytes_feature(plays.intents[target])),
-      _feature_entry(features.TS, _int64_feature(plays.ts[target])),
-      _cached_entry(features.LABEL, _int64_feature(plays.labels[target])),
-  ))
-
-
-def _history_entries(plays: _EncodedPlays, start: int, stop: int) -> bytes:
-  """Returns the encoded map entries of the history plays[start:stop]."""
-  return b''.join((
-      _feature_entry(features.HISTORY_ITEM_ID, _bytes_feature(b''.join(plays.items[start:stop]))),
-      _feature_entry(features.HISTORY_PLAY_RATE,
-                     _float_feature(b''.join(plays.rates[start:stop]))),
-      _feature_entry(features.HISTORY_INTENT,
-                     _bytes_feature(b''.join(plays.intents[start:stop]))),
-      _feature_entry(features.HISTORY_TS, _int64_feature(b''.join(plays.ts[start:stop]))),
-      _feature_entry(features.HISTORY_LABEL, _int64_feature(b''.join(plays.labels[start:stop]))),
-  ))
-
-
-def _example(user_feature: bytes, plays: _EncodedPlays, start: int, target: int) -> bytes:
+def _example(user_entry: bytes, plays: _EncodedPlays, start: int, target: int) -> bytes:
   """Returns a serialized tf.Example: history plays[start:target], target plays[target]."""
-  return _length_delimited(_target_entries(user_feature, plays, target)
-                           + _history_entries(plays, start, target))
+  after = target + 1
+  items, item_at, rates = plays.items, plays.item_offsets, plays.rates
+  intents, intent_at = plays.intents, plays.intent_offsets
+  ts, ts_at = plays.ts, plays.ts_offsets
+  labels, label_at = plays.labels, plays.label_offsets
+  return _length_delimited(b''.join((
+      user_entry,
+      _bytes_entry(_ITEM_ID, items[item_at[target]:item_at[after]]),
+      _packed_entry(_PLAY_RATE, _FLOAT_LIST, rates[4 * target:4 * after]),
+      _bytes_entry(_INTENT, intents[intent_at[target]:intent_at[after]]),
+      _packed_entry(_TS, _INT64_LIST, ts[ts_at[target]:ts_at[after]]),
+      _packed_entry(_LABEL, _INT64_LIST, labels[label_at[target]:label_at[after]]),
+      _bytes_entry(_HISTORY_ITEM_ID, items[item_at[start]:item_at[target]]),
+      _packed_entry(_HISTORY_PLAY_RATE, _FLOAT_LIST, rates[4 * start:4 * target]),
+      _bytes_entry(_HISTORY_INTENT, intents[intent_at[start]:intent_at[target]]),
+      _packed_entry(_HISTORY_TS, _INT64_LIST, ts[ts_at[start]:ts_at[target]]),
+      _packed_entry(_HISTORY_LABEL, _INT64_LIST, labels[label_at[start]:label_at[target]]),
+  )))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,59 +150,109 @@ class ExampleConfig:
   eval_plays_per_user: int
   eval_start_ts: Optional[int] = None  # if set, plays at or after it are eval
 
-  def label(self, play_rate: float) -> int:
-    if play_rate >= self.pos_threshold:
-      return features.LABEL_POSITIVE
-    if play_rate <= self.neg_threshold:
-      return features.LABEL_NEGATIVE
-    return features.LABEL_NEITHER
+  def labels(self, play_rates: np.ndarray) -> np.ndarray:
+    """Returns the LABEL_* value of each play rate."""
+    return np.where(play_rates >= self.pos_threshold, features.LABEL_POSITIVE,
+                    np.where(play_rates <= self.neg_threshold, features.LABEL_NEGATIVE,
+                             features.LABEL_NEITHER))
 
-  def first_eval_index(self, plays: Sequence[play_log_reader.Play]) -> int:
-    """Returns the index of a user's first eval play in time order (len(plays) if none)."""
+  def first_eval_index(self, ts: np.ndarray) -> int:
+    """Returns the index of a user's first eval play, given the user's ts in time order."""
     if self.eval_start_ts is None:
-      return max(0, len(plays) - self.eval_plays_per_user)
-    for index, play in enumerate(plays):
-      if play[0] >= self.eval_start_ts:
-        return index
-    return len(plays)
+      return max(0, len(ts) - self.eval_plays_per_user)
+    return int(np.searchsorted(ts, self.eval_start_ts, side='left'))
 
 
-def ordered_unique_plays(chunks: Iterable[Sequence[play_log_reader.Play]]
-                         ) -> Tuple[List[play_log_reader.Play], List[play_log_reader.Play]]:
-  """Returns (plays by time, ties by source order; later duplicates of (item, ts))."""
-  plays = sorted(itertools.chain.from_iterable(chunks))
-  unique, duplicates, seen = [], [], set()
-  for play in plays:
-    key = (play[3], play[0])
-    if key in seen:
-      duplicates.append(play)
-    else:
-      seen.add(key)
-      unique.append(play)
-  return unique, duplicates
+def varints(values: np.ndarray) -> Tuple[bytes, List[int]]:
+  """Returns (the int64 values as protobuf varints back to back, offsets [len(values) + 1])."""
+  rest = values.astype(np.int64).view(np.uint64)  # negatives: 10-byte two's complement varints
+  groups = np.zeros((len(rest), 10), np.uint8)
+  sizes = np.ones(len(rest), np.int64)
+  for k in range(10):
+    groups[:, k] = (rest & np.uint64(0x7F)).astype(np.uint8)
+    rest = rest >> np.uint64(7)
+    more = rest > 0
+    groups[:, k] |= more.astype(np.uint8) << 7
+    sizes += more
+  used = np.arange(10)[None, :] < sizes[:, None]
+  return groups[used].tobytes(), np.concatenate([[0], np.cumsum(sizes)]).tolist()
 
 
-def duplicate_row(user_id: str, play: play_log_reader.Play,
-                  files: Sequence[str]) -> play_log_reader.QuarantinedRow:
-  ts, file_index, line, item_id, play_rate, intent = play
-  raw = json.dumps({'user_id': user_id, 'item_id': item_id, 'ts': ts, 'play_rate': play_rate,
-                    'intent': intent}, ensure_ascii=False)
-  return play_log_reader.QuarantinedRow(
-      source=files[file_index], line=line, reason=play_log_reader.DUPLICATE_EVENT,
-      detail='same user_id, item_id and ts as an earlier row', raw=raw)
+def _dictionary(array: pa.ChunkedArray) -> Tuple[np.ndarray, List[str]]:
+  """Returns (each value's code, the distinct values) of a string column."""
+  encoded = pc.dictionary_encode(array.combine_chunks() if isinstance(array, pa.ChunkedArray)
+                                 else array)
+  return encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()
 
 
-def _encoded_plays(plays: Sequence[play_log_reader.Play],
-                   config: ExampleConfig) -> _EncodedPlays:
-  """Returns every play's encoded values; the few distinct intents are encoded once each."""
-  intent_values = {}
-  return _EncodedPlays(
-      items=[_string_value(play[3]) for play in plays],
-      rates=[struct.pack('<f', play[4]) for play in plays],
-      intents=[intent_values.get(play[5]) or
-               intent_values.setdefault(play[5], _string_value(play[5])) for play in plays],
-      ts=[_varint(play[0]) for play in plays],
-      labels=[_LABEL_VARINTS[config.label(play[4])] for play in plays])
+def _encoded_strings(codes: np.ndarray, values: Sequence[str]) -> Tuple[bytes, List[int]]:
+  """Returns (BytesList elements of values[codes] back to back, offsets)."""
+  encoded = [_string_value(value) for value in values]
+  sizes = np.array([len(e) for e in encoded], np.int64)
+  return (b''.join([encoded[code] for code in codes.tolist()]),
+          np.concatenate([[0], np.cumsum(sizes[codes])]).tolist())
+
+
+def user_buckets(user_ids: pa.ChunkedArray, num_buckets: int) -> np.ndarray:
+  """Returns each play's bucket: a hash of its user, the same on every worker and run."""
+  codes, users = _dictionary(user_ids)
+  bucket_of_user = np.array([zlib.crc32(user.encode('utf-8')) % num_buckets for user in users],
+                            np.int64)
+  return bucket_of_user[codes] if len(users) else np.zeros(0, np.int64)
+
+
+class BucketExamples(NamedTuple):
+  """What a bucket of users' plays gives."""
+  examples: List['UserExample']
+  duplicates: List[play_log_reader.QuarantinedRow]
+  plays_used: int
+  tied_plays: int  # plays with the same user and ts as another play (ordered by seq, input order)
+  unknown_intents: int  # plays whose intent is not one of features.INTENTS
+
+
+class UserExample(NamedTuple):
+  """A serialized tf.Example and its size, which lets the executor check that the train windows
+  hold every train play once."""
+  split: str
+  plays: int  # plays in the example, history and target: a train window's size
+  serialized: bytes
+
+
+def _duplicate_rows(plays: pa.Table, rows: np.ndarray,
+                    files: Sequence[str]) -> List[play_log_reader.QuarantinedRow]:
+  quarantined = []
+  for play in plays.take(pa.array(rows, pa.int64())).to_pylist():
+    raw = json.dumps({key: play[key] for key in ('user_id', 'item_id', 'ts', 'play_rate',
+                                                 'intent')}, ensure_ascii=False)
+    quarantined.append(play_log_reader.QuarantinedRow(
+        source=files[play['file_index']], line=play['line'],
+        reason=play_log_reader.DUPLICATE_EVENT,
+        detail='same user_id, item_id and ts as an earlier row', raw=raw))
+  return quarantined
+
+
+def _sorted_unique(user_codes: np.ndarray, item_codes: np.ndarray, plays: pa.Table
+                   ) -> Tuple[np.ndarray, np.ndarray]:
+  """Returns (rows of the unique plays by user, ts, seq, input order; rows of duplicates).
+
+  A duplicate has the user, item and ts of an earlier row in input order (file, line)."""
+  ts = plays['ts'].to_numpy()
+  file_index, line = plays['file_index'].to_numpy(), plays['line'].to_numpy()
+  by_event = np.lexsort((line, file_index, item_codes, ts, user_codes))
+  same_event = ((np.diff(user_codes[by_event]) == 0) & (np.diff(ts[by_event]) == 0)
+                & (np.diff(item_codes[by_event]) == 0))
+  is_duplicate = np.concatenate([[False], same_event])
+  unique = by_event[~is_duplicate]
+  seq = plays['seq'].to_numpy()
+  order = np.lexsort((line[unique], file_index[unique], seq[unique], ts[unique],
+                      user_codes[unique]))
+  return unique[order], by_event[is_duplicate]
+
+
+def _tied(user_codes: np.ndarray, ts: np.ndarray) -> np.ndarray:
+  """Whether each play (in user, ts order) shares its user and ts with a neighbour."""
+  same = (np.diff(user_codes) == 0) & (np.diff(ts) == 0)
+  return np.concatenate([[False], same]) | np.concatenate([same, [False]])
 
 
 def _example_spans(num_plays: int, first_eval: int,
@@ -219,19 +269,41 @@ def _example_spans(num_plays: int, first_eval: int,
     yield EVAL, max(0, target - history_length), target
 
 
-class UserExample(NamedTuple):
-  """A serialized tf.Example and its size, which lets the executor check that the train windows
-  hold every train play once."""
-  split: str
-  plays: int  # plays in the example, history and target: a train window's size
-  serialized: bytes
-
-
-def user_examples(user_id: str, plays: Sequence[play_log_reader.Play],
-                  config: ExampleConfig) -> Iterator[UserExample]:
-  """Yields every example of a user (train windows, then eval plays), plays in time order."""
-  user_feature = _feature_entry(features.USER_ID, _bytes_feature(_string_value(user_id)))
-  encoded = _encoded_plays(plays, config)
-  spans = _example_spans(len(plays), config.first_eval_index(plays), config.history_length)
-  for split, start, target in spans:
-    yield UserExample(split, target + 1 - start, _example(user_feature, encoded, start, target))
+def bucket_examples(plays: pa.Table, config: ExampleConfig,
+                    files: Sequence[str]) -> BucketExamples:
+  """Builds every example of the users in `plays` (play_log_reader.PLAYS_SCHEMA): each user's
+  train windows, then eval plays, users in an order that depends on the plays only."""
+  if not plays.num_rows:
+    return BucketExamples([], [], 0, 0, 0)
+  user_codes, users = _dictionary(plays['user_id'])
+  item_codes, items = _dictionary(plays['item_id'])
+  order, duplicates = _sorted_unique(user_codes, item_codes, plays)
+  user_codes, item_codes = user_codes[order], item_codes[order]
+  ts = plays['ts'].to_numpy()[order]
+  play_rates = plays['play_rate'].to_numpy()[order]
+  intent_codes, intents = _dictionary(plays['intent'].take(pa.array(order, pa.int64())))
+  encoded = _EncodedPlays(
+      *_encoded_strings(item_codes, items),
+      play_rates.astype('<f4').tobytes(),
+      *_encoded_strings(intent_codes, intents),
+      *varints(ts),
+      *varints(config.labels(play_rates)))
+  # Users by name, so the examples' order does not depend on the order the plays came in.
+  starts = np.flatnonzero(np.concatenate([[True], np.diff(user_codes) != 0]))
+  stops = np.concatenate([starts[1:], [len(order)]])
+  examples = []
+  for user_start in sorted(starts.tolist(), key=lambda s: users[user_codes[s]]):
+    user_stop = int(stops[np.searchsorted(starts, user_start)])
+    user_entry = _bytes_entry(_USER_ID, _string_value(users[user_codes[user_start]]))
+    first_eval = config.first_eval_index(ts[user_start:user_stop])
+    for split, start, target in _example_spans(user_stop - user_start, first_eval,
+                                               config.history_length):
+      examples.append(UserExample(split, target + 1 - start, _example(
+          user_entry, encoded, user_start + start, user_start + target)))
+  known = np.isin(np.asarray(intents, dtype=object), features.INTENTS)
+  return BucketExamples(
+      examples=examples,
+      duplicates=_duplicate_rows(plays, duplicates, files),
+      plays_used=len(order),
+      tied_plays=int(_tied(user_codes, ts).sum()),
+      unknown_intents=int((~known[intent_codes]).sum()))

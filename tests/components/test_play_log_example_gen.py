@@ -7,6 +7,7 @@ import gzip
 import json
 import os
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -24,6 +25,8 @@ from components.play_log_example_gen import component
 from components.play_log_example_gen import defaults
 from components.play_log_example_gen import driver
 from components.play_log_example_gen import executor
+from components.play_log_example_gen import input_files
+from components.play_log_example_gen import play_columns
 from components.play_log_example_gen import play_log_reader as r
 from components.play_log_example_gen import user_examples
 from datagen import generate as generate_lib
@@ -122,12 +125,16 @@ def assert_labels_follow_the_thresholds(examples):
                                        neg_threshold=defaults.NEG_THRESHOLD, eval_plays_per_user=0)
   for example in examples:
     for play in window_of(example):
-      assert play[features.LABEL] == config.label(play[features.PLAY_RATE]), play
+      assert play[features.LABEL] == config.labels(np.array([play[features.PLAY_RATE]]))[0], play
 
 
 def read_quarantine(quarantine):
+  return read_quarantine_dir(quarantine.uri)
+
+
+def read_quarantine_dir(directory):
   rows = []
-  for path in glob.glob(os.path.join(quarantine.uri, 'quarantine-*.jsonl')):
+  for path in glob.glob(os.path.join(str(directory), 'quarantine-*.jsonl')):
     with open(path, encoding='utf-8') as f:
       rows.extend(json.loads(line) for line in f)
   return rows
@@ -162,9 +169,12 @@ BROKEN_CSV_ROWS = [
     ('u2,i4,1999-12-31T23:59:59Z,1000,200000,on_demand', r.BAD_TIMESTAMP),
     ('u2,i4,4102444800000,1000,200000,on_demand', r.BAD_TIMESTAMP),  # 2100
     ('u2,i4,1700000300000,,200000,on_demand', r.MISSING_PLAY_RATE),
-    ('u2,i4,1700000300000,1000,200000,shuffle', r.UNKNOWN_INTENT),
-    ('u2,i5,1700000400000,250000,200000,genre_request', None),  # play_ms > duration: rate 1
+    ('u2,i4,1700000300000,1000,200000,shuffle', None),  # an intent of its own: kept, counted
+    ('u2,i5,1700000400000,250000,200000,genre_request', r.BAD_PLAY_RATE),  # 1.25 x the song
+    ('u2,i6,1700000500000,205000,200000,genre_request', None),  # 1.025 x: rate 1, counted
 ]
+# The broken-rows tests narrow the timestamps to 2000-01-01 onwards, so epoch seconds are caught.
+MIN_TS_2000 = 946684800000
 NON_UTF8_LINE = b'u3,caf\xe9,1700000000000,1000,200000,on_demand\n'
 
 
@@ -204,7 +214,8 @@ def expected_broken_reasons(directory):
 def test_every_broken_row_is_quarantined_with_its_reason(tmp_path):
   logs = tmp_path / 'logs'
   write_broken_logs(str(logs))
-  examples, quarantine = run_executor(tmp_path, logs, max_bad_fraction=1.0)
+  examples, quarantine = run_executor(tmp_path, logs, max_bad_fraction=1.0,
+                                      min_ts_ms=MIN_TS_2000)
 
   quarantined = read_quarantine(quarantine)
   assert {(q['source'], q['line']): q['reason'] for q in quarantined} == expected_broken_reasons(
@@ -220,9 +231,14 @@ def test_every_broken_row_is_quarantined_with_its_reason(tmp_path):
   counts = counts_of(examples)
   assert counts['rows_read'] == good + bad == counts['rows_used'] + counts['rows_quarantined']
   assert counts['rows_used'] == good == counts['train_plays'] + counts['eval_examples']
-  # Good rows: u1 3, u2 1, u4 2. Each user's last two plays are eval: u1's first is all of train.
-  assert (counts['train_examples'], counts['train_plays'], counts['eval_examples']) == (1, 1, 5)
+  # Good rows: u1 3, u2 2, u4 2. Each user's last two plays are eval: u1's first is all of train.
+  assert (counts['train_examples'], counts['train_plays'], counts['eval_examples']) == (1, 1, 6)
   assert counts_of(quarantine) == counts
+  for name, count in (('blank_lines', 1), ('capped_play_rates', 1), ('unknown_intents', 1),
+                      ('files_read', 3), ('files_ignored', 1), ('tied_plays', 0)):
+    assert examples.get_int_custom_property(name) == count, name
+  assert json.loads(examples.get_string_custom_property('ignored_files')) == [
+      os.path.join(str(logs), '_SUCCESS')]
   by_reason = json.loads(examples.get_string_custom_property('quarantined_by_reason'))
   assert by_reason == dict(collections.Counter(expected_broken_reasons(str(logs)).values()))
   assert examples_utils.get_payload_format(examples) == example_gen_pb2.FORMAT_TF_EXAMPLE
@@ -232,7 +248,8 @@ def test_every_broken_row_is_quarantined_with_its_reason(tmp_path):
   assert plays[('u1', 'i2')][features.TS] == T0 + 40_000
   assert plays[('u1', 'i3')][features.TS] == T0 + 100_000 - 3_600_000  # +01:00 offset
   assert plays[('u1', 'i3')][features.INTENT] == features.DEFAULT_INTENT
-  assert plays[('u2', 'i5')][features.PLAY_RATE] == 1.0
+  assert plays[('u2', 'i6')][features.PLAY_RATE] == 1.0
+  assert plays[('u2', 'i4')][features.INTENT] == 'shuffle'
   assert plays[('u4', 'i1')][features.LABEL] == features.LABEL_POSITIVE  # from the .gz file
 
 
@@ -240,7 +257,7 @@ def test_run_fails_when_bad_fraction_passes_the_limit(tmp_path):
   logs = tmp_path / 'logs'
   write_broken_logs(str(logs))
   with pytest.raises(RuntimeError) as failure:
-    run_executor(tmp_path, logs, max_bad_fraction=0.5)
+    run_executor(tmp_path, logs, max_bad_fraction=0.5, min_ts_ms=MIN_TS_2000)
   message = str(failure.value)
   bad = len(expected_broken_reasons(str(logs)))
   read = bad + sum(1 for _, reason in BROKEN_CSV_ROWS if reason is None) + 2
@@ -250,6 +267,9 @@ def test_run_fails_when_bad_fraction_passes_the_limit(tmp_path):
   assert f'{r.BAD_TIMESTAMP}: 5 (e.g. {logs}/broken.csv:' in message
   assert message.index(r.BAD_TIMESTAMP) < message.index(r.BAD_DURATION)
   assert message.endswith(f'is in {tmp_path}/out/quarantine')
+  # The failed run leaves no examples behind, only the quarantine the message points at.
+  assert not glob.glob(str(tmp_path / 'out' / 'examples' / '*' / '*'))
+  assert read_quarantine_dir(tmp_path / 'out' / 'quarantine')
 
 
 def write_csv(path, rows):
@@ -353,7 +373,7 @@ def test_parquet_with_nulls_and_play_rate_column(tmp_path):
       'user_id': ['u1', None, 'u1', 'u1', 'u1'],
       'item_id': ['i1', 'i2', 'i3', 'i4', 'i5'],
       'ts': pa.array([T0, T0 + 1, None, T0 + 3, T0 + 4], pa.timestamp('ms', tz='UTC')),
-      'play_rate': [1.7, 0.5, 0.5, None, -0.2],  # clipped to [0, 1]
+      'play_rate': [1.0, 0.5, 0.5, None, 0.0],
   })
   pq.write_table(table, logs / 'plays.parquet')
   examples, quarantine = run_executor(tmp_path, logs, input_format='parquet',
@@ -443,39 +463,58 @@ def test_train_windows_are_written_in_random_order(tmp_path):
 
 
 def expected_tf_example(user_id, history, target, config):
-  """Builds with the protobuf library what user_examples encodes by hand."""
+  """Builds with the protobuf library what user_examples encodes by hand (plays: dicts)."""
   example = tf.train.Example()
   feature = example.features.feature
+  label = lambda play: int(config.labels(np.array([play['play_rate']]))[0])
   feature[features.USER_ID].bytes_list.value.append(user_id.encode())
-  feature[features.HISTORY_ITEM_ID].bytes_list.value.extend([p[3].encode() for p in history])
-  feature[features.HISTORY_PLAY_RATE].float_list.value.extend([p[4] for p in history])
-  feature[features.HISTORY_INTENT].bytes_list.value.extend([p[5].encode() for p in history])
-  feature[features.HISTORY_TS].int64_list.value.extend([p[0] for p in history])
-  feature[features.HISTORY_LABEL].int64_list.value.extend([config.label(p[4]) for p in history])
-  feature[features.ITEM_ID].bytes_list.value.append(target[3].encode())
-  feature[features.PLAY_RATE].float_list.value.append(target[4])
-  feature[features.INTENT].bytes_list.value.append(target[5].encode())
-  feature[features.TS].int64_list.value.append(target[0])
-  feature[features.LABEL].int64_list.value.append(config.label(target[4]))
+  feature[features.HISTORY_ITEM_ID].bytes_list.value.extend(
+      [p['item_id'].encode() for p in history])
+  feature[features.HISTORY_PLAY_RATE].float_list.value.extend([p['play_rate'] for p in history])
+  feature[features.HISTORY_INTENT].bytes_list.value.extend([p['intent'].encode() for p in history])
+  feature[features.HISTORY_TS].int64_list.value.extend([p['ts'] for p in history])
+  feature[features.HISTORY_LABEL].int64_list.value.extend([label(p) for p in history])
+  feature[features.ITEM_ID].bytes_list.value.append(target['item_id'].encode())
+  feature[features.PLAY_RATE].float_list.value.append(target['play_rate'])
+  feature[features.INTENT].bytes_list.value.append(target['intent'].encode())
+  feature[features.TS].int64_list.value.append(target['ts'])
+  feature[features.LABEL].int64_list.value.append(label(target))
   return example
+
+
+def plays_table(plays):
+  return pa.Table.from_pylist(plays, schema=r.PLAYS_SCHEMA)
 
 
 def test_encoded_examples_equal_tf_examples():
   config = user_examples.ExampleConfig(history_length=2, pos_threshold=0.8, neg_threshold=0.3,
                                        eval_plays_per_user=2)
-  plays = [(T0, 0, 2, 'é', 0.25, 'recommend'), (T0 + 1, 0, 3, 'b' * 300, 0.9, 'on_demand'),
-           (T0 + 2, 0, 4, 'c', 0.5, 'genre_request'), (T0 + 3, 0, 5, 'd', 0.5, 'recommend'),
-           (T0 + 4, 0, 6, 'e', 0.95, 'on_demand'), (T0 + 5, 0, 7, 'f', 0.1, 'recommend')]
-  assert config.label(0.5) == features.LABEL_NEITHER  # a negative int64: history and target label
+  user = 'u' * 200
+  plays = [dict(user_id=user, item_id=item, ts=ts, play_rate=rate, intent=intent, seq=0,
+                file_index=0, line=line)
+           for line, (ts, item, rate, intent) in enumerate([
+               (T0, 'é', 0.25, 'recommend'), (T0 + 1, 'b' * 300, 0.9, 'on_demand'),
+               (T0 + 2, 'c', 0.5, 'genre_request'), (T0 + 3, 'd', 0.5, 'recommend'),
+               (T0 + 4, 'e', 0.95, 'on_demand'), (2**42, 'f', 0.1, 'recommend')], start=2)]
+  # A negative int64 (the 'neither' label) is a 10-byte varint, history and target.
+  assert config.labels(np.array([0.5]))[0] == features.LABEL_NEITHER
   # (split, first play, target): train plays 0-3 in windows [0, 1, 2] and [3]; eval plays 4 and 5
   # with the two plays before each.
   spans = [('train', 0, 2), ('train', 3, 3), ('eval', 2, 4), ('eval', 3, 5)]
-  encoded = list(user_examples.user_examples('u' * 200, plays, config))
-  assert [(e.split, e.plays) for e in encoded] == [(split, target + 1 - start)
-                                                   for split, start, target in spans]
-  for (_, start, target), example in zip(spans, encoded):
+  built = user_examples.bucket_examples(plays_table(plays[::-1]), config, ['f.csv'])
+  assert [(e.split, e.plays) for e in built.examples] == [(split, target + 1 - start)
+                                                          for split, start, target in spans]
+  for (_, start, target), example in zip(spans, built.examples):
     assert tf.train.Example.FromString(example.serialized) == expected_tf_example(
-        'u' * 200, plays[start:target], plays[target], config)
+        user, plays[start:target], plays[target], config)
+
+
+def test_varints_equal_protobuf_encoding():
+  values = np.array([0, 1, 127, 128, 300, 16383, 16384, 2**40, 2**63 - 1, -1, -2**63])
+  encoded, offsets = user_examples.varints(values)
+  for k, value in enumerate(values.tolist()):
+    packed = tf.train.Int64List(value=[value]).SerializeToString()
+    assert encoded[offsets[k]:offsets[k + 1]] == packed[2:], value  # after tag and length
 
 
 def test_component_spec_and_parameter_errors(tmp_path):
@@ -491,8 +530,10 @@ def test_component_spec_and_parameter_errors(tmp_path):
     component.PlayLogExampleGen(input_base=str(tmp_path), pos_threshold=0.2)
   with pytest.raises(ValueError, match='input_format must be one of'):
     component.PlayLogExampleGen(input_base=str(tmp_path), input_format='xml')
-  with pytest.raises(ValueError, match='matches no files'):
-    executor.input_files(str(tmp_path / 'nothing-*.csv'))
+  with pytest.raises(ValueError, match='holds no play-log files'):
+    input_files.find_input_files(str(tmp_path / 'nothing-*.csv'))
+  with pytest.raises(ValueError, match='ts_unit must be one of'):
+    component.PlayLogExampleGen(input_base=str(tmp_path), ts_unit='us')
 
 
 def test_missing_required_column_names_the_file(tmp_path):
@@ -555,3 +596,261 @@ def test_in_a_local_pipeline_statistics_gen_reads_it_and_new_files_bust_the_cach
   state, examples = run()
   assert state == metadata_store_pb2.Execution.COMPLETE
   assert examples[-1].custom_properties['rows_read'].int_value == 6
+
+
+# --- Bad input a new user would try: every row used, quarantined with a reason, or ignored -----
+
+def assert_accounted(examples, quarantine, reasons, labels):
+  """Asserts rows read = used + quarantined, each quarantined row's (file name, line) -> reason,
+  and {item_id: label} of every written play."""
+  counts = counts_of(examples)
+  assert counts['rows_read'] == counts['rows_used'] + counts['rows_quarantined']
+  assert counts['rows_used'] == counts['train_plays'] + counts['eval_examples']
+  assert {(os.path.basename(q['source']), q['line']): q['reason']
+          for q in read_quarantine(quarantine)} == reasons
+  assert counts['rows_quarantined'] == len(reasons)
+  assert {p['item_id']: p['label'] for p in written_plays(examples)} == labels
+  assert counts['rows_used'] == len(labels)
+
+
+def canonical_lines(first_item, count, user='u1', rate_ms=190_000):
+  return [f'{user},i{k},{T0 + k * 1000},{rate_ms},200000,on_demand'
+          for k in range(first_item, first_item + count)]
+
+
+def test_an_open_quote_costs_its_own_line_only(tmp_path):
+  logs = tmp_path / 'logs'
+  os.makedirs(logs)
+  lines = canonical_lines(0, 1000)
+  lines.insert(500, 'u1,"i-open,1700000000000,1000,200000,on_demand')
+  lines.insert(700, 'u1,"i,quoted",1700000000500,1000,200000,on_demand')  # a closed quote
+  (logs / 'a.csv').write_text(HEADER + '\n'.join(lines) + '\n')
+  examples, quarantine = run_executor(tmp_path, logs)
+  expected = {f'i{k}': features.LABEL_POSITIVE for k in range(1000)}
+  expected['i,quoted'] = features.LABEL_NEGATIVE
+  assert_accounted(examples, quarantine, {('a.csv', 502): r.UNPARSEABLE_ROW}, expected)
+  # The same plays through the column-wise path (no bad line in the block) give the same examples.
+  clean = tmp_path / 'clean'
+  os.makedirs(clean)
+  del lines[500]
+  (clean / 'a.csv').write_text(HEADER + '\n'.join(lines) + '\n')
+  clean_examples, _ = run_executor(tmp_path / 'again', clean)
+  for split in ('train', 'eval'):
+    key = lambda e: (e['user_id'], e['ts'])
+    assert sorted(read_split(examples, split), key=key) == sorted(
+        read_split(clean_examples, split), key=key)
+
+
+def test_compression_is_decided_by_content_not_name(tmp_path):
+  logs = tmp_path / 'logs'
+  os.makedirs(logs)
+  with gzip.open(logs / 'gzipped.csv', 'wt') as f:  # gzipped, named .csv
+    f.write(HEADER + '\n'.join(canonical_lines(0, 3)) + '\n')
+  (logs / 'plain.csv.gz').write_text(HEADER + '\n'.join(canonical_lines(3, 3)) + '\n')
+  examples, quarantine = run_executor(tmp_path, logs)
+  assert_accounted(examples, quarantine, {},
+                   {f'i{k}': features.LABEL_POSITIVE for k in range(6)})
+
+
+def test_input_is_found_recursively_and_ignored_files_are_listed(tmp_path):
+  logs = tmp_path / 'logs'
+  for day in ('2026-11-30', '2026-12-01', '_temporary/0'):
+    os.makedirs(logs / day)
+  (logs / '2026-11-30' / 'part-0.csv').write_text(HEADER + canonical_lines(0, 1)[0] + '\n')
+  (logs / '2026-12-01' / 'part-0.csv').write_text(HEADER + canonical_lines(1, 1)[0] + '\n')
+  (logs / '_temporary' / '0' / 'part-0.csv').write_text(HEADER + canonical_lines(2, 1)[0] + '\n')
+  (logs / '_SUCCESS').write_text('')
+  (logs / '2026-12-01' / '.part-0.csv.crc').write_bytes(b'\x00\x01')
+  examples, quarantine = run_executor(tmp_path, logs)
+  assert_accounted(examples, quarantine, {}, {'i0': features.LABEL_POSITIVE,
+                                              'i1': features.LABEL_POSITIVE})
+  assert examples.get_int_custom_property('files_read') == 2
+  assert json.loads(examples.get_string_custom_property('ignored_files')) == [
+      str(logs / '2026-12-01' / '.part-0.csv.crc'), str(logs / '_SUCCESS'),
+      str(logs / '_temporary' / '0' / 'part-0.csv')]
+  assert examples.get_int_custom_property('files_ignored') == 3
+
+
+def test_jsonl_play_fields_are_decided_by_the_whole_file(tmp_path):
+  logs = tmp_path / 'logs'
+  os.makedirs(logs)
+  rows = [{'user_id': 'u1', 'item_id': 'i0', 'ts': T0}]  # no play fields in the first object
+  rows += [{'user_id': 'u1', 'item_id': f'i{k}', 'ts': T0 + k, 'play_ms': 1000 * k,
+            'duration_ms': 4000} for k in range(1, 5)]
+  (logs / 'a.jsonl').write_text(''.join(json.dumps(row) + '\n' for row in rows))
+  examples, quarantine = run_executor(tmp_path, logs, input_format='jsonl', max_bad_fraction=0.5)
+  assert_accounted(examples, quarantine, {('a.jsonl', 1): r.MISSING_PLAY_RATE}, {
+      'i1': features.LABEL_NEGATIVE, 'i2': features.LABEL_NEITHER, 'i3': features.LABEL_NEITHER,
+      'i4': features.LABEL_POSITIVE})
+
+
+def test_a_mapped_column_the_file_lacks_is_an_error_naming_both(tmp_path):
+  logs = tmp_path / 'logs'
+  os.makedirs(logs)
+  (logs / 'a.csv').write_text('user_id,item_id,ts,ms_played\nu1,i1,1700000000000,1000\n')
+  mapping = json.dumps({'play_ms': 'ms_played', 'duration_ms': 'track_ms'})
+  with pytest.raises(ValueError, match=r"a.csv: no column \['track_ms'\] needed by column "
+                                       r"mapping 'custom'"):
+    run_executor(tmp_path, logs, column_mapping=mapping)
+  assert not glob.glob(str(tmp_path / 'out' / 'examples' / '*' / '*'))
+
+
+def test_out_of_range_values_are_quarantined_not_clamped(tmp_path):
+  logs = tmp_path / 'logs'
+  os.makedirs(logs)
+  (logs / 'rates.csv').write_text('user_id,item_id,ts,play_rate\n' + ''.join(
+      f'u1,{item},{T0 + k},{rate}\n' for k, (item, rate) in enumerate([
+          ('r-five', '5'), ('r-inf', 'inf'), ('r-neg', '-3'), ('r-nan', 'nan'),
+          ('r-over', '1.0000001'), ('r-one', '1'), ('r-zero', '0.0'), ('r-half', ' .5 ')])))
+  (logs / 'ms.csv').write_text(HEADER + ''.join(
+      f'u2,{item},{T0 + k},{play_ms},{duration_ms},on_demand\n'
+      for k, (item, play_ms, duration_ms) in enumerate([
+          ('m-huge', 10**15, 2000), ('m-past', 2200, 2000), ('m-capped', 2050, 2000),
+          ('m-end', 2000, 2000), ('m-skip', 100, 2000)])))
+  examples, quarantine = run_executor(tmp_path, logs, max_bad_fraction=1.0,
+                                      eval_plays_per_user=0)
+  assert_accounted(examples, quarantine, {
+      ('rates.csv', 2): r.BAD_PLAY_RATE, ('rates.csv', 3): r.BAD_PLAY_RATE,
+      ('rates.csv', 4): r.BAD_PLAY_RATE, ('rates.csv', 5): r.BAD_PLAY_RATE,
+      ('rates.csv', 6): r.BAD_PLAY_RATE, ('ms.csv', 2): r.BAD_PLAY_RATE,
+      ('ms.csv', 3): r.BAD_PLAY_RATE,
+  }, {'r-one': features.LABEL_POSITIVE, 'r-zero': features.LABEL_NEGATIVE,
+      'r-half': features.LABEL_NEITHER, 'm-capped': features.LABEL_POSITIVE,
+      'm-end': features.LABEL_POSITIVE, 'm-skip': features.LABEL_NEGATIVE})
+  assert examples.get_int_custom_property('capped_play_rates') == 1
+  details = {q['raw']: q['detail'] for q in read_quarantine(quarantine)}
+  assert details[f'u1,r-five,{T0},5'] == "play_rate 5.0 is not in [0, 1]"
+  assert details[f'u2,m-huge,{T0},{10**15},2000,on_demand'] == (
+      f'play_ms {10**15} is more than 1.05 x duration_ms 2000')
+
+
+def test_empty_or_header_only_input_fails_naming_it(tmp_path):
+  logs = tmp_path / 'logs'
+  os.makedirs(logs)
+  (logs / 'header.csv').write_text(HEADER)
+  (logs / 'empty.csv').write_text('')
+  with pytest.raises(RuntimeError, match=f"no rows in the 2 file.s. under input_base '{logs}'"):
+    run_executor(tmp_path, logs)
+  assert not glob.glob(str(tmp_path / 'out' / 'examples' / '*' / '*'))
+  os.makedirs(tmp_path / 'none' / '_temporary')
+  with pytest.raises(ValueError, match='holds no play-log files'):
+    run_executor(tmp_path, tmp_path / 'none')
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path):
+  logs = tmp_path / 'logs'
+  os.makedirs(logs)
+  (logs / 'a.csv').write_bytes(b'\xef\xbb\xbf' + (HEADER + canonical_lines(0, 2)[0]).encode())
+  examples, quarantine = run_executor(tmp_path, logs)
+  assert_accounted(examples, quarantine, {}, {'i0': features.LABEL_POSITIVE})
+  (logs / 'a.csv').unlink()
+  (logs / 'a.jsonl').write_bytes(b'\xef\xbb\xbf' + json.dumps(
+      {'user_id': 'u1', 'item_id': 'j0', 'ts': T0, 'play_rate': 0.1}).encode() + b'\n')
+  examples, quarantine = run_executor(tmp_path / 'jsonl', logs, input_format='jsonl')
+  assert_accounted(examples, quarantine, {}, {'j0': features.LABEL_NEGATIVE})
+
+
+def test_timestamp_bounds_and_unit_are_settings(tmp_path):
+  logs = tmp_path / 'logs'
+  os.makedirs(logs)
+  t1996 = 820454400  # 1996-01-01, in seconds
+  (logs / 'a.csv').write_text(HEADER + f'u1,i0,{t1996},500,2000,on_demand\n'
+                              f'u1,i1,{t1996 + 60},2000,2000,on_demand\n')
+  # A real ratings log from 1996 in seconds: with ts_unit='s' every row is kept, in ms.
+  examples, quarantine = run_executor(tmp_path, logs, ts_unit='s', eval_plays_per_user=0)
+  assert_accounted(examples, quarantine, {}, {'i0': features.LABEL_NEGATIVE,
+                                              'i1': features.LABEL_POSITIVE})
+  assert sorted(p['ts'] for p in written_plays(examples)) == [t1996 * 1000, (t1996 + 60) * 1000]
+  # Narrowed bounds quarantine them, naming the bounds and the unit.
+  examples, quarantine = run_executor(tmp_path / 'narrow', logs, ts_unit='s',
+                                      min_ts_ms=MIN_TS_2000, max_bad_fraction=1.0)
+  detail = read_quarantine(quarantine)[0]['detail']
+  assert "1996-01-01T00:00:00+00:00 is outside [2000-01-01T00:00:00+00:00" in detail
+  assert "ts_unit='s'" in detail
+
+
+def test_truncated_gzip_and_garbage_parquet_fail_naming_the_file(tmp_path):
+  logs = tmp_path / 'logs'
+  os.makedirs(logs)
+  data = gzip.compress((HEADER + '\n'.join(canonical_lines(0, 500)) + '\n').encode())
+  (logs / 'cut.csv.gz').write_bytes(data[:len(data) // 2])
+  with pytest.raises(Exception, match=r'cut.csv.gz: cannot read it as csv: EOFError'):
+    run_executor(tmp_path, logs)
+  assert not glob.glob(str(tmp_path / 'out' / 'examples' / '*' / '*'))
+  garbage = tmp_path / 'garbage'
+  os.makedirs(garbage)
+  (garbage / 'plays.parquet').write_bytes(b'PAR1 this is not parquet')
+  with pytest.raises(Exception, match=r'plays.parquet: cannot read it as parquet'):
+    run_executor(tmp_path / 'p', garbage, input_format='parquet')
+
+
+def test_tied_plays_are_counted_and_ordered_by_seq(tmp_path):
+  logs = tmp_path / 'logs'
+  os.makedirs(logs)
+  # Three plays of u1 at the same ms, written out of order; seq says which came first.
+  (logs / 'a.csv').write_text(HEADER.replace('intent', 'intent,n') + ''.join(
+      f'u1,{item},{T0},1000,2000,on_demand,{n}\n' for item, n in (('c', 3), ('a', 1), ('b', 2)))
+      + f'u1,d,{T0 + 1},1000,2000,on_demand,0\n')
+  examples, _ = run_executor(tmp_path, logs, column_mapping='{"seq": "n"}',
+                             eval_plays_per_user=1)
+  assert [e['history_item_id'] for e in read_split(examples, 'eval')] == [['a', 'b', 'c']]
+  assert examples.get_int_custom_property('tied_plays') == 3
+  # Without seq, ties keep the input order.
+  examples, _ = run_executor(tmp_path / 'input_order', logs, eval_plays_per_user=1)
+  assert [e['history_item_id'] for e in read_split(examples, 'eval')] == [['c', 'a', 'b']]
+
+
+def test_column_wise_check_passes_only_what_the_row_rules_accept_unchanged():
+  mapping = column_mapping_lib.parse_column_mapping('canonical')
+  validator = r.RowValidator(r.TimestampRule(0, 4_102_444_800_000), has_play_rate=True)
+  values = {
+      'user_id': ['u', ' u ', '', None, '7', 'u', 'u', 'u', 'u', 'u', 'u', 'u'],
+      'item_id': ['i', 'i', 'i', 'i', 'i', ' ', 'i', 'i', 'i', 'i', 'i', 'i'],
+      'ts': [str(T0), f' {T0} ', str(T0), str(T0), '2023-11-14T22:13:20Z', str(T0), '1.5',
+             '-5', '99999999999999999999', str(T0), str(T0), str(T0)],
+      'play_ms': ['10', '10', '10', '10', '10', '10', '10', '10', '10', '2100', '-1', '10.0'],
+      'duration_ms': ['20'] * 12,
+      'play_rate': [''] * 11 + ['0.5'],
+      'intent': ['', 'recommend', 'x', '', '', '', '', '', '', '', '', ''],
+  }
+  table = pa.table({k: pa.array(v, pa.string()) for k, v in values.items()})
+  checked = play_columns.check(table, mapping, validator)
+  for row, ok in zip(table.to_pylist(), checked.ok):
+    try:
+      play = validator.play(row)
+    except r.BadRow:
+      assert not ok, row
+      continue
+    if ok:
+      index = table.to_pylist().index(row)
+      assert (checked.columns['user_id'][index].as_py(), checked.columns['item_id'][index].as_py(),
+              int(checked.columns['ts'][index]), float(checked.columns['play_rate'][index]),
+              checked.columns['intent'][index].as_py()) == (
+                  play.user_id, play.item_id, play.ts, play.play_rate, play.intent), row
+  # The clean rows pass column-wise; the rest go to the row rules.
+  assert checked.ok.tolist() == [True, True, False, False, False, False, False, False, False,
+                                 False, False, False]
+
+
+def test_global_time_cut_by_fraction_of_the_time_range(tmp_path):
+  logs = tmp_path / 'logs'
+  os.makedirs(logs)
+  # u1 plays through the whole range, u2 only early, u3 only late: 0 .. 100 s.
+  plays = ([('u1', f'a{k}', T0 + k * 10_000) for k in range(11)]
+           + [('u2', f'b{k}', T0 + k * 1_000) for k in range(3)]
+           + [('u3', f'c{k}', T0 + 95_000 + k * 1_000) for k in range(6)])
+  write_csv(logs / 'a.csv', [[u, i, ts, 1000, 2000, 'on_demand'] for u, i, ts in plays])
+  examples, _ = run_executor(tmp_path, logs, eval_fraction=0.25)
+  cut = T0 + 100_000 - 25_000
+  assert examples.get_int_custom_property('eval_start_ts') == cut
+  evals = read_split(examples, 'eval')
+  assert sorted(e['item_id'] for e in evals) == sorted(i for _, i, ts in plays if ts >= cut)
+  train_plays = {play['item_id'] for e in read_split(examples, 'train') for play in window_of(e)}
+  assert train_plays == {i for _, i, ts in plays if ts < cut}
+  # An eval play's history reaches back into the train period, as a served request would.
+  a8 = next(e for e in evals if e['item_id'] == 'a8')
+  assert a8['history_item_id'] == [f'a{k}' for k in range(8)]
+  with pytest.raises(ValueError, match='give eval_start_ts or eval_fraction, not both'):
+    component.PlayLogExampleGen(input_base=str(logs), eval_start_ts=T0, eval_fraction=0.1)
+  with pytest.raises(ValueError, match=r'eval_fraction must be in \(0, 1\)'):
+    component.PlayLogExampleGen(input_base=str(logs), eval_fraction=1.0)
