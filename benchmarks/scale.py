@@ -22,7 +22,7 @@ with the default optimizer (ratios to one process). Table 2 runs one process at 
 work follows the batch, and tf_keras Adam, whose work follows the catalogue) and projects
 --project items from a linear fit of step time and memory in the catalogue size.
 
-  TF_USE_LEGACY_KERAS=1 PYTHONPATH=. python benchmarks/scale.py   # about an hour on 2 cores
+  TF_USE_LEGACY_KERAS=1 PYTHONPATH=. python benchmarks/scale.py   # about 20 minutes on 2 cores
   ... benchmarks/scale.py --quick                                   # a smoke run, small catalogues
 """
 
@@ -47,6 +47,11 @@ from trainer import hparams as hparams_lib
 # pylint: enable=g-import-not-at-top
 
 _SAMPLE_SECONDS = 0.25
+# Before each configuration: this many seconds in a row below this CPU use, waiting at most
+# _SETTLE_MAX_SECONDS.
+_SETTLE_IDLE_SECONDS = 3
+_IDLE_CPU_PERCENT = 10.0
+_SETTLE_MAX_SECONDS = 120.0
 _NUM_BATCHES = 8
 # The training loop's progress line, e.g. 'step 200: loss=... examples/s=512 targets/s=20480'.
 _RATES = re.compile(r'^step \d+: .* examples/s=(\S+) targets/s=(\S+)$')
@@ -127,9 +132,24 @@ def _child(settings: Dict) -> None:
 
 # --- The parent: starts each configuration's processes and samples their memory ---------------
 
+def wait_for_idle_cpu(max_seconds: float = _SETTLE_MAX_SECONDS) -> None:
+  """Waits until the machine's CPUs are idle for a few seconds in a row (at most max_seconds).
+
+  A cluster's processes can still be exiting after its run; the one-process run after the
+  2 PS + 2 workers cluster measured 41.6 ms per step where a quiet start measured 31.8.
+  """
+  started, idle_seconds = time.time(), 0
+  while idle_seconds < _SETTLE_IDLE_SECONDS:
+    if time.time() - started > max_seconds:
+      print(f'  (the CPUs were still busy after {max_seconds:.0f} s; measuring anyway)')
+      return
+    idle_seconds = idle_seconds + 1 if psutil.cpu_percent(interval=1.0) < _IDLE_CPU_PERCENT else 0
+
+
 def measure(label: str, num_items: int, num_ps: int, num_workers: int, args,
             optimizer: str = hparams_lib.HParams.optimizer) -> Dict:
   """Runs one configuration; returns its rates, the load around it and each process's peak MB."""
+  wait_for_idle_cpu()
   print(f'[{label}] {num_items:,} items, {num_ps} ps, {num_workers} workers, {optimizer} ...',
         flush=True)
   load_before = load_average_text()

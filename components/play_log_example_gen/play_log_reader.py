@@ -411,9 +411,9 @@ def _csv_header(stream) -> Tuple[List[str], int, bytes]:
   return [], line, b''
 
 
-def _csv_block_rows(builder: _BlockBuilder, data: bytes, lines: _Lines,
-                    header: Sequence[str]) -> None:
-  """The row-level path of a CSV block: each line parsed on its own."""
+def _text_lines(builder: _BlockBuilder, data: bytes, lines: _Lines) -> Iterator[Tuple[int, str]]:
+  """Yields (line number, text) of the block's non-blank lines for a row-level path; quarantines
+  lines that are not UTF-8 and counts blank ones."""
   for index in range(len(lines.starts)):
     raw = lines.text(data, index)
     line = lines.first + index
@@ -422,9 +422,16 @@ def _csv_block_rows(builder: _BlockBuilder, data: bytes, lines: _Lines,
     except UnicodeDecodeError:
       builder.quarantine(line, _raw_text(raw), BadRow(NON_UTF8, 'the line is not valid UTF-8'))
       continue
-    if not text.strip():
+    if text.strip():
+      yield line, text
+    else:
       builder.blank_lines += 1
-      continue
+
+
+def _csv_block_rows(builder: _BlockBuilder, data: bytes, lines: _Lines,
+                    header: Sequence[str]) -> None:
+  """The row-level path of a CSV block: each line parsed on its own."""
+  for line, text in _text_lines(builder, data, lines):
     try:
       fields = next(csv.reader([text], strict=True))
     except csv.Error as e:
@@ -507,17 +514,8 @@ def _json_keys_present(path: str, keys: Sequence[str]) -> List[str]:
 
 
 def _jsonl_block_rows(builder: _BlockBuilder, data: bytes, lines: _Lines) -> None:
-  for index in range(len(lines.starts)):
-    raw = lines.text(data, index)
-    line = lines.first + index
-    try:
-      text = raw.decode('utf-8')
-    except UnicodeDecodeError:
-      builder.quarantine(line, _raw_text(raw), BadRow(NON_UTF8, 'the line is not valid UTF-8'))
-      continue
-    if not text.strip():
-      builder.blank_lines += 1
-      continue
+  """The row-level path of a JSON-lines block."""
+  for line, text in _text_lines(builder, data, lines):
     try:
       row = json.loads(text)
     except json.JSONDecodeError as e:
