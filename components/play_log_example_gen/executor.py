@@ -124,7 +124,7 @@ def format_counts(counts: Mapping[str, Any]) -> str:
 def _remove_examples(examples: types.Artifact) -> None:
   """Deletes whatever the failed run wrote into the examples' splits."""
   for split in user_examples.SPLITS:
-    split_uri = FileSystems.join(examples.uri, f'Split-{split}')  # as artifact_utils names it
+    split_uri = artifact_utils.get_split_uri([examples], split)
     if FileSystems.exists(split_uri):
       FileSystems.delete([split_uri])
 
@@ -142,6 +142,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     self._log_startup(input_dict, output_dict, exec_properties)
     examples = artifact_utils.get_single_instance(output_dict[EXAMPLES_KEY])
     quarantine = artifact_utils.get_single_instance(output_dict[QUARANTINE_KEY])
+    examples.split_names = artifact_utils.encode_split_names(list(user_examples.SPLITS))
     try:
       self._ingest(examples, quarantine, exec_properties)
     except BaseException:
@@ -183,7 +184,6 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     logging.info('PlayLogExampleGen reading %d %s file(s) with column mapping %s into %d user '
                  'buckets', len(found.data), input_format, column_mapping, num_buckets)
     counts_path = os.path.join(quarantine.uri, COUNTS_FILE)
-    examples.split_names = artifact_utils.encode_split_names(list(user_examples.SPLITS))
 
     with self._make_beam_pipeline() as pipeline:
       parsed = (
