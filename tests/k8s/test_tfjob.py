@@ -1,7 +1,7 @@
 """k8s/tfjob.yaml against the TFJob CRD's OpenAPI schema and the core Kubernetes pod schema.
 
 No Kubernetes cluster runs here: everything up to the API call is checked. The CRD (kubeflow.org/v1,
-from the training operator) is read from the shared data folder beside the repository. The API
+from the training operator) is in tests/testdata/k8s-schemas with its source. The API
 server prunes fields a structural schema does not declare; kubectl's strict validation rejects
 them. The strict validator below does the same, so a misspelt field fails here too.
 """
@@ -19,7 +19,7 @@ from trainer import run
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TFJOB_PATH = os.path.join(REPO_ROOT, 'k8s', 'tfjob.yaml')
-CRD_PATH = os.path.join(REPO_ROOT, '..', 'shared', 'data', 'k8s-schemas', 'kubeflow.org_tfjobs.yaml')
+CRD_PATH = os.path.join(REPO_ROOT, 'tests', 'testdata', 'k8s-schemas', 'kubeflow.org_tfjobs.yaml')
 KUBERNETES_VERSION = '1.31.0'
 ROLES = ('Chief', 'Worker', 'PS')
 

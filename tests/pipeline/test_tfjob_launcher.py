@@ -24,8 +24,7 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 from pipeline import tfjob_launcher
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CRD_PATH = os.path.join(REPO_ROOT, '..', 'shared', 'data', 'k8s-schemas',
-                        'kubeflow.org_tfjobs.yaml')
+CRD_PATH = os.path.join(REPO_ROOT, 'tests', 'testdata', 'k8s-schemas', 'kubeflow.org_tfjobs.yaml')
 TFJOB_TEMPLATE = os.path.join(REPO_ROOT, 'k8s', 'tfjob.yaml')
 NAMESPACE = 'playrecall'
 TFJOBS = f'/apis/kubeflow.org/v1/namespaces/{NAMESPACE}/tfjobs'
