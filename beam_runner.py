@@ -15,13 +15,13 @@ os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 from absl import logging
 from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 
-from pipeline import configs
+from contract import settings
 from pipeline import local_paths
 
 
 def main(beam_pipeline_args) -> None:
   BeamDagRunner().run(local_paths.create_local_pipeline(
-      configs.load_config(), beam_pipeline_args or list(configs.BEAM_PIPELINE_ARGS)))
+      settings.load_config(), beam_pipeline_args or list(settings.BEAM_PIPELINE_ARGS)))
 
 
 if __name__ == '__main__':

@@ -4,7 +4,7 @@
   tfx run create --engine local --pipeline_name playrecall
 
 Paths come from $PLAYRECALL_HOME and $PLAYRECALL_DATA (pipeline/local_paths.py), settings from
-pipeline/configs.py and the JSON file in $PLAYRECALL_CONFIG.
+contract/settings.py and the JSON file in $PLAYRECALL_CONFIG.
 """
 
 import os
@@ -14,13 +14,13 @@ os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 from absl import logging
 from tfx import v1 as tfx
 
-from pipeline import configs
+from contract import settings
 from pipeline import local_paths
 
 
 def main() -> None:
   tfx.orchestration.LocalDagRunner().run(
-      local_paths.create_local_pipeline(configs.load_config()))
+      local_paths.create_local_pipeline(settings.load_config()))
 
 
 if __name__ == '__main__':

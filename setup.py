@@ -13,7 +13,7 @@ setuptools.setup(
     description='Feedback-aware deep-recall (DeepMatch) TFX pipeline for music recommendation',
     python_requires='>=3.10,<3.12',
     packages=setuptools.find_packages(
-        include=['pipeline', 'components', 'components.*', 'transform', 'trainer', 'evaluation',
-                 'datagen', 'benchmarks']),
+        include=['contract', 'pipeline', 'components', 'components.*', 'transform', 'trainer',
+                 'evaluation', 'datagen']),
     install_requires=[],
 )

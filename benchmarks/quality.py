@@ -36,8 +36,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from contract import settings
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NS = (10, 50, 100)
 VARIANTS = ('a', 'b', 'c')
 RUN_FN = 'trainer.run.run_fn'
 PREPROCESSING_FN = 'transform.preprocessing.preprocessing_fn'
@@ -173,7 +174,7 @@ def run_example_gen(out_dir: str, log_dir: str, args: argparse.Namespace) -> Non
 def raw_schema():
   """The raw examples' schema as SchemaGen infers it (infer_feature_shape=True)."""
   from tensorflow_transform.tf_metadata import schema_utils  # pylint: disable=g-import-not-at-top
-  from transform import features  # pylint: disable=g-import-not-at-top
+  from contract import features  # pylint: disable=g-import-not-at-top
   return schema_utils.schema_from_feature_spec(features.raw_feature_spec())
 
 
@@ -230,7 +231,7 @@ class Split:
 
 def read_split(examples_uri: str, split: str, item_index: Dict[bytes, int]) -> Split:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from transform import features  # pylint: disable=g-import-not-at-top
+  from contract import features  # pylint: disable=g-import-not-at-top
   files = sorted(glob.glob(os.path.join(examples_uri, f'Split-{split}', '*.gz')))
   if not files:
     raise FileNotFoundError(f'no examples in {examples_uri}/Split-{split}')
@@ -257,7 +258,7 @@ def positive_transitions(examples_uri: str, item_index: Dict[bytes, int]):
   """(previous ids, next ids) of every consecutive pair of plays in the train windows whose
   second play is positive: what the co-occurrence baseline counts."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from transform import features  # pylint: disable=g-import-not-at-top
+  from contract import features  # pylint: disable=g-import-not-at-top
   files = sorted(glob.glob(os.path.join(examples_uri, 'Split-train', '*.gz')))
   spec = {features.ITEM_ID: tf.io.FixedLenFeature([], tf.string),
           features.LABEL: tf.io.FixedLenFeature([], tf.int64),
@@ -297,20 +298,24 @@ def seconds_to_reach(curve: List[Dict[str, float]], pos_at_50: float) -> float:
 
 def item_vocabulary(transform_graph_dir: str) -> List[bytes]:
   import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
-  from transform import features  # pylint: disable=g-import-not-at-top
+  from contract import features  # pylint: disable=g-import-not-at-top
   return tft.TFTransformOutput(transform_graph_dir).vocabulary_by_name(features.ITEM_VOCAB)
 
 
-def model_ranks(model_dir: str, serialized: List[bytes], batch_size: int = 512) -> np.ndarray:
+# Eval examples ranked per call of the exported model's signature.
+EXAMPLES_PER_RANK_CALL = 512
+
+
+def model_ranks(model_dir: str, serialized: List[bytes]) -> np.ndarray:
   """Target ranks from an exported model's target-rank signature, as the Evaluator gets them."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from transform import features  # pylint: disable=g-import-not-at-top
+  from contract import features  # pylint: disable=g-import-not-at-top
   serving_dirs = glob.glob(os.path.join(model_dir, 'Format-Serving'))
   model = tf.saved_model.load(serving_dirs[0] if serving_dirs else model_dir)
   signature = model.signatures[features.TARGET_RANK_SIGNATURE]
   ranks = []
-  for start in range(0, len(serialized), batch_size):
-    batch = tf.constant(serialized[start:start + batch_size])
+  for start in range(0, len(serialized), EXAMPLES_PER_RANK_CALL):
+    batch = tf.constant(serialized[start:start + EXAMPLES_PER_RANK_CALL])
     ranks.append(signature(**{features.SIGNATURE_INPUT: batch})[features.TARGET_RANK].numpy())
   return np.concatenate(ranks).astype(np.int64)
 
@@ -319,7 +324,7 @@ def data_facts(log_dir: str, examples_uri: str) -> List[str]:
   """What the eval split and the generator's ground truth say about the variants' inputs."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from datagen import ground_truth  # pylint: disable=g-import-not-at-top
-  from transform import features  # pylint: disable=g-import-not-at-top
+  from contract import features  # pylint: disable=g-import-not-at-top
   truth = ground_truth.load(log_dir)
   spec = {name: tf.io.FixedLenFeature([], tf.string)
           for name in (features.ITEM_ID, features.USER_ID, features.INTENT)}
@@ -378,8 +383,9 @@ def mean_and_error(values: Sequence[float]):
 
 def format_table(rates: Dict[int, Dict[str, Dict[str, float]]]) -> str:
   """Markdown table of each method's mean ± standard error over the seeds."""
-  columns = [f'POS@{n}' for n in NS] + [f'NEG@{n}' for n in NS]
-  keys = [f'pos_at_{n}' for n in NS] + [f'neg_at_{n}' for n in NS]
+  ns = settings.METRIC_NS
+  columns = [f'POS@{n}' for n in ns] + [f'NEG@{n}' for n in ns]
+  keys = [f'pos_at_{n}' for n in ns] + [f'neg_at_{n}' for n in ns]
   header = f'| method | {" | ".join(columns)} |'
   lines = [header, '|' + '---|' * (len(columns) + 1)]
   methods = next(iter(rates.values())).keys()
@@ -506,7 +512,7 @@ def run_seed(work_dir: str, seed: int, args: argparse.Namespace):
   facts)."""
   from evaluation import baselines  # pylint: disable=g-import-not-at-top
   from evaluation import hit_rate  # pylint: disable=g-import-not-at-top
-  from transform import features  # pylint: disable=g-import-not-at-top
+  from contract import features  # pylint: disable=g-import-not-at-top
 
   progress(f'=== seed {seed} ===')
   stages = Stages(work_dir, args.reuse)
@@ -535,7 +541,8 @@ def run_seed(work_dir: str, seed: int, args: argparse.Namespace):
     train_dir = os.path.join(work_dir, f'train_{variant}')
     ranks[variant] = model_ranks(os.path.join(train_dir, 'model'), evaluation.serialized)
     curves[variant] = time_to_quality(os.path.join(train_dir, 'model_run'))
-  rates = {method: hit_rate.hit_rates(r, evaluation.labels, NS) for method, r in ranks.items()}
+  rates = {method: hit_rate.hit_rates(r, evaluation.labels, settings.METRIC_NS)
+           for method, r in ranks.items()}
   counts = {'vocabulary': size, 'train': len(train.labels), 'eval': len(evaluation.labels),
             'positive': int(np.sum(evaluation.labels == features.LABEL_POSITIVE)),
             'negative': int(np.sum(evaluation.labels == features.LABEL_NEGATIVE))}

@@ -42,8 +42,8 @@ import psutil
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top
 from benchmarks.train_speed import Spread, code_version, load_average_text, publication_warning
+from contract import settings
 from trainer import cluster as cluster_lib
-from trainer import hparams as hparams_lib
 # pylint: enable=g-import-not-at-top
 
 _SAMPLE_SECONDS = 0.25
@@ -71,9 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                       '(at least 100 for published figures)')
   parser.add_argument('--repeats', type=int, default=5,
                       help='timed passes per configuration; rates are their median and min-max')
-  parser.add_argument('--batch-size', type=int, default=hparams_lib.HParams.batch_size,
+  parser.add_argument('--batch-size', type=int, default=settings.HParams.batch_size,
                       help='sequences per step (per worker step on a cluster)')
-  parser.add_argument('--seed', type=int, default=hparams_lib.HParams.seed,
+  parser.add_argument('--seed', type=int, default=settings.HParams.seed,
                       help='seed of the batches, the weights and the sampler')
   parser.add_argument('--quick', action='store_true',
                       help='small catalogues and batches, few steps: checks the command, not the '
@@ -90,7 +90,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # --- One measured training run (a child process; the chief when on a cluster) -----------------
 
-def _child(settings: Dict) -> None:
+def _child(run: Dict) -> None:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   from benchmarks import synthetic_batches  # pylint: disable=g-import-not-at-top
@@ -100,20 +100,20 @@ def _child(settings: Dict) -> None:
   from trainer import samplers
   from trainer import train_loop
 
-  num_items = synthetic_batches.model_num_items(settings['num_items'])
-  steps = settings['steps']
-  hparams = hparams_lib.HParams(
-      batch_size=settings['batch_size'], seed=settings['seed'], optimizer=settings['optimizer'],
-      train_steps=(settings['repeats'] + 1) * steps, steps_per_log=steps,
-      steps_per_checkpoint=10**9, num_shards=max(settings['num_ps'], 1))
-  if settings['num_ps']:
+  num_items = synthetic_batches.model_num_items(run['num_items'])
+  steps = run['steps']
+  hparams = settings.HParams(
+      batch_size=run['batch_size'], seed=run['seed'], optimizer=run['optimizer'],
+      train_steps=(run['repeats'] + 1) * steps, steps_per_log=steps,
+      steps_per_checkpoint=10**9, num_shards=max(run['num_ps'], 1))
+  if run['num_ps']:
     strategy, coordinator = run.parameter_server_strategy(hparams, num_items)
   else:
     strategy, coordinator = tf.distribute.get_strategy(), None
   sampler = samplers.make_sampler(hparams.sampler, num_items, num_sampled=hparams.num_sampled,
                                   seed=hparams.seed)
   batches = synthetic_batches.stacked(synthetic_batches.training_batches(
-      hparams, settings['num_items'], _NUM_BATCHES, hparams.seed))
+      hparams, run['num_items'], _NUM_BATCHES, hparams.seed))
 
   def dataset_fn(_):
     return tf.data.Dataset.from_tensor_slices(batches).repeat()
@@ -123,7 +123,7 @@ def _child(settings: Dict) -> None:
       strategy,
       lambda: model_lib.build_model(hparams, num_items, synthetic_batches.NUM_INTENTS),
       dataset_fn, lambda model, batch: losses.compute_losses(model, batch, hparams, sampler),
-      hparams, settings['model_dir'], coordinator=coordinator, log=lines.append)
+      hparams, run['model_dir'], coordinator=coordinator, log=lines.append)
   rates = [match.groups() for match in map(_RATES.match, lines) if match]
   passes = rates[1:]  # The first interval is the warm-up.
   print('RESULT ' + json.dumps({'examples_per_second': [float(e) for e, _ in passes],
@@ -147,17 +147,17 @@ def wait_for_idle_cpu(max_seconds: float = _SETTLE_MAX_SECONDS) -> None:
 
 
 def measure(label: str, num_items: int, num_ps: int, num_workers: int, args,
-            optimizer: str = hparams_lib.HParams.optimizer) -> Dict:
+            optimizer: str = settings.HParams.optimizer) -> Dict:
   """Runs one configuration; returns its rates, the load around it and each process's peak MB."""
   wait_for_idle_cpu()
   print(f'[{label}] {num_items:,} items, {num_ps} ps, {num_workers} workers, {optimizer} ...',
         flush=True)
   load_before = load_average_text()
   with tempfile.TemporaryDirectory() as model_dir:
-    settings = dict(num_items=num_items, num_ps=num_ps, batch_size=args.batch_size,
+    run = dict(num_items=num_items, num_ps=num_ps, batch_size=args.batch_size,
                     steps=args.steps, repeats=args.repeats, seed=args.seed, optimizer=optimizer,
                     model_dir=model_dir)
-    command = [sys.executable, os.path.abspath(__file__), '--child', json.dumps(settings)]
+    command = [sys.executable, os.path.abspath(__file__), '--child', json.dumps(run)]
     started = time.time()
     if num_ps:
       with cluster_lib.LocalCluster(num_ps, num_workers, log_dir=os.path.join(model_dir, 'logs')
@@ -209,7 +209,7 @@ def _sample_peaks(processes: Dict) -> Dict[str, float]:
 
 def _table_mb(num_items: int) -> float:
   """The item embedding and bias with both Adam slots (either optimizer keeps two per weight)."""
-  return num_items * (hparams_lib.HParams.item_embedding_dim + 1) * 4 * 3 / 2**20
+  return num_items * (settings.HParams.item_embedding_dim + 1) * 4 * 3 / 2**20
 
 
 def _fit_and_project(xs: List[float], ys: List[float], x: float) -> float:
@@ -247,7 +247,7 @@ def print_tables(strategies: List[Dict], catalogue: List[Dict], args,
     print(warning)
   print(f'{"optimizer":<10}{"items":>12}{"examples/s":>22}{"targets/s":>26}{"ms/step":>9}'
         f'{"peak MB":>9}{"table MB":>10}  load average 1/5/15 min before -> after')
-  for optimizer in hparams_lib.OPTIMIZERS:
+  for optimizer in settings.OPTIMIZERS:
     rows = sorted((r for r in catalogue if r['optimizer'] == optimizer),
                   key=lambda r: r['num_items'])
     for row in rows:
@@ -282,8 +282,8 @@ def main(argv: Optional[List[str]] = None) -> None:
   ]
   catalogue = [row for row in strategies if row['num_ps'] == 0]
   for num_items in args.catalogues:
-    for optimizer in hparams_lib.OPTIMIZERS:
-      if optimizer == hparams_lib.HParams.optimizer and num_items == args.num_items:
+    for optimizer in settings.OPTIMIZERS:
+      if optimizer == settings.HParams.optimizer and num_items == args.num_items:
         continue  # measured above
       catalogue.append(measure(f'one process, {optimizer}', num_items, 0, 0, args, optimizer))
   print_tables(strategies, catalogue, args, warning)

@@ -7,7 +7,7 @@ most sequences are full (a long-time user's window), the rest of random length 1
 label is drawn from LABEL_PROBABILITIES and its play rate drawn consistently with the label under
 PlayLogExampleGen's thresholds; intents are uniform over the known intents. The raw features are
 turned into the model batch by the trainer's own input function (inputs.to_model_batch with
-sequence targets), so the batches have exactly the training contract of transform/features.py.
+sequence targets), so the batches have exactly the training contract of contract/features.py.
 """
 
 from typing import Dict, List, NamedTuple
@@ -15,10 +15,9 @@ from typing import Dict, List, NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from components.play_log_example_gen import defaults
-from trainer import hparams as hparams_lib
+from contract import features
+from contract import settings
 from trainer import inputs
-from transform import features
 
 # Rows of the intent table: the known intents and the OOV bucket.
 NUM_INTENTS = len(features.INTENTS) + features.NUM_OOV_BUCKETS
@@ -27,9 +26,9 @@ LABEL_PROBABILITIES = (0.55, 0.25, 0.20)
 FULL_LENGTH_SHARE = 0.8
 # Play-rate range [low, high) of each label, consistent with PlayLogExampleGen's thresholds.
 _PLAY_RATE_RANGES = {
-    features.LABEL_POSITIVE: (defaults.POS_THRESHOLD, 1.0),
-    features.LABEL_NEGATIVE: (0.0, defaults.NEG_THRESHOLD),
-    features.LABEL_NEITHER: (np.nextafter(defaults.NEG_THRESHOLD, 1.0), defaults.POS_THRESHOLD),
+    features.LABEL_POSITIVE: (settings.POS_THRESHOLD, 1.0),
+    features.LABEL_NEGATIVE: (0.0, settings.NEG_THRESHOLD),
+    features.LABEL_NEITHER: (np.nextafter(settings.NEG_THRESHOLD, 1.0), settings.POS_THRESHOLD),
 }
 
 Batch = Dict[str, tf.Tensor]
@@ -56,7 +55,7 @@ def zipf_probabilities(vocabulary_size: int, exponent: float) -> np.ndarray:
   return weights / weights.sum()
 
 
-def training_batches(hparams: hparams_lib.HParams, vocabulary_size: int, num_batches: int,
+def training_batches(hparams: settings.HParams, vocabulary_size: int, num_batches: int,
                      seed: int, zipf_exponent: float = 1.0) -> List[Batch]:
   """num_batches model batches of hparams.batch_size sequences, with sequence targets."""
   rng = np.random.default_rng(seed)
@@ -83,7 +82,7 @@ def stacked(batches: List[Batch]) -> Batch:
 
 
 def _model_batch(rng: np.random.Generator, popularity: np.ndarray,
-                 hparams: hparams_lib.HParams) -> Batch:
+                 hparams: settings.HParams) -> Batch:
   size, max_plays = hparams.batch_size, hparams.history_length + 1
   lengths = np.where(rng.random(size) < FULL_LENGTH_SHARE, max_plays,
                      rng.integers(1, max_plays, size=size))

@@ -73,12 +73,12 @@ import tensorflow as tf
 import tf_keras
 
 from benchmarks import synthetic_batches
-from trainer import hparams as hparams_lib
+from contract import features
+from contract import settings
 from trainer import losses
 from trainer import model as model_lib
 from trainer import optimizers
 from trainer import samplers
-from transform import features
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Enough distinct batches that no row is timed on one batch's cache-warm ids.
@@ -97,7 +97,7 @@ StepsRunner = Callable[[List[Batch], int], None]
 
 
 def build_parser() -> argparse.ArgumentParser:
-  default = hparams_lib.HParams()
+  default = settings.HParams()
   parser = argparse.ArgumentParser(
       description=__doc__.split('\n\n')[0],
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -195,7 +195,7 @@ def sgemm_gflops() -> float:
 
 # --- Analytic FLOPs of one training step (matmuls; multiply and add count 2) -------------------
 
-def encoder_forward_flops(hparams: hparams_lib.HParams, batch_size: int) -> float:
+def encoder_forward_flops(hparams: settings.HParams, batch_size: int) -> float:
   """The encoder's forward matmuls on [B, L] positions; padded positions are computed too."""
   h, length = hparams.hidden_dim, hparams.history_length
   positions = batch_size * length
@@ -213,7 +213,7 @@ def real_play_ids(batch: Batch, label: int) -> np.ndarray:
   return batch[features.SEQUENCE_ITEM_XF].numpy()[real & (labels == label)]
 
 
-def project_step_flops(hparams: hparams_lib.HParams, batch: Batch) -> float:
+def project_step_flops(hparams: settings.HParams, batch: Batch) -> float:
   """Training FLOPs of one project step on the batch (variant c): 3x its forward matmuls."""
   history = batch[features.HISTORY_ITEM_XF].numpy()
   positives = real_play_ids(batch, features.LABEL_POSITIVE)
@@ -230,7 +230,7 @@ def project_step_flops(hparams: hparams_lib.HParams, batch: Batch) -> float:
   return 3 * (encoder_forward_flops(hparams, history.shape[0]) + projection + logits)
 
 
-def reference_step_flops(hparams: hparams_lib.HParams, batch: Batch) -> float:
+def reference_step_flops(hparams: settings.HParams, batch: Batch) -> float:
   """Training FLOPs of one reference step: every history position projected, one target each."""
   history = batch[features.HISTORY_ITEM_XF].numpy()
   last = batch[features.LABEL].numpy()
@@ -257,7 +257,7 @@ class ReferenceModel(tf_keras.Model):
   rows it needs).
   """
 
-  def __init__(self, hparams: hparams_lib.HParams, num_items: int, num_intents: int, **kwargs):
+  def __init__(self, hparams: settings.HParams, num_items: int, num_intents: int, **kwargs):
     super().__init__(**kwargs)
     h = hparams.hidden_dim
     self.num_items = num_items
@@ -292,7 +292,7 @@ class ReferenceModel(tf_keras.Model):
 class _ReferenceBlock(tf_keras.layers.Layer):
   """MultiHeadAttention and a gelu FFN, each with dropout, a residual and LayerNormalization."""
 
-  def __init__(self, hparams: hparams_lib.HParams, **kwargs):
+  def __init__(self, hparams: settings.HParams, **kwargs):
     super().__init__(**kwargs)
     h = hparams.hidden_dim
     self.attention = tf_keras.layers.MultiHeadAttention(
@@ -312,7 +312,7 @@ class _ReferenceBlock(tf_keras.layers.Layer):
     return self.ffn_norm(x + self.ffn_dropout(transformed, training=training))
 
 
-def reference_loss(model: ReferenceModel, batch: Batch, hparams: hparams_lib.HParams) -> tf.Tensor:
+def reference_loss(model: ReferenceModel, batch: Batch, hparams: settings.HParams) -> tf.Tensor:
   """Mean loss of the sequences' last plays: sampled softmax if positive, sigmoid if negative."""
   users = model(batch, training=True)
   items, labels = batch[features.ITEM_XF], batch[features.LABEL]
@@ -366,7 +366,7 @@ def training_step(strategy: tf.distribute.Strategy, model: tf_keras.Model,
   return step
 
 
-def project_step(hparams: hparams_lib.HParams, num_items: int, unigram_counts: np.ndarray,
+def project_step(hparams: settings.HParams, num_items: int, unigram_counts: np.ndarray,
                  strategy: tf.distribute.Strategy) -> Callable[[Batch], tf.Tensor]:
   tf_keras.utils.set_random_seed(hparams.seed)
   with strategy.scope():
@@ -380,7 +380,7 @@ def project_step(hparams: hparams_lib.HParams, num_items: int, unigram_counts: n
                        lambda batch: losses.compute_losses(model, batch, hparams, sampler)['loss'])
 
 
-def reference_step(hparams: hparams_lib.HParams, num_items: int,
+def reference_step(hparams: settings.HParams, num_items: int,
                    strategy: tf.distribute.Strategy) -> Callable[[Batch], tf.Tensor]:
   tf_keras.utils.set_random_seed(hparams.seed)
   with strategy.scope():
@@ -417,19 +417,19 @@ class Row:
   flops: List[float]  # FLOPs of each batch's step
 
 
-def project_variants(default: hparams_lib.HParams, variations: bool
-                     ) -> Dict[str, hparams_lib.HParams]:
+def project_variants(default: settings.HParams, variations: bool
+                     ) -> Dict[str, settings.HParams]:
   """The project's rows by name: LazyAdam, tf_keras Adam and, with variations, the others."""
   variants = {_PROJECT: default, 'project (tf_keras Adam)': default.replace(optimizer='adam')}
   if variations:
     variants['project, unique gather off'] = default.replace(unique_gather=False)
-    for sampler in hparams_lib.SAMPLERS:
+    for sampler in settings.SAMPLERS:
       if sampler != default.sampler:
         variants[f'project, {sampler} sampler'] = default.replace(sampler=sampler)
   return variants
 
 
-def make_rows(default: hparams_lib.HParams, vocabulary_size: int, batches: List[Batch],
+def make_rows(default: settings.HParams, vocabulary_size: int, batches: List[Batch],
               counts: List[synthetic_batches.BatchCounts], args: argparse.Namespace,
               coordinator) -> List[Row]:
   """The rows, each with a fresh model: the project's variants, then the reference."""
@@ -584,7 +584,7 @@ def print_scaling_table(results: Dict[int, Dict[str, RowSpeed]]) -> None:
 def measure_catalogue(vocabulary_size: int, args: argparse.Namespace, coordinator, sgemm: float,
                       start_load: str, warning: Optional[str]) -> Dict[str, RowSpeed]:
   """Every row's speed at one catalogue size, printed as a table."""
-  default = hparams_lib.HParams(batch_size=args.batch_size, seed=args.seed)
+  default = settings.HParams(batch_size=args.batch_size, seed=args.seed)
   print(f'\n== {vocabulary_size:,} items ==', flush=True)
   batches = synthetic_batches.training_batches(default, vocabulary_size, _NUM_BATCHES, args.seed,
                                                args.zipf_exponent)
@@ -620,7 +620,7 @@ def main(argv=None) -> None:
   print(f'load average (1/5/15 min) at the start: {start_load}')
   if warning:
     print(f'\n{"!" * 100}\n{warning}\n{"!" * 100}\n', flush=True)
-  default = hparams_lib.HParams(batch_size=args.batch_size, seed=args.seed)
+  default = settings.HParams(batch_size=args.batch_size, seed=args.seed)
   print(f'TensorFlow {tf.__version__}, {os.cpu_count()} CPUs; batch {default.batch_size}, '
         f'history_length {default.history_length}, E={default.item_embedding_dim}, '
         f'H={default.hidden_dim}, {default.num_layers} layers, {default.num_heads} heads, '

@@ -19,17 +19,16 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import pyarrow as pa
 
+from contract import features
+from contract import settings
 from datagen import ground_truth
 from datagen import model
 from datagen import writers
 from datagen.random_streams import Streams
-from transform import features
 
 DEFAULT_CHUNK_EVENTS = 250_000
 DEFAULT_SHARD_EVENTS = 1_000_000
 DEFAULT_EVENTS_PER_USER = 100
-# Label thresholds of the design's defaults, used only for the statistics in the ground truth.
-POS_THRESHOLD, NEG_THRESHOLD = 0.8, 0.3
 
 
 def _shard_user_bounds(num_events_per_user: np.ndarray, num_shards: int) -> List[int]:
@@ -63,8 +62,8 @@ class _Stats:
     self.play_rate_by_affinity = np.zeros(3)
 
   def add(self, chunk: Dict[str, np.ndarray]) -> None:
-    label = np.where(chunk['play_rate'] >= POS_THRESHOLD, 2,
-                     np.where(chunk['play_rate'] <= NEG_THRESHOLD, 0, 1))
+    label = np.where(chunk['play_rate'] >= settings.POS_THRESHOLD, 2,
+                     np.where(chunk['play_rate'] <= settings.NEG_THRESHOLD, 0, 1))
     self.by_intent_label += np.bincount(chunk['intent'] * 3 + label,
                                         minlength=9).reshape(3, 3)
     slot = chunk['affinity'] + 1
@@ -83,7 +82,8 @@ class _Stats:
       }
     affinity_names = ('disliked', 'neutral', 'liked')
     return {
-        'label_thresholds': {'positive_at_least': POS_THRESHOLD, 'negative_at_most': NEG_THRESHOLD},
+        'label_thresholds': {'positive_at_least': settings.POS_THRESHOLD,
+                             'negative_at_most': settings.NEG_THRESHOLD},
         'positive_share': round(self.by_intent_label[:, 2].sum() / total, 4),
         'negative_share': round(self.by_intent_label[:, 0].sum() / total, 4),
         'by_intent': per_intent,

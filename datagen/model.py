@@ -10,8 +10,8 @@ from typing import Dict, Tuple
 
 import numpy as np
 
+from contract import features
 from datagen.random_streams import Streams
-from transform import features
 
 # Codes of the contract's intents, in the order of features.INTENTS.
 INTENT_NAMES = features.INTENTS

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from transform import features
+from contract import features
 
 FORMATS = ('csv', 'jsonl', 'parquet')
 # Raw-log columns that have no tf.Example feature of the same name.

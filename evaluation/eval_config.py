@@ -14,36 +14,20 @@ Intent slices are reported, not gated: a small slice's noise must not block a re
 """
 
 import json
-from typing import Any, Sequence, Tuple, Union
-
 import tensorflow_model_analysis as tfma
 
-from evaluation import hit_rate
-from transform import features
+from contract import features
+from contract import settings
 
 METRICS_MODULE = 'evaluation.metrics'
 
 
-def make_eval_config(gate: Any) -> tfma.EvalConfig:
-  """The EvalConfig for the Evaluator, from the pipeline's gate settings.
-
-  Args:
-    gate: pipeline.configs.GateConfig, or anything with its fields: `ns` (the N to compute),
-      `gate_n` (the N, or a sequence of N, that carry the thresholds), `pos_floor`,
-      `pos_tolerance`, `neg_ceiling`, `neg_tolerance` (fractions; tolerances are absolute).
-  """
-  ns = hit_rate.check_ns(gate.ns)
-  gated_ns = _gated_ns(gate.gate_n)
-  ungated = sorted(set(gated_ns) - set(ns))
-  if ungated:
-    raise ValueError(f'gate_n={gate.gate_n!r}: N {ungated} not among the computed ns {list(ns)}')
-  _check_fraction('pos_floor', gate.pos_floor)
-  _check_fraction('neg_ceiling', gate.neg_ceiling)
-  _check_fraction('pos_tolerance', gate.pos_tolerance)
-  _check_fraction('neg_tolerance', gate.neg_tolerance)
+def make_eval_config(gate: settings.GateConfig) -> tfma.EvalConfig:
+  """The EvalConfig for the Evaluator, from the pipeline's gate settings (checked when they
+  were built: every gated N among the computed ones, thresholds fractions)."""
   metrics = [tfma.MetricConfig(class_name='ExampleCount')]
-  for n in ns:
-    gated = n in gated_ns
+  for n in gate.ns:
+    gated = n in gate.gated_ns
     metrics.append(_hit_rate_metric('PosAtN', n, _pos_threshold(gate) if gated else None))
     metrics.append(_hit_rate_metric('NegAtN', n, _neg_threshold(gate) if gated else None))
   return tfma.EvalConfig(
@@ -52,15 +36,6 @@ def make_eval_config(gate: Any) -> tfma.EvalConfig:
                                   prediction_key=features.TARGET_RANK)],
       slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[features.INTENT])],
       metrics_specs=[tfma.MetricsSpec(metrics=metrics)])
-
-
-def _gated_ns(gate_n: Union[int, Sequence[int]]) -> Tuple[int, ...]:
-  return hit_rate.check_ns(gate_n if isinstance(gate_n, (list, tuple)) else [gate_n])
-
-
-def _check_fraction(name: str, value: float) -> None:
-  if not 0.0 <= value <= 1.0:
-    raise ValueError(f'{name}={value!r} must be a fraction in [0, 1]')
 
 
 def config_for_run(eval_config: tfma.EvalConfig, has_baseline: bool) -> tfma.EvalConfig:
@@ -78,7 +53,7 @@ def _hit_rate_metric(class_name: str, n: int, threshold) -> tfma.MetricConfig:
   return metric
 
 
-def _pos_threshold(gate: Any) -> tfma.MetricThreshold:
+def _pos_threshold(gate: settings.GateConfig) -> tfma.MetricThreshold:
   return tfma.MetricThreshold(
       value_threshold=tfma.GenericValueThreshold(lower_bound={'value': gate.pos_floor}),
       change_threshold=tfma.GenericChangeThreshold(
@@ -86,7 +61,7 @@ def _pos_threshold(gate: Any) -> tfma.MetricThreshold:
           absolute={'value': -gate.pos_tolerance}))
 
 
-def _neg_threshold(gate: Any) -> tfma.MetricThreshold:
+def _neg_threshold(gate: settings.GateConfig) -> tfma.MetricThreshold:
   return tfma.MetricThreshold(
       value_threshold=tfma.GenericValueThreshold(upper_bound={'value': gate.neg_ceiling}),
       change_threshold=tfma.GenericChangeThreshold(

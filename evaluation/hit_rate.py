@@ -14,9 +14,9 @@ from typing import Dict, Iterable, Sequence, Tuple
 
 import numpy as np
 
-from transform import features
+from contract import features
+from contract import settings
 
-DEFAULT_NS = (10, 50, 100)
 _KNOWN_LABELS = (features.LABEL_POSITIVE, features.LABEL_NEGATIVE, features.LABEL_NEITHER)
 
 
@@ -81,7 +81,7 @@ def check_ns(ns: Iterable[int]) -> Tuple[int, ...]:
   return tuple(sorted(set(checked)))
 
 
-def hit_counts(target_ranks, labels, ns: Sequence[int] = DEFAULT_NS) -> HitCounts:
+def hit_counts(target_ranks, labels, ns: Sequence[int] = settings.METRIC_NS) -> HitCounts:
   """Counts of positive and negative targets and of those ranked within each N."""
   ranks = np.asarray(target_ranks).reshape(-1)
   label_values = np.asarray(labels).reshape(-1)
@@ -108,7 +108,7 @@ def hit_counts(target_ranks, labels, ns: Sequence[int] = DEFAULT_NS) -> HitCount
       neg_hits=(ranks[negative][None, :] < cut_offs).sum(axis=1))
 
 
-def hit_rates(target_ranks, labels, ns: Sequence[int] = DEFAULT_NS) -> Dict[str, float]:
+def hit_rates(target_ranks, labels, ns: Sequence[int] = settings.METRIC_NS) -> Dict[str, float]:
   """{'pos_at_N': POS@N, 'neg_at_N': NEG@N} for each N in ns (NaN where a label has no targets)."""
   return hit_counts(target_ranks, labels, ns).rates()
 

@@ -20,8 +20,8 @@ import numpy as np
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_types
 
+from contract import features
 from evaluation import hit_rate
-from transform import features
 
 
 class PosAtN(metric_types.Metric):

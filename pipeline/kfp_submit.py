@@ -24,7 +24,7 @@ import kfp
 import kfp_server_api
 import yaml
 
-from pipeline import configs
+from contract import settings
 
 # robfig/cron, which KFP's scheduler uses: second minute hour day-of-month month day-of-week.
 CRON_FIELDS = (
@@ -94,12 +94,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       '(default $KF_PIPELINES_ENDPOINT)')
   parser.add_argument('--package', required=True,
                       help='the compiled pipeline spec (.yaml) from pipeline/kubeflow_runner.py')
-  parser.add_argument('--pipeline_name', default=configs.PIPELINE_NAME,
+  parser.add_argument('--pipeline_name', default=settings.PIPELINE_NAME,
                       help='pipeline to add a version to, created if missing '
                       '(default %(default)s)')
   parser.add_argument('--version_name', help='name of the uploaded version (default: the '
                       'package\'s content hash and the upload time)')
-  parser.add_argument('--experiment', default=configs.PIPELINE_NAME,
+  parser.add_argument('--experiment', default=settings.PIPELINE_NAME,
                       help='experiment of the run, created if missing (default %(default)s)')
   parser.add_argument('--namespace', help='Kubernetes namespace of a multi-user KFP')
   parser.add_argument('--run_name', help='display name of the run or recurring run '

@@ -6,7 +6,7 @@ r"""Compiles the pipeline for Kubeflow Pipelines v2 (KubeflowV2DagRunner) into a
       [--runner=DataflowRunner ... any Beam argument]
 
 Every flag can also come from the environment (PLAYRECALL_IMAGE, PLAYRECALL_PIPELINE_ROOT,
-PLAYRECALL_DATA_ROOT, PLAYRECALL_SERVING_MODEL_DIR); settings from pipeline/configs.py and the
+PLAYRECALL_DATA_ROOT, PLAYRECALL_SERVING_MODEL_DIR); settings from contract/settings.py and the
 JSON file in $PLAYRECALL_CONFIG (or --config). Arguments this command does not know are Beam
 arguments, passed to every Beam-based component as in beam_runner.py.
 
@@ -27,7 +27,7 @@ os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 from tfx import v1 as tfx
 import yaml
 
-from pipeline import configs
+from contract import settings
 from pipeline import pipeline
 
 # Every pipeline pod reads and writes these, and pods share no filesystem. TFX reads and writes
@@ -54,7 +54,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
       allow_abbrev=False,  # a Beam argument must never be taken for an abbreviation of ours
       description=__doc__.split('\n\n')[0],
       epilog='Unknown arguments are Beam arguments (default: '
-      + ' '.join(configs.BEAM_PIPELINE_ARGS) + ').')
+      + ' '.join(settings.BEAM_PIPELINE_ARGS) + ').')
   parser.add_argument('--image', help='the pipeline image every step runs in '
                       '(default $PLAYRECALL_IMAGE)')
   parser.add_argument('--pipeline_root', help='gs:// root of every step\'s outputs '
@@ -66,7 +66,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument('--output', default='playrecall_pipeline.yaml',
                       help='the pipeline spec to write (.yaml; default %(default)s)')
   parser.add_argument('--config', help='JSON settings file (default $PLAYRECALL_CONFIG, else '
-                      'the defaults in pipeline/configs.py)')
+                      'the defaults in contract/settings.py)')
   parser.add_argument('--disable_caching', action='store_true',
                       help='compile every task with caching off')
   args, beam_pipeline_args = parser.parse_known_args(argv)
@@ -84,12 +84,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   stray = [a for a in beam_pipeline_args if not a.startswith('--')]
   if stray:
     parser.error(f'unexpected arguments {stray}: Beam arguments look like --name=value')
-  args.beam_pipeline_args = beam_pipeline_args or list(configs.BEAM_PIPELINE_ARGS)
+  args.beam_pipeline_args = beam_pipeline_args or list(settings.BEAM_PIPELINE_ARGS)
   return args
 
 
 def compile_pipeline_spec(*, image: str, pipeline_root: str, data_root: str,
-                          serving_model_dir: str, config: configs.PipelineConfig,
+                          serving_model_dir: str, config: settings.PipelineConfig,
                           beam_pipeline_args: List[str], enable_cache: bool = True
                           ) -> Dict[str, Any]:
   """Returns the KFP PipelineSpec (as a dict) of the pipeline with the pushed-model baseline."""
@@ -118,14 +118,14 @@ def compile_pipeline_spec(*, image: str, pipeline_root: str, data_root: str,
   return pipeline_spec
 
 
-def with_tfjob_image(config: configs.PipelineConfig, image: str) -> configs.PipelineConfig:
+def with_tfjob_image(config: settings.PipelineConfig, image: str) -> settings.PipelineConfig:
   """The config with the TFJob (if the Trainer launches one) running this spec's image, so the
   chief trains with the same code as the step that launched it."""
   tfjob = config.train.tfjob
-  if tfjob is None or tfjob.get('image'):
+  if tfjob is None or tfjob.image:
     return config
-  return dataclasses.replace(
-      config, train=dataclasses.replace(config.train, tfjob=dict(tfjob, image=image)))
+  return dataclasses.replace(config, train=dataclasses.replace(
+      config.train, tfjob=dataclasses.replace(tfjob, image=image)))
 
 
 def write_pipeline_spec(pipeline_spec: Dict[str, Any], path: str) -> None:
@@ -140,8 +140,8 @@ def write_pipeline_spec(pipeline_spec: Dict[str, Any], path: str) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
   args = parse_args(sys.argv[1:] if argv is None else argv)
-  config = (configs.PipelineConfig.from_json_file(args.config) if args.config
-            else configs.load_config())
+  config = (settings.PipelineConfig.from_json_file(args.config) if args.config
+            else settings.load_config())
   pipeline_spec = compile_pipeline_spec(
       image=args.image, pipeline_root=args.pipeline_root, data_root=args.data_root,
       serving_model_dir=args.serving_model_dir, config=config,

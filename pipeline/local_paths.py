@@ -6,7 +6,7 @@ from typing import List, Mapping, Optional
 
 from tfx import v1 as tfx
 
-from pipeline import configs
+from contract import settings
 from pipeline import pipeline
 
 HOME_ENV = 'PLAYRECALL_HOME'
@@ -37,7 +37,7 @@ class LocalPaths:
         reports_dir=os.path.join(home, 'reports', pipeline_name))
 
 
-def create_local_pipeline(config: configs.PipelineConfig,
+def create_local_pipeline(config: settings.PipelineConfig,
                           beam_pipeline_args: Optional[List[str]] = None,
                           environ: Optional[Mapping[str, str]] = None) -> tfx.dsl.Pipeline:
   """The pipeline with every output under $PLAYRECALL_HOME and MLMD in a SQLite file there."""

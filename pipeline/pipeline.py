@@ -12,8 +12,9 @@ from ml_metadata.proto import metadata_store_pb2
 
 from components.play_log_example_gen.component import PlayLogExampleGen
 from components.pushed_model_baseline.component import PushedModelBaseline
+from components.serving_pusher.component import ServingPusher
+from contract import settings
 from evaluation import eval_config as eval_config_lib
-from pipeline import configs
 
 PREPROCESSING_FN = 'transform.preprocessing.preprocessing_fn'
 RUN_FN = 'trainer.run.run_fn'
@@ -28,7 +29,7 @@ def create_pipeline(
     pipeline_root: str,
     data_root: str,
     serving_model_dir: str,
-    config: configs.PipelineConfig,
+    config: settings.PipelineConfig,
     baseline: str = 'resolver',
     beam_pipeline_args: Optional[List[str]] = None,
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
@@ -41,7 +42,7 @@ def create_pipeline(
     pipeline_root: where every component writes its outputs.
     data_root: the directory (or glob) of play-log files.
     serving_model_dir: the TF Serving model directory Pusher writes numbered versions into.
-    config: every setting of the pipeline (pipeline/configs.py).
+    config: every setting of the pipeline (contract/settings.py).
     baseline: how the Evaluator finds the model to compare against: 'resolver' (the latest
       blessed model in MLMD; local and Beam runners) or 'pushed_model' (the newest version in
       serving_model_dir; for Kubeflow Pipelines v2, which cannot run a Resolver).
@@ -76,11 +77,11 @@ def create_pipeline(
       schema=schema_gen.outputs['schema'],
       preprocessing_fn=PREPROCESSING_FN,
       custom_config=dataclasses.asdict(config.vocabulary))
-  hparams = dict(config.train.hparams, history_length=ingest.history_length,
-                 pos_threshold=ingest.pos_threshold)
-  trainer_config = {'hparams': hparams}
+  # The hyper-parameters as the config holds them: history_length, pos_threshold and
+  # train_steps already set from ingest and train (contract/settings.py).
+  trainer_config = {'hparams': dataclasses.asdict(config.train.hparams)}
   if config.train.tfjob is not None:
-    trainer_config['tfjob'] = config.train.tfjob
+    trainer_config['tfjob'] = dataclasses.asdict(config.train.tfjob)
   trainer = tfx.components.Trainer(
       run_fn=RUN_FN if config.train.tfjob is None else TFJOB_RUN_FN,
       examples=transform.outputs['transformed_examples'],
@@ -96,11 +97,12 @@ def create_pipeline(
       model=trainer.outputs['model'],
       baseline_model=baseline_node.outputs['model'],
       eval_config=eval_config_lib.make_eval_config(config.gate))
-  pusher = tfx.components.Pusher(
+  pusher = ServingPusher(
       model=trainer.outputs['model'],
       model_blessing=evaluator.outputs['blessing'],
       push_destination=tfx.proto.PushDestination(
-          filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)))
+          filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)),
+  ).with_id('Pusher')  # the id TFX's own Pusher has: runs, caches and dashboards keep their name
 
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name,

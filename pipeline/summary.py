@@ -14,8 +14,8 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from contract import settings
 from evaluation import report
-from pipeline import configs
 from pipeline import local_paths
 
 # Artifact types in pipeline order, with the properties worth a line each.
@@ -95,7 +95,7 @@ def _artifacts_by_type(store, artifacts) -> Dict[str, List[metadata_store_pb2.Ar
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--pipeline_name', default=configs.load_config().pipeline_name)
+  parser.add_argument('--pipeline_name', default=settings.load_config().pipeline_name)
   parser.add_argument('--metadata_path', help='MLMD sqlite file (default: from $PLAYRECALL_HOME)')
   args = parser.parse_args(argv)
   paths = local_paths.LocalPaths.from_env(args.pipeline_name)

@@ -12,13 +12,13 @@ image (the training operator sets TF_CONFIG for each); every replica gets the Tr
 inputs and outputs as flags (object-store paths all pods can read). The step waits for the job
 and fails when it fails. The chief writes the serving model into the Trainer's output artifact,
 so Evaluator and Pusher see a model like any other. Settings under 'tfjob' (all optional) are
-the fields of TFJobConfig; kubeflow_runner.py sets `image` to the image the spec runs.
+the fields of contract.settings.TFJobConfig; kubeflow_runner.py sets `image` to the image the
+spec runs.
 
 The TFJob's name is derived from the Trainer's output location, so a Trainer pod that is
 restarted attaches to the job it already started instead of training twice.
 """
 
-import dataclasses
 import hashlib
 import json
 import time
@@ -26,35 +26,15 @@ from typing import Any, Callable, Dict, List, Optional
 
 import yaml
 
+from contract import settings
+
 TFJOB_CONFIG_KEY = 'tfjob'
-# The ConfigMap k8s/kustomization.yaml generates from k8s/tfjob.yaml, and its key.
-TEMPLATE_CONFIG_MAP = 'playrecall-tfjob-template'
+# The key of the template in its ConfigMap (settings.TFJOB_TEMPLATE_CONFIG_MAP).
 TEMPLATE_KEY = 'tfjob.yaml'
 GROUP, VERSION, PLURAL = 'kubeflow.org', 'v1', 'tfjobs'
 # The training operator sets TF_CONFIG only in the container with this name.
 TENSORFLOW_CONTAINER = 'tensorflow'
 FINISHED = ('Succeeded', 'Failed')
-
-
-@dataclasses.dataclass(frozen=True)
-class TFJobConfig:
-  """custom_config['tfjob'] of the Trainer."""
-  namespace: str = 'playrecall'  # of the TFJob and its template ConfigMap
-  template_config_map: str = TEMPLATE_CONFIG_MAP
-  manifest: Optional[str] = None  # a TFJob template file to use instead of the ConfigMap
-  image: Optional[str] = None  # None: the template's image
-  replicas: Dict[str, int] = dataclasses.field(default_factory=dict)  # e.g. {'Worker': 4, 'PS': 2}
-  poll_seconds: float = 30.0
-  timeout_seconds: float = 24 * 3600.0
-
-  @classmethod
-  def from_dict(cls, values: Dict[str, Any]) -> 'TFJobConfig':
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-      raise ValueError(f"custom_config['{TFJOB_CONFIG_KEY}']: unknown settings {unknown}; "
-                       f'known: {sorted(known)}')
-    return cls(**values)
 
 
 class TFJobFailed(RuntimeError):
@@ -82,7 +62,8 @@ def tfjob_name(fn_args) -> str:
   return f'playrecall-train-{digest}'
 
 
-def build_tfjob(template: Dict[str, Any], fn_args, config: TFJobConfig) -> Dict[str, Any]:
+def build_tfjob(template: Dict[str, Any], fn_args,
+                config: settings.TFJobConfig) -> Dict[str, Any]:
   """The template with this execution's name, namespace, image, replica counts and flags."""
   tfjob = json.loads(json.dumps(template))  # a deep copy
   tfjob['metadata'] = dict(tfjob.get('metadata') or {}, name=tfjob_name(fn_args),
@@ -116,7 +97,7 @@ def job_state(tfjob: Dict[str, Any]) -> Optional[Dict[str, Any]]:
   return conditions[-1] if conditions else None
 
 
-def launch_and_wait(api, template: Dict[str, Any], fn_args, config: TFJobConfig,
+def launch_and_wait(api, template: Dict[str, Any], fn_args, config: settings.TFJobConfig,
                     log: Callable[[str], None] = print, sleep=time.sleep,
                     clock=time.monotonic) -> Dict[str, Any]:
   """Creates the TFJob (or attaches to it if it exists) and returns it once Succeeded.
@@ -171,7 +152,7 @@ def load_template(path: str) -> Dict[str, Any]:
     return parse_template(f.read(), path)
 
 
-def template_from_cluster(core_api, config: TFJobConfig) -> Dict[str, Any]:
+def template_from_cluster(core_api, config: settings.TFJobConfig) -> Dict[str, Any]:
   """The TFJob template in the ConfigMap (a kubernetes.client.CoreV1Api reads it)."""
   config_map = core_api.read_namespaced_config_map(config.template_config_map, config.namespace)
   source = f'ConfigMap {config.namespace}/{config.template_config_map}'
@@ -184,7 +165,7 @@ def run_fn(fn_args) -> None:
   """TFX Trainer entry point: trains on a TFJob in the cluster this pod runs in."""
   import kubernetes  # pylint: disable=g-import-not-at-top
 
-  config = TFJobConfig.from_dict((fn_args.custom_config or {}).get(TFJOB_CONFIG_KEY) or {})
+  config = settings.TFJobConfig.from_dict((fn_args.custom_config or {}).get(TFJOB_CONFIG_KEY) or {})
   kubernetes.config.load_incluster_config()
   template = (load_template(config.manifest) if config.manifest else
               template_from_cluster(kubernetes.client.CoreV1Api(), config))

@@ -19,22 +19,28 @@ if [ ! -e "$PLAYRECALL_DATA/_ground_truth.json" ]; then
     --num_items "$DEMO_ITEMS" --seed 1
 fi
 
-echo "== registering the pipeline with the TFX CLI (engine: local)"
-if [ -d "$LOCAL_HOME/$PIPELINE_NAME" ]; then
-  tfx pipeline update --engine local --pipeline_path local_runner.py
-else
-  tfx pipeline create --engine local --pipeline_path local_runner.py
-fi
-
+# The screen shows progress, counts and the result; everything the libraries print goes here.
 log="$PLAYRECALL_HOME/logs/run-$(date +%Y%m%d-%H%M%S).log"
 mkdir -p "$(dirname "$log")"
-echo "== running it (full log: $log)"
+
+echo "== registering the pipeline with the TFX CLI (engine: local; full log: $log)"
+if [ -d "$LOCAL_HOME/$PIPELINE_NAME" ]; then
+  verb=update
+else
+  verb=create
+fi
+tfx pipeline "$verb" --engine local --pipeline_path local_runner.py >>"$log" 2>&1 \
+  || { tail -20 "$log" >&2; echo "registering the pipeline failed; see $log" >&2; exit 1; }
+
+echo "== running it"
 start=$(date +%s)
 # Show each component as it starts and ends, ingestion counts and training progress; the rest of
 # the (very verbose) TFX log goes to the file.
-tfx run create --engine local --pipeline_name "$PIPELINE_NAME" 2>&1 | tee "$log" \
-  | grep --line-buffered -E 'Component .* is (running|finished)|rows read|step [0-9]+: loss|trained to step|error|Error' \
+tfx run create --engine local --pipeline_name "$PIPELINE_NAME" 2>&1 | tee -a "$log" \
+  | grep --line-buffered -E '^(INFO:absl:)?(Component .* is (running|finished)|PlayLogExampleGen: rows read|step [0-9]+: loss|trained to step)|Error' \
+  | sed -u -e 's/^INFO:absl://' -e '/^PlayLogExampleGen: rows read/s/; quarantine in .*//' \
+  | awk '$0 != previous { print; fflush() } { previous = $0 }' \
   || { echo "the run failed; see $log" >&2; exit 1; }
 echo "== pipeline wall time: $(( $(date +%s) - start )) s"
 
-python -m pipeline.summary
+python -m pipeline.summary 2>>"$log"

@@ -10,16 +10,17 @@ from typing import Callable, Dict, Sequence
 import tensorflow as tf
 import tf_keras
 
+from contract import features
+from contract import settings
 from evaluation import hit_rate
 from trainer import model as model_lib
-from transform import features
 
 # evaluate(model) -> {'pos_at_N': ..., 'neg_at_N': ...}
 Evaluate = Callable[[tf_keras.Model], Dict[str, float]]
 
 
 def make_evaluate(eval_dataset: tf.data.Dataset, num_vocabulary: int,
-                  ns: Sequence[int] = hit_rate.DEFAULT_NS) -> Evaluate:
+                  ns: Sequence[int] = settings.METRIC_NS) -> Evaluate:
   """Returns evaluate(model): hit rates over every batch of eval_dataset.
 
   Args:

@@ -5,7 +5,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from trainer import hparams as hparams_lib
+from contract import settings
 from trainer import inputs
 
 FilePatterns = Union[str, Sequence[str]]
@@ -38,7 +38,7 @@ def list_files(file_pattern: FilePatterns) -> List[str]:
 
 def make_dataset(file_pattern: FilePatterns,
                  tf_transform_output: tft.TFTransformOutput,
-                 hparams: hparams_lib.HParams,
+                 hparams: settings.HParams,
                  batch_size: int,
                  input_context: Optional[tf.distribute.InputContext] = None,
                  shuffle: bool = True,

@@ -23,11 +23,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from trainer import hparams as hparams_lib
+from contract import features
+from contract import settings
 from trainer import inputs
 from trainer import model as model_lib
 from trainer import vocabulary
-from transform import features
 
 FeatureSpec = Dict[str, Union[tf.io.FixedLenFeature, tf.io.VarLenFeature]]
 
@@ -45,7 +45,7 @@ class ServingModule(tf.Module):
   """The model, Transform's layer and the item vocabulary, with the serving signatures."""
 
   def __init__(self, model: model_lib.DeepMatch, tf_transform_output: tft.TFTransformOutput,
-               hparams: hparams_lib.HParams, raw_feature_spec: Optional[FeatureSpec] = None):
+               hparams: settings.HParams, raw_feature_spec: Optional[FeatureSpec] = None):
     super().__init__(name='deep_match_serving')
     self.model = model
     self.hparams = hparams
@@ -110,7 +110,7 @@ class ServingModule(tf.Module):
 
 def export_serving_model(model: model_lib.DeepMatch,
                          tf_transform_output: tft.TFTransformOutput,
-                         hparams: hparams_lib.HParams,
+                         hparams: settings.HParams,
                          export_dir: str,
                          raw_feature_spec: Optional[FeatureSpec] = None,
                          scann_index: bool = False) -> str:

@@ -7,8 +7,8 @@ from typing import Dict, Tuple, Union
 
 import tensorflow as tf
 
-from trainer import hparams as hparams_lib
-from transform import features
+from contract import features
+from contract import settings
 
 # One play of a sequence: (history feature, target feature) pairs, in _Plays order.
 _PLAY_XF = ((features.HISTORY_ITEM_XF, features.ITEM_XF),
@@ -25,7 +25,7 @@ _Plays = Tuple[tf.RaggedTensor, ...]
 
 
 def to_model_batch(transformed: Dict[str, AnyTensor],
-                   hparams: hparams_lib.HParams,
+                   hparams: settings.HParams,
                    sequence_targets: bool = False) -> Dict[str, tf.Tensor]:
   """Returns the model batch: padded history tensors, HISTORY_LENGTH and, when present, targets.
 
@@ -87,7 +87,7 @@ def _sequence_plays(transformed: Dict[str, AnyTensor]) -> _Plays:
       for (history, target), dtype in zip(_PLAY_XF, (tf.int64, tf.float32, tf.int64, tf.int64)))
 
 
-def _kept_plays(plays: _Plays, hparams: hparams_lib.HParams) -> _Plays:
+def _kept_plays(plays: _Plays, hparams: settings.HParams) -> _Plays:
   """The plays the model sees: all of them, or only the well-played ones for variant a."""
   if not hparams.history_filter:
     return plays

@@ -9,10 +9,10 @@ from typing import Dict
 
 import tensorflow as tf
 
-from trainer import hparams as hparams_lib
+from contract import features
+from contract import settings
 from trainer import model as model_lib
 from trainer import samplers
-from transform import features
 
 LOSS_NAMES = ('loss', 'positive_loss', 'negative_loss')
 TARGETS = 'targets'  # compute_losses' count of the plays in a loss: the plays a batch trains
@@ -23,7 +23,7 @@ def positive_loss(model: model_lib.DeepMatch,
                   target_ids: tf.Tensor,
                   weights: tf.Tensor,
                   sampled: samplers.Sample,
-                  unique_gather: bool = True) -> tf.Tensor:
+                  unique_gather: bool) -> tf.Tensor:
   """Per-example weighted sampled-softmax loss [B] of the target items.
 
   The logits are user . item + item bias, less the log of each candidate's expected count (the
@@ -63,7 +63,7 @@ def negative_loss(user_vectors: tf.Tensor,
                   target_vectors: tf.Tensor,
                   target_bias: tf.Tensor,
                   weights: tf.Tensor,
-                  neg_weight: float = 1.0) -> tf.Tensor:
+                  neg_weight: float) -> tf.Tensor:
   """Per-example weighted sigmoid cross-entropy [B] of score user . item + bias against label 0."""
   logits = tf.reduce_sum(user_vectors * target_vectors, axis=-1) + target_bias
   losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.zeros_like(logits), logits=logits)
@@ -72,7 +72,7 @@ def negative_loss(user_vectors: tf.Tensor,
 
 def compute_losses(model: model_lib.DeepMatch,
                    batch: Dict[str, tf.Tensor],
-                   hparams: hparams_lib.HParams,
+                   hparams: settings.HParams,
                    sampler: samplers.Sampler,
                    training: bool = True) -> Dict[str, tf.Tensor]:
   """Scalars {'loss', 'positive_loss', 'negative_loss', 'targets'} of a batch with sequence targets.

@@ -14,8 +14,8 @@ import zlib
 import tensorflow as tf
 import tf_keras
 
-from trainer import hparams as hparams_lib
-from transform import features
+from contract import features
+from contract import settings
 
 _INIT_STDDEV = 0.02
 
@@ -34,7 +34,7 @@ class DeepMatch(tf_keras.Model):
   vectors are looked up and projected once per distinct id.
   """
 
-  def __init__(self, hparams: hparams_lib.HParams, num_items: int, num_intents: int, **kwargs):
+  def __init__(self, hparams: settings.HParams, num_items: int, num_intents: int, **kwargs):
     super().__init__(**kwargs)
     self.hparams = hparams
     self.num_items = num_items
@@ -184,7 +184,7 @@ def attention_mask(length: tf.Tensor, history_length: int) -> tf.Tensor:
 class _AttentionBlock(tf_keras.layers.Layer):
   """Self-attention and a feed-forward network, each with dropout, residual and layer norm."""
 
-  def __init__(self, hparams: hparams_lib.HParams, **kwargs):
+  def __init__(self, hparams: settings.HParams, **kwargs):
     super().__init__(**kwargs)
     h = hparams.hidden_dim
     self.attention = tf_keras.layers.MultiHeadAttention(
@@ -210,18 +210,19 @@ class _AttentionBlock(tf_keras.layers.Layer):
     return self.ffn_norm(x + self.ffn_dropout(transformed, training=training))
 
 
-def dummy_batch(hparams: hparams_lib.HParams, batch_size: int = 1) -> Dict[str, tf.Tensor]:
-  """An all-padding model batch of the right shapes and dtypes, for building variables."""
-  shape = [batch_size, hparams.history_length]
+def dummy_batch(hparams: settings.HParams) -> Dict[str, tf.Tensor]:
+  """An all-padding model batch of one row, of the right shapes and dtypes, for building
+  variables."""
+  shape = [1, hparams.history_length]
   return {
       features.HISTORY_ITEM_XF: tf.zeros(shape, tf.int64),
       features.HISTORY_PLAY_RATE_XF: tf.zeros(shape, tf.float32),
       features.HISTORY_INTENT_XF: tf.zeros(shape, tf.int64),
-      features.HISTORY_LENGTH: tf.zeros([batch_size], tf.int64),
+      features.HISTORY_LENGTH: tf.zeros([1], tf.int64),
   }
 
 
-def build_model(hparams: hparams_lib.HParams, num_items: int, num_intents: int) -> DeepMatch:
+def build_model(hparams: settings.HParams, num_items: int, num_intents: int) -> DeepMatch:
   """A DeepMatch model with all its variables created (create it inside a strategy's scope)."""
   model = DeepMatch(hparams, num_items, num_intents, name='deep_match')
   model(dummy_batch(hparams), training=False)

@@ -3,7 +3,7 @@
 import tensorflow as tf
 import tf_keras
 
-from trainer import hparams as hparams_lib
+from contract import settings
 
 
 class LazyAdam(tf_keras.optimizers.Adam):
@@ -48,7 +48,7 @@ class LazyAdam(tf_keras.optimizers.Adam):
     variable.scatter_sub(tf.IndexedSlices(alpha * m_rows / (tf.sqrt(v_rows) + epsilon), rows))
 
 
-def make_optimizer(hparams: hparams_lib.HParams) -> tf_keras.optimizers.Optimizer:
+def make_optimizer(hparams: settings.HParams) -> tf_keras.optimizers.Optimizer:
   """The optimizer hparams.optimizer names, at hparams.learning_rate."""
   if hparams.optimizer == 'lazy_adam':
     return LazyAdam(learning_rate=hparams.learning_rate)

@@ -29,7 +29,7 @@ from typing import Dict, List, Optional
 from absl import logging
 import tensorflow as tf
 
-from trainer import hparams as hparams_lib
+from contract import settings
 
 TF_CONFIG = 'TF_CONFIG'
 CHIEF, WORKER, PS = 'chief', 'worker', 'ps'
@@ -99,7 +99,7 @@ class ItemTablePartitioner(tf.distribute.experimental.partitioners.Partitioner):
     return [1] * shape.rank
 
 
-def parameter_server_strategy(hparams: hparams_lib.HParams, num_items: int):
+def parameter_server_strategy(hparams: settings.HParams, num_items: int):
   """The (ParameterServerStrategy, ClusterCoordinator) of the TF_CONFIG cluster."""
   # Without it, an RPC to a dead task waits for the task to come back instead of failing.
   os.environ.setdefault('GRPC_FAIL_FAST', 'use_caller')
@@ -109,9 +109,9 @@ def parameter_server_strategy(hparams: hparams_lib.HParams, num_items: int):
   return strategy, tf.distribute.coordinator.ClusterCoordinator(strategy)
 
 
-def hparams_from_fn_args(fn_args) -> hparams_lib.HParams:
+def hparams_from_fn_args(fn_args) -> settings.HParams:
   config = fn_args.custom_config or {}
-  hparams = hparams_lib.HParams.from_dict(config.get('hparams') or {})
+  hparams = settings.HParams.from_dict(config.get('hparams') or {})
   if fn_args.train_steps:
     hparams = hparams.replace(train_steps=int(fn_args.train_steps))
   return hparams
@@ -165,7 +165,7 @@ def run_fn(fn_args) -> None:
   logging.info('exported the serving model to %s', fn_args.serving_model_dir)
 
 
-def checkpoint_evaluate(fn_args, tf_transform_output, hparams: hparams_lib.HParams):
+def checkpoint_evaluate(fn_args, tf_transform_output, hparams: settings.HParams):
   """POS@N / NEG@N on fn_args.eval_files (at most fn_args.eval_steps batches), or None without
   eval files. One process only: under a parameter-server strategy the chief would read every
   item-table shard at each checkpoint; the Evaluator measures the exported model either way."""
@@ -184,7 +184,7 @@ def checkpoint_evaluate(fn_args, tf_transform_output, hparams: hparams_lib.HPara
                                        vocabulary.num_vocabulary_items(tf_transform_output))
 
 
-def restore_unsharded_model(hparams: hparams_lib.HParams, num_items: int, num_intents: int,
+def restore_unsharded_model(hparams: settings.HParams, num_items: int, num_intents: int,
                             checkpoint_path: str):
   """The model rebuilt outside any strategy, with the weights of a (possibly sharded) checkpoint."""
   from trainer import model as model_lib
@@ -229,7 +229,7 @@ def fn_args_from_flags(args: argparse.Namespace):
   if not isinstance(hparams, dict):
     raise SystemExit(f'--hparams must be a JSON object, got {args.hparams!r}')
   try:
-    hparams_lib.HParams.from_dict(hparams)  # Fails here, naming the bad field, not deep in training.
+    settings.HParams.from_dict(hparams)  # Fails here, naming the bad field, not deep in training.
   except (TypeError, ValueError) as error:
     raise SystemExit(f'--hparams: {error}') from None
   return FnArgs(train_files=args.train_files, eval_files=args.eval_files,

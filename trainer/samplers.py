@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from transform import features
+from contract import features
 
 # (sampled_ids [num_sampled], true_expected_count [B, 1], sampled_expected_count [num_sampled])
 Sample = Tuple[tf.Tensor, tf.Tensor, tf.Tensor]
@@ -30,7 +30,8 @@ OOV_UNIGRAM_COUNT = 1.0
 def make_sampler(name: str,
                  num_items: int,
                  unigram_counts: Optional[Sequence[float]] = None,
-                 num_sampled: int = 256,
+                 *,
+                 num_sampled: int,
                  seed: Optional[int] = None,
                  unique: bool = True) -> Sampler:
   """Returns sample(true_ids [B]) -> (sampled_ids, true_expected_count, sampled_expected_count).

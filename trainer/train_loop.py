@@ -22,8 +22,8 @@ from absl import logging
 import tensorflow as tf
 import tf_keras
 
+from contract import settings
 from trainer import checkpoint_eval
-from trainer import hparams as hparams_lib
 from trainer import losses as losses_lib
 from trainer import optimizers
 
@@ -62,11 +62,11 @@ def train(strategy: tf.distribute.Strategy,
           build_model: Callable[[], tf_keras.Model],
           dataset_fn: DatasetFn,
           loss_fn: LossFn,
-          hparams: hparams_lib.HParams,
+          hparams: settings.HParams,
           model_dir: str,
           coordinator: Optional[tf.distribute.experimental.coordinator.ClusterCoordinator] = None,
           log: Callable[[str], None] = logging.info,
-          optimizer_fn: Callable[[hparams_lib.HParams], tf_keras.optimizers.Optimizer] = None,
+          optimizer_fn: Callable[[settings.HParams], tf_keras.optimizers.Optimizer] = None,
           evaluate: Optional[checkpoint_eval.Evaluate] = None) -> TrainResult:
   """Trains until the step reaches hparams.train_steps, resuming from model_dir's checkpoint.
 

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from transform import features
+from contract import features
 
 
 def item_vocabulary(tf_transform_output: tft.TFTransformOutput) -> List[str]:

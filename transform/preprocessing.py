@@ -5,11 +5,8 @@ from typing import Any, Dict, Optional
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from transform import features
-
-# Items seen fewer times than this in training map to the OOV bucket; bounds the catalogue the
-# model has to score and keeps one-off ids (often logging noise) out of the vocabulary.
-DEFAULT_ITEM_MIN_COUNT = 1
+from contract import features
+from contract import settings
 
 
 def preprocessing_fn(inputs: Dict[str, Any],
@@ -22,23 +19,22 @@ def preprocessing_fn(inputs: Dict[str, Any],
 
   Args:
     inputs: raw features as PlayLogExampleGen writes them (history features are sparse).
-    custom_config: optional {'item_min_count': int, 'item_vocab_size': int}.
+    custom_config: the fields of contract.settings.VocabularyConfig (missing: its defaults).
 
   Returns:
     The transformed features named in features.py.
   """
-  config = custom_config or {}
-  min_count = config.get('item_min_count', DEFAULT_ITEM_MIN_COUNT)
-  top_k = config.get('item_vocab_size')
+  config = settings.VocabularyConfig.from_dict(custom_config or {})
 
   played_items = _every_play(inputs[features.HISTORY_ITEM_ID], inputs[features.ITEM_ID])
   item_vocab = tft.vocabulary(
-      played_items, top_k=top_k, frequency_threshold=min_count,
+      played_items, top_k=config.item_vocab_size, frequency_threshold=config.item_min_count,
       vocab_filename=features.ITEM_VOCAB)
   # The same ordering with counts, for the fixed_unigram sampler. Both files are ordered by
   # (count, item) descending, so line i of one is line i of the other.
   tft.vocabulary(
-      played_items, top_k=top_k, frequency_threshold=min_count, store_frequency=True,
+      played_items, top_k=config.item_vocab_size, frequency_threshold=config.item_min_count,
+      store_frequency=True,
       vocab_filename=features.ITEM_VOCAB_COUNTS)
   intent_vocab = tft.vocabulary(
       _every_play(inputs[features.HISTORY_INTENT], inputs[features.INTENT]),

@@ -7,6 +7,7 @@ that unpickles them starts in about a second instead of importing TensorFlow.
 import collections
 import dataclasses
 import gzip
+import itertools
 import random
 import zlib
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -130,14 +131,31 @@ class ReadPlayLogFile(beam.DoFn):
     yield beam.pvalue.TaggedOutput(COUNTS, counts)
 
 
-class TimeRange(beam.PTransform):
-  """(bucket, table of plays) -> the single (first ts, last ts) over all plays."""
+class EvalCutTime(beam.PTransform):
+  """(bucket, table of plays) -> the one epoch ms from which the latest eval_fraction of all
+  plays are eval (None when there are no plays).
+
+  A fraction of plays, not of the time range: a log's range is often stretched by a few early or
+  late plays, and a cut by range would then leave almost nothing (or everything) to eval. The
+  plays are counted in TIME_HISTOGRAM_BINS equal bins of the range, so the cut is a bin edge:
+  the eval split holds at least eval_fraction of the plays, and at most one bin's more.
+  """
+
+  def __init__(self, eval_fraction: float):
+    super().__init__()
+    self._eval_fraction = eval_fraction
 
   def expand(self, bucket_tables):
+    time_range = (bucket_tables
+                  | 'TableRange' >> beam.Map(lambda kv: (int(pc.min(kv[1]['ts']).as_py()),
+                                                         int(pc.max(kv[1]['ts']).as_py())))
+                  | 'Range' >> beam.CombineGlobally(_merged_range))
     return (bucket_tables
-            | 'BlockRange' >> beam.Map(lambda kv: (int(pc.min(kv[1]['ts']).as_py()),
-                                                   int(pc.max(kv[1]['ts']).as_py())))
-            | 'Range' >> beam.CombineGlobally(_merged_range))
+            | 'TableHistogram' >> beam.Map(lambda kv, r: _ts_histogram(kv[1]['ts'], r),
+                                           r=beam.pvalue.AsSingleton(time_range))
+            | 'Histogram' >> beam.CombineGlobally(_summed_histograms)
+            | 'Cut' >> beam.Map(_cut_time, time_range=beam.pvalue.AsSingleton(time_range),
+                                eval_fraction=self._eval_fraction))
 
 
 def _merged_range(ranges: Iterable[Tuple[int, int]]) -> Optional[Tuple[int, int]]:
@@ -148,24 +166,49 @@ def _merged_range(ranges: Iterable[Tuple[int, int]]) -> Optional[Tuple[int, int]
   return min(r[0] for r in ranges), max(r[1] for r in ranges)
 
 
-def cut_time(time_range: Optional[Tuple[int, int]], eval_fraction: float) -> Optional[int]:
-  """Returns the epoch ms from which plays are eval: the last eval_fraction of the range."""
-  if time_range is None:  # no plays: no cut (the run fails on its empty counts)
-    return None
+def _histogram_bins(ts: np.ndarray, time_range: Tuple[int, int]) -> np.ndarray:
+  """The bin of each ts: floor((ts - first) * bins / span), in integers (exact at bin edges)."""
   first, last = time_range
-  return last - int((last - first) * eval_fraction)
+  return (ts - first) * defaults.TIME_HISTOGRAM_BINS // (last - first + 1)
+
+
+def _ts_histogram(ts: pa.ChunkedArray, time_range: Tuple[int, int]) -> np.ndarray:
+  bins = _histogram_bins(ts.to_numpy().astype(np.int64), time_range)
+  return np.bincount(bins, minlength=defaults.TIME_HISTOGRAM_BINS)
+
+
+def _summed_histograms(histograms: Iterable[np.ndarray]) -> Optional[np.ndarray]:
+  histograms = [h for h in histograms if h is not None]
+  return np.sum(histograms, axis=0) if histograms else None
+
+
+def _cut_time(histogram: Optional[np.ndarray], time_range: Optional[Tuple[int, int]],
+              eval_fraction: float) -> Optional[int]:
+  """The start of the latest bin from which on at least eval_fraction of the plays lie."""
+  if histogram is None:  # no plays: no cut (the run fails on its empty counts)
+    return None
+  plays_from = np.cumsum(histogram[::-1])[::-1]  # plays in bin k and later
+  first_eval_bin = int(np.flatnonzero(plays_from >= eval_fraction * plays_from[0])[-1])
+  first, last = time_range
+  span = last - first + 1
+  # The least ts whose bin is first_eval_bin: ceil(bin * span / bins).
+  return first + -(-first_eval_bin * span // defaults.TIME_HISTOGRAM_BINS)
 
 
 class BuildBucketExamples(beam.DoFn):
-  """(user bucket, tables of plays) -> serialized tf.Examples tagged by split.
+  """(user bucket, tables of plays) -> (shuffle group, serialized tf.Examples) tagged by split.
 
-  Each example is an element of its own, so that the shuffle after it can put each train window
-  among other users' windows. Duplicate rows and counts are tagged outputs too.
+  Each example goes to one of num_shuffle_groups groups by a hash of its bytes, so that the
+  shuffle after it (ShuffleExamples) puts each train window among other users' windows. A bucket
+  emits one list per split and group, not one element per example: Beam's work per element was
+  a third of the run. Duplicate rows and counts are tagged outputs too.
   """
 
-  def __init__(self, config: user_examples.ExampleConfig, files: Sequence[str]):
+  def __init__(self, config: user_examples.ExampleConfig, files: Sequence[str],
+               num_shuffle_groups: int):
     self._config = config
     self._files = list(files)
+    self._num_shuffle_groups = num_shuffle_groups
 
   def process(self, bucket_tables: Tuple[int, Iterable[pa.Table]],
               eval_start_ts: Optional[int]):
@@ -177,47 +220,47 @@ class BuildBucketExamples(beam.DoFn):
     counts['tied_plays'] = built.tied_plays
     counts['unknown_intents'] = built.unknown_intents
     yield from _quarantine_rows(counts, built.duplicates)
+    groups = collections.defaultdict(list)
     for example in built.examples:
       counts['examples'][example.split] += 1
       if example.split == user_examples.TRAIN:
         counts['train_plays'] += example.plays
-      yield beam.pvalue.TaggedOutput(example.split, example.serialized)
+      group = zlib.crc32(example.serialized) % self._num_shuffle_groups
+      groups[example.split, group].append(example.serialized)
+    for (split, group), examples in groups.items():
+      yield beam.pvalue.TaggedOutput(split, (group, examples))
     yield beam.pvalue.TaggedOutput(COUNTS, counts)
 
 
-def _shuffled_group(keyed_group: Tuple[int, Iterable[bytes]]) -> List[bytes]:
+def num_shuffle_groups(num_user_buckets: int) -> int:
+  """Groups the examples of each split are shuffled in: as many per user bucket as keep a group
+  to a few MB, whatever the input's size."""
+  return num_user_buckets * defaults.SHUFFLE_GROUPS_PER_USER_BUCKET
+
+
+def _shuffled_group(keyed_group: Tuple[int, Iterable[List[bytes]]]) -> List[bytes]:
   """The group's examples in an order that depends on their contents only (same input, same
   files), not on the order the runner delivered them in."""
-  key, examples = keyed_group
-  examples = sorted(examples)
+  key, example_lists = keyed_group
+  examples = sorted(itertools.chain.from_iterable(example_lists))
   random.Random(key).shuffle(examples)
   return examples
 
 
-def _group_of(example: bytes, num_groups: int) -> int:
-  return zlib.crc32(example) % num_groups
-
-
 class ShuffleExamples(beam.PTransform):
-  """Puts serialized examples in random order, on every runner.
+  """(group, lists of serialized examples) -> the examples, in random order on every runner.
 
   beam.Reshuffle (what TFX's own ExampleGens shuffle with) does not: it gives every element a
   random key and groups, but the DirectRunner emits the groups in order of first appearance, so
-  the examples keep their order, each user's together. Here they are dealt to random groups of
-  about EXAMPLES_PER_SHUFFLE_GROUP (the group count follows the split's size, so a group fits in
-  memory however large the split), and each group is shuffled in memory: then whatever order the
-  runner emits the groups in, the examples come out in random order. Groups and shuffles are
-  seeded by the examples' bytes, so the same input gives the same groups.
+  the examples keep their order, each user's together. Here BuildBucketExamples deals the
+  examples to groups by a hash of their bytes, and each group is gathered and shuffled in
+  memory: then whatever order the runner emits the groups in, the examples come out in random
+  order. Groups and shuffles are seeded by the examples' bytes, so the same input gives the same
+  files.
   """
 
-  def expand(self, examples):
-    num_groups = (
-        examples
-        | 'Count' >> beam.combiners.Count.Globally()
-        | 'NumGroups' >> beam.Map(lambda n: max(1, n // defaults.EXAMPLES_PER_SHUFFLE_GROUP)))
-    return (examples
-            | 'DealToGroups' >> beam.Map(lambda example, n: (_group_of(example, n), example),
-                                         n=beam.pvalue.AsSingleton(num_groups))
+  def expand(self, grouped_lists):
+    return (grouped_lists
             | 'Group' >> beam.GroupByKey()
             | 'ShuffleEachGroup' >> beam.FlatMap(_shuffled_group))
 

@@ -9,9 +9,9 @@ from tfx.types import component_spec
 from tfx.types import standard_artifacts
 
 from components.play_log_example_gen import artifacts
-from components.play_log_example_gen import defaults
 from components.play_log_example_gen import driver
 from components.play_log_example_gen import executor
+from contract import settings
 
 # Parameter and channel names.
 INPUT_BASE_KEY = 'input_base'
@@ -41,7 +41,7 @@ class PlayLogExampleGenSpec(component_spec.ComponentSpec):
       HISTORY_LENGTH_KEY: component_spec.ExecutionParameter(type=int),
       POS_THRESHOLD_KEY: component_spec.ExecutionParameter(type=float),
       NEG_THRESHOLD_KEY: component_spec.ExecutionParameter(type=float),
-      EVAL_PLAYS_PER_USER_KEY: component_spec.ExecutionParameter(type=int),
+      EVAL_PLAYS_PER_USER_KEY: component_spec.ExecutionParameter(type=int, optional=True),
       EVAL_START_TS_KEY: component_spec.ExecutionParameter(type=int, optional=True),
       EVAL_FRACTION_KEY: component_spec.ExecutionParameter(type=float, optional=True),
       MAX_BAD_FRACTION_KEY: component_spec.ExecutionParameter(type=float),
@@ -63,11 +63,12 @@ class PlayLogExampleGen(base_beam_component.BaseBeamComponent):
 
   Every example is a history of plays (items, play rates, intents, timestamps and labels, oldest
   first; labels positive / negative / neither by the play-rate thresholds) and a target play.
-  Splits 'train' and 'eval' by time: every play at or after a global cut time (`eval_start_ts`,
-  or the last `eval_fraction` of the log's time range) is eval; with neither, each user's last
-  `eval_plays_per_user` plays. The train split cuts each user's plays into
-  disjoint windows of up to `history_length` + 1 plays (every play written once); the eval split
-  has one example per play with its previous `history_length` plays (transform/features.py).
+  Splits 'train' and 'eval' by time: every play at or after one global cut time is eval, the cut
+  being `eval_start_ts` or, by default, the time from which the latest `eval_fraction` (0.1) of
+  the plays lie; or, given `eval_plays_per_user`, each user's last plays. The train split cuts
+  each user's plays into disjoint windows of up to `history_length` + 1 plays (every play written
+  once); the eval split has one example per play with its previous `history_length` plays
+  (contract/features.py).
   Bad rows go to `quarantine` with their file, line and reason; the run fails, leaving no
   examples, when no row is read or more than `max_bad_fraction` of the rows are bad.
   """
@@ -78,17 +79,17 @@ class PlayLogExampleGen(base_beam_component.BaseBeamComponent):
 
   def __init__(self,
                input_base: str,
-               input_format: str = defaults.DEFAULT_INPUT_FORMAT,
-               column_mapping: str = defaults.DEFAULT_COLUMN_MAPPING,
-               history_length: int = defaults.HISTORY_LENGTH,
-               pos_threshold: float = defaults.POS_THRESHOLD,
-               neg_threshold: float = defaults.NEG_THRESHOLD,
-               eval_plays_per_user: int = defaults.EVAL_PLAYS_PER_USER,
+               input_format: str = settings.DEFAULT_INPUT_FORMAT,
+               column_mapping: str = settings.DEFAULT_COLUMN_MAPPING,
+               history_length: int = settings.HISTORY_LENGTH,
+               pos_threshold: float = settings.POS_THRESHOLD,
+               neg_threshold: float = settings.NEG_THRESHOLD,
+               eval_plays_per_user: Optional[int] = None,
                eval_start_ts: Optional[int] = None,
                eval_fraction: Optional[float] = None,
-               max_bad_fraction: float = defaults.MAX_BAD_FRACTION,
-               ts_unit: str = defaults.TS_UNIT,
-               min_ts_ms: int = defaults.MIN_TS_MS,
+               max_bad_fraction: float = settings.MAX_BAD_FRACTION,
+               ts_unit: str = settings.TS_UNIT,
+               min_ts_ms: int = settings.MIN_TS_MS,
                max_ts_ms: Optional[int] = None):
     """Constructs a PlayLogExampleGen.
 
@@ -101,12 +102,13 @@ class PlayLogExampleGen(base_beam_component.BaseBeamComponent):
       history_length: at most this many previous plays per example.
       pos_threshold: play rate at or above which a target is positive.
       neg_threshold: play rate at or below which a target is negative.
-      eval_plays_per_user: each user's last this many plays are eval (when neither
-        eval_start_ts nor eval_fraction is given).
+      eval_plays_per_user: if given, each user's last this many plays are eval (leave-last-N:
+        later plays of other users leak into training, so it flatters the model).
       eval_start_ts: epoch ms; if given, plays at or after it are eval, all others train.
-      eval_fraction: in (0, 1); if given, the cut time is this far from the end of the log's
-        time range (0.1: plays in the last tenth of the time between the first and last play
-        are eval). The cut is recorded on the examples as `eval_start_ts`.
+      eval_fraction: in (0, 1), the default split (0.1 when none of the three is given): the
+        latest this share of all plays are eval, from one cut time on (at least the share, at
+        most 1/100,000 of the time range more). The cut is recorded on the examples as
+        `eval_start_ts`. Give at most one of the three.
       max_bad_fraction: the run fails when quarantined / read rows exceeds this.
       ts_unit: 'ms' or 's': the unit of numeric timestamps (ISO-8601 strings carry their own).
       min_ts_ms: plays before this epoch ms are quarantined (default 1970-01-01).

@@ -22,6 +22,7 @@ from components.play_log_example_gen import defaults
 from components.play_log_example_gen import input_files
 from components.play_log_example_gen import play_log_reader
 from components.play_log_example_gen import user_examples
+from contract import settings
 
 EXAMPLES_KEY = 'examples'
 QUARANTINE_KEY = 'quarantine'
@@ -30,34 +31,11 @@ EVAL_START_FILE = 'eval_start_ts.json'
 QUARANTINE_PREFIX = 'quarantine'
 
 
-def validate_parameters(*, input_format: str, column_mapping: str, history_length: int,
-                        pos_threshold: float, neg_threshold: float, eval_plays_per_user: int,
-                        eval_start_ts: Optional[int], eval_fraction: Optional[float],
-                        max_bad_fraction: float, ts_unit: str, min_ts_ms: int,
-                        max_ts_ms: Optional[int]) -> None:
-  """Raises ValueError naming the first bad parameter."""
-  if input_format not in defaults.INPUT_FORMATS:
-    raise ValueError(f'input_format must be one of {defaults.INPUT_FORMATS}, got {input_format!r}')
-  column_mapping_lib.parse_column_mapping(column_mapping)
-  if history_length < 0:
-    raise ValueError(f'history_length must be >= 0, got {history_length}')
-  if not 0.0 <= neg_threshold < pos_threshold <= 1.0:
-    raise ValueError(f'need 0 <= neg_threshold < pos_threshold <= 1, got neg_threshold='
-                     f'{neg_threshold}, pos_threshold={pos_threshold}')
-  if eval_plays_per_user < 0:
-    raise ValueError(f'eval_plays_per_user must be >= 0, got {eval_plays_per_user}')
-  if eval_fraction is not None:
-    if eval_start_ts is not None:
-      raise ValueError('give eval_start_ts or eval_fraction, not both: '
-                       f'eval_start_ts={eval_start_ts}, eval_fraction={eval_fraction}')
-    if not 0.0 < eval_fraction < 1.0:
-      raise ValueError(f'eval_fraction must be in (0, 1), got {eval_fraction}')
-  if not 0.0 <= max_bad_fraction <= 1.0:
-    raise ValueError(f'max_bad_fraction must be in [0, 1], got {max_bad_fraction}')
-  if ts_unit not in defaults.TS_UNITS:
-    raise ValueError(f'ts_unit must be one of {sorted(defaults.TS_UNITS)}, got {ts_unit!r}')
-  if max_ts_ms is not None and max_ts_ms < min_ts_ms:
-    raise ValueError(f'need min_ts_ms <= max_ts_ms, got {min_ts_ms} > {max_ts_ms}')
+def validate_parameters(**parameters: Any) -> None:
+  """Raises ValueError (contract.typed.SettingError) naming the first bad parameter: the rules
+  of the pipeline config's `ingest` settings, whose fields these parameters are."""
+  settings.IngestConfig(**parameters)
+  column_mapping_lib.parse_column_mapping(parameters['column_mapping'])
 
 
 def num_user_buckets(files: Sequence[str]) -> int:
@@ -73,8 +51,8 @@ def num_user_buckets(files: Sequence[str]) -> int:
 def _check_counts(counts: Mapping[str, Any], max_bad_fraction: float, input_base: str,
                   quarantine_uri: str) -> None:
   """Asserts read == used + quarantined and that every used row is written once (in a train
-  window or as an eval target); raises when no row was read or the bad fraction passes the
-  limit."""
+  window or as an eval target); raises when no row was read, the bad fraction passes the limit,
+  or no row is left."""
   read, used, bad = counts['rows_read'], counts['rows_used'], counts['rows_quarantined']
   if read != used + bad:
     raise AssertionError(f'rows read ({read}) != rows used ({used}) + rows quarantined ({bad})')
@@ -95,6 +73,36 @@ def _check_counts(counts: Mapping[str, Any], max_bad_fraction: float, input_base
         f'PlayLogExampleGen: {bad} of {read} rows ({fraction:.2%}) were quarantined, more than '
         f'max_bad_fraction={max_bad_fraction:g} ({max_bad_fraction:.2%}). Top reasons: {reasons}. '
         f'Every quarantined row, with its reason, is in {quarantine_uri}')
+  if not used:
+    raise RuntimeError(
+        f'PlayLogExampleGen: all {read} rows read were quarantined; nothing to train on. Every '
+        f'quarantined row, with its reason, is in {quarantine_uri}')
+
+
+def _check_splits(examples: Mapping[str, int], config: user_examples.ExampleConfig,
+                  eval_start_ts: Optional[int]) -> None:
+  """Raises when a time cut leaves a split empty: nothing to train on, or nothing to judge the
+  model by (Transform or the Evaluator would fail later, less clearly)."""
+  if config.eval_plays_per_user is not None:
+    return  # each user's last plays: an empty eval split is what eval_plays_per_user=0 asks
+  for split, side in ((user_examples.TRAIN, 'before'), (user_examples.EVAL, 'at or after')):
+    if not examples[split]:
+      raise RuntimeError(
+          f'PlayLogExampleGen: the {split} split is empty: no play is {side} the cut time '
+          f'eval_start_ts={eval_start_ts}; choose another eval_start_ts or eval_fraction')
+
+
+def _split_rule(config: user_examples.ExampleConfig, eval_fraction: Optional[float]) -> str:
+  if eval_fraction is not None:
+    return f'the latest {eval_fraction:g} of the plays, from one cut time on'
+  if config.eval_start_ts is not None:
+    return f'every play at or after eval_start_ts={config.eval_start_ts}'
+  return f"each user's last {config.eval_plays_per_user} plays"
+
+
+def _optional(exec_properties: Dict[str, Any], key: str, kind: type) -> Any:
+  value = exec_properties.get(key)
+  return None if value is None else kind(value)
 
 
 def _record_counts(artifact: types.Artifact, counts: Mapping[str, Any]) -> None:
@@ -151,24 +159,23 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
   def _ingest(self, examples: types.Artifact, quarantine: types.Artifact,
               exec_properties: Dict[str, Any]) -> None:
-    input_format = exec_properties.get('input_format') or defaults.DEFAULT_INPUT_FORMAT
-    column_mapping = exec_properties.get('column_mapping') or defaults.DEFAULT_COLUMN_MAPPING
-    eval_start_ts = exec_properties.get('eval_start_ts')
-    eval_fraction = exec_properties.get('eval_fraction')
+    input_format = exec_properties.get('input_format') or settings.DEFAULT_INPUT_FORMAT
+    column_mapping = exec_properties.get('column_mapping') or settings.DEFAULT_COLUMN_MAPPING
+    eval_plays_per_user = _optional(exec_properties, 'eval_plays_per_user', int)
+    eval_start_ts = _optional(exec_properties, 'eval_start_ts', int)
+    eval_fraction = _optional(exec_properties, 'eval_fraction', float)
     config = user_examples.ExampleConfig(
-        history_length=int(exec_properties.get('history_length', defaults.HISTORY_LENGTH)),
-        pos_threshold=float(exec_properties.get('pos_threshold', defaults.POS_THRESHOLD)),
-        neg_threshold=float(exec_properties.get('neg_threshold', defaults.NEG_THRESHOLD)),
-        eval_plays_per_user=int(exec_properties.get('eval_plays_per_user',
-                                                    defaults.EVAL_PLAYS_PER_USER)),
-        eval_start_ts=None if eval_start_ts is None else int(eval_start_ts))
-    max_bad_fraction = float(exec_properties.get('max_bad_fraction', defaults.MAX_BAD_FRACTION))
+        history_length=int(exec_properties.get('history_length', settings.HISTORY_LENGTH)),
+        pos_threshold=float(exec_properties.get('pos_threshold', settings.POS_THRESHOLD)),
+        neg_threshold=float(exec_properties.get('neg_threshold', settings.NEG_THRESHOLD)),
+        eval_plays_per_user=eval_plays_per_user, eval_start_ts=eval_start_ts)
+    max_bad_fraction = float(exec_properties.get('max_bad_fraction', settings.MAX_BAD_FRACTION))
     max_ts_ms = exec_properties.get('max_ts_ms')
     timestamps = play_log_reader.TimestampRule(
-        min_ms=int(exec_properties.get('min_ts_ms', defaults.MIN_TS_MS)),
-        max_ms=(int(time.time() * 1000) + defaults.MAX_FUTURE_MS if max_ts_ms is None
+        min_ms=int(exec_properties.get('min_ts_ms', settings.MIN_TS_MS)),
+        max_ms=(int(time.time() * 1000) + settings.MAX_FUTURE_MS if max_ts_ms is None
                 else int(max_ts_ms)),
-        unit=exec_properties.get('ts_unit') or defaults.TS_UNIT)
+        unit=exec_properties.get('ts_unit') or settings.TS_UNIT)
     validate_parameters(input_format=input_format, column_mapping=column_mapping,
                         history_length=config.history_length,
                         pos_threshold=config.pos_threshold, neg_threshold=config.neg_threshold,
@@ -176,13 +183,16 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                         eval_start_ts=config.eval_start_ts, eval_fraction=eval_fraction,
                         max_bad_fraction=max_bad_fraction, ts_unit=timestamps.unit,
                         min_ts_ms=timestamps.min_ms, max_ts_ms=max_ts_ms)
+    if eval_plays_per_user is None and eval_start_ts is None and eval_fraction is None:
+      eval_fraction = settings.EVAL_FRACTION
     input_base = exec_properties['input_base']
     found = input_files.find_input_files(input_base)
     for path in found.ignored:
       logging.info('PlayLogExampleGen ignores %s (a name starting with "." or "_")', path)
     num_buckets = num_user_buckets(found.data)
     logging.info('PlayLogExampleGen reading %d %s file(s) with column mapping %s into %d user '
-                 'buckets', len(found.data), input_format, column_mapping, num_buckets)
+                 'buckets; eval split: %s', len(found.data), input_format, column_mapping,
+                 num_buckets, _split_rule(config, eval_fraction))
     counts_path = os.path.join(quarantine.uri, COUNTS_FILE)
 
     with self._make_beam_pipeline() as pipeline:
@@ -193,17 +203,17 @@ class Executor(base_beam_executor.BaseBeamExecutor):
           | 'ReadFiles' >> beam.ParDo(beam_stages.ReadPlayLogFile(
               input_format, column_mapping, timestamps, num_buckets)).with_outputs(
                   beam_stages.QUARANTINED, beam_stages.COUNTS, main='plays'))
-      if eval_fraction is None:
+      if eval_fraction is None:  # a given cut time, or each user's last plays
         eval_start = pipeline | 'EvalStart' >> beam.Create([config.eval_start_ts])
       else:
         eval_start = (parsed.plays
-                      | 'TimeRange' >> beam_stages.TimeRange()
-                      | 'CutTime' >> beam.Map(beam_stages.cut_time, float(eval_fraction)))
+                      | 'EvalCutTime' >> beam_stages.EvalCutTime(eval_fraction))
       built = (
           parsed.plays
           | 'GroupByUserBucket' >> beam.GroupByKey()
           | 'BuildExamples' >> beam.ParDo(
-              beam_stages.BuildBucketExamples(config, found.data),
+              beam_stages.BuildBucketExamples(config, found.data,
+                                              beam_stages.num_shuffle_groups(num_buckets)),
               eval_start_ts=beam.pvalue.AsSingleton(eval_start)).with_outputs(
                   beam_stages.QUARANTINED, beam_stages.COUNTS, *user_examples.SPLITS))
       _ = (eval_start
@@ -247,3 +257,4 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     logging.info('PlayLogExampleGen: %s; quarantine in %s', summary, quarantine.uri)
     print(f'PlayLogExampleGen: {summary}; quarantine in {quarantine.uri}', flush=True)
     _check_counts(counts, max_bad_fraction, input_base, quarantine.uri)
+    _check_splits(counts['examples'], config, eval_start_ts)

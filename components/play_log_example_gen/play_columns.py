@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from components.play_log_example_gen import column_mapping as column_mapping_lib
 from components.play_log_example_gen import defaults
-from transform import features
+from contract import features
 
 # What int() of a stripped digit string gives for sure (int64 has 18 safe decimal digits).
 _INT_PATTERN = r'^\s*-?\d{1,18}\s*$'

@@ -32,7 +32,8 @@ from components.play_log_example_gen import column_mapping as column_mapping_lib
 from components.play_log_example_gen import defaults
 from components.play_log_example_gen import input_files
 from components.play_log_example_gen import play_columns
-from transform import features
+from contract import features
+from contract import settings
 
 # Reasons a row is quarantined.
 UNPARSEABLE_ROW = 'unparseable_row'  # wrong field count, open quote, bad JSON, not a JSON object
@@ -90,11 +91,11 @@ class TimestampRule:
   """Timestamps are numbers in `unit` (or ISO-8601 strings) within [min_ms, max_ms] epoch ms."""
   min_ms: int
   max_ms: int
-  unit: str = defaults.TS_UNIT
+  unit: str = settings.TS_UNIT
 
   @property
   def ms_per_unit(self) -> int:
-    return defaults.TS_UNITS[self.unit]
+    return settings.TS_UNITS[self.unit]
 
 
 @dataclasses.dataclass(frozen=True)

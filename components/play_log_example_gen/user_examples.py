@@ -1,6 +1,6 @@
 """Plays of a bucket of users -> serialized tf.Examples, split by time.
 
-Both splits share one schema (transform/features.py): a history of plays, oldest first, each with
+Both splits share one schema (contract/features.py): a history of plays, oldest first, each with
 its ts and label, and a target play. They differ in how the user's plays (in time order) are cut:
 
   train: the training plays, cut into disjoint windows of up to history_length + 1 consecutive
@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from components.play_log_example_gen import play_log_reader
-from transform import features
+from contract import features
 
 TRAIN = 'train'
 EVAL = 'eval'
@@ -147,8 +147,9 @@ class ExampleConfig:
   history_length: int
   pos_threshold: float
   neg_threshold: float
-  eval_plays_per_user: int
-  eval_start_ts: Optional[int] = None  # if set, plays at or after it are eval
+  # Plays at or after eval_start_ts are eval; without it, each user's last eval_plays_per_user.
+  eval_plays_per_user: Optional[int] = None
+  eval_start_ts: Optional[int] = None
 
   def labels(self, play_rates: np.ndarray) -> np.ndarray:
     """Returns the LABEL_* value of each play rate."""

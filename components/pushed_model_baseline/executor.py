@@ -36,7 +36,7 @@ def newest_pushed_version(serving_model_dir: str) -> Optional[int]:
     if not name.isdigit():
       continue
     version_dir = os.path.join(serving_model_dir, name)
-    if _holds_saved_model(version_dir):
+    if holds_saved_model(version_dir):
       versions.append(int(name))
     else:
       logging.warning('Ignoring %s: no saved_model.pb (TF Serving cannot load it either).',
@@ -44,7 +44,7 @@ def newest_pushed_version(serving_model_dir: str) -> Optional[int]:
   return max(versions) if versions else None
 
 
-def _holds_saved_model(model_dir: str) -> bool:
+def holds_saved_model(model_dir: str) -> bool:
   return any(fileio.exists(os.path.join(model_dir, name))
              for name in ('saved_model.pb', 'saved_model.pbtxt'))
 

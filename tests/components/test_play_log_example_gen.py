@@ -22,15 +22,15 @@ from tfx.types import standard_artifacts
 from components.play_log_example_gen import artifacts
 from components.play_log_example_gen import column_mapping as column_mapping_lib
 from components.play_log_example_gen import component
-from components.play_log_example_gen import defaults
 from components.play_log_example_gen import driver
 from components.play_log_example_gen import executor
 from components.play_log_example_gen import input_files
 from components.play_log_example_gen import play_columns
 from components.play_log_example_gen import play_log_reader as r
 from components.play_log_example_gen import user_examples
+from contract import features
+from contract import settings
 from datagen import generate as generate_lib
-from transform import features
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # 1,180 real rows of Spotify's Music Streaming Sessions Dataset. Its terms allow it in tests from a
@@ -124,8 +124,8 @@ def assert_train_windows(train, train_items, history_length):
 def assert_labels_follow_the_thresholds(examples):
   """Asserts every play's label, at every history position and as target, from its play rate
   and the default thresholds."""
-  config = user_examples.ExampleConfig(history_length=0, pos_threshold=defaults.POS_THRESHOLD,
-                                       neg_threshold=defaults.NEG_THRESHOLD, eval_plays_per_user=0)
+  config = user_examples.ExampleConfig(history_length=0, pos_threshold=settings.POS_THRESHOLD,
+                                       neg_threshold=settings.NEG_THRESHOLD, eval_plays_per_user=0)
   for example in examples:
     for play in window_of(example):
       assert play[features.LABEL] == config.labels(np.array([play[features.PLAY_RATE]]))[0], play
@@ -218,7 +218,7 @@ def test_every_broken_row_is_quarantined_with_its_reason(tmp_path):
   logs = tmp_path / 'logs'
   write_broken_logs(str(logs))
   examples, quarantine = run_executor(tmp_path, logs, max_bad_fraction=1.0,
-                                      min_ts_ms=MIN_TS_2000)
+                                      min_ts_ms=MIN_TS_2000, eval_plays_per_user=2)
 
   quarantined = read_quarantine(quarantine)
   assert {(q['source'], q['line']): q['reason'] for q in quarantined} == expected_broken_reasons(
@@ -359,7 +359,7 @@ def test_split_by_cut_time_and_log_without_play_rates_as_gzipped_jsonl(tmp_path)
       (3, r.UNPARSEABLE_ROW), (4, r.UNPARSEABLE_ROW), (8, r.BAD_TYPE)}
   train, evals = read_split(examples, 'train'), read_split(examples, 'eval')
   assert_train_windows(train, {'u1': ['i0', 'i1'], 'u2': []},
-                       history_length=defaults.HISTORY_LENGTH)
+                       history_length=settings.HISTORY_LENGTH)
   assert sorted(e['item_id'] for e in evals) == ['7', 'i2', 'i3']
   for e in train + evals:
     for play in window_of(e):
@@ -429,7 +429,7 @@ def test_mssd_mapping_reads_the_real_log(tmp_path):
     sessions[session].append(track)
   train, evals = read_split(examples, 'train'), read_split(examples, 'eval')
   assert_train_windows(train, {session: tracks[:-1] for session, tracks in sessions.items()},
-                       history_length=defaults.HISTORY_LENGTH)
+                       history_length=settings.HISTORY_LENGTH)
   assert_labels_follow_the_thresholds(train + evals)
   # Within a session, an eval history is the earlier positions in order.
   longest = max(evals, key=lambda e: len(e['history_item_id']))
@@ -452,11 +452,10 @@ def test_train_windows_are_written_in_random_order(tmp_path):
   # The generator writes each user's plays together, as logs exported per user would be.
   summary = generate_lib.generate(str(logs), num_events=20_000, num_users=200, num_items=2_000,
                                   seed=5)
-  examples, _ = run_executor(tmp_path, logs, history_length=4)
+  examples, _ = run_executor(tmp_path, logs, history_length=4, eval_plays_per_user=2)
   assert counts_of(examples)['rows_quarantined'] == 0
   train = read_split(examples, 'train')
-  assert_train_windows(train, train_items_in_csv(summary['files'], defaults.EVAL_PLAYS_PER_USER),
-                       history_length=4)
+  assert_train_windows(train, train_items_in_csv(summary['files'], 2), history_length=4)
   users = [e['user_id'] for e in train]  # in the order written
   repeats = sum(a == b for a, b in zip(users, users[1:])) / (len(users) - 1)
   # In a random order a record follows one of its own user with this probability; in the users'
@@ -525,19 +524,19 @@ def test_varints_equal_protobuf_encoding():
 def test_component_spec_and_parameter_errors(tmp_path):
   gen = component.PlayLogExampleGen(input_base=str(tmp_path), column_mapping='mssd')
   assert set(gen.outputs) == {'examples', 'quarantine'}
-  assert gen.exec_properties['history_length'] == defaults.HISTORY_LENGTH
-  assert gen.exec_properties['max_bad_fraction'] == defaults.MAX_BAD_FRACTION
+  assert gen.exec_properties['history_length'] == settings.HISTORY_LENGTH
+  assert gen.exec_properties['max_bad_fraction'] == settings.MAX_BAD_FRACTION
   with pytest.raises(ValueError, match="unknown column mapping 'spotify'"):
     component.PlayLogExampleGen(input_base=str(tmp_path), column_mapping='spotify')
   with pytest.raises(ValueError, match='maps unknown canonical columns'):
     component.PlayLogExampleGen(input_base=str(tmp_path), column_mapping='{"rate": "x"}')
   with pytest.raises(ValueError, match='neg_threshold < pos_threshold'):
     component.PlayLogExampleGen(input_base=str(tmp_path), pos_threshold=0.2)
-  with pytest.raises(ValueError, match='input_format must be one of'):
+  with pytest.raises(ValueError, match=r"input_format: 'xml' is not allowed; choose one of"):
     component.PlayLogExampleGen(input_base=str(tmp_path), input_format='xml')
   with pytest.raises(ValueError, match='holds no play-log files'):
     input_files.find_input_files(str(tmp_path / 'nothing-*.csv'))
-  with pytest.raises(ValueError, match='ts_unit must be one of'):
+  with pytest.raises(ValueError, match=r"ts_unit: 'us' is not allowed; choose one of"):
     component.PlayLogExampleGen(input_base=str(tmp_path), ts_unit='us')
 
 
@@ -746,12 +745,13 @@ def test_a_byte_order_mark_is_accepted(tmp_path):
   logs = tmp_path / 'logs'
   os.makedirs(logs)
   (logs / 'a.csv').write_bytes(b'\xef\xbb\xbf' + (HEADER + canonical_lines(0, 2)[0]).encode())
-  examples, quarantine = run_executor(tmp_path, logs)
+  examples, quarantine = run_executor(tmp_path, logs, eval_plays_per_user=0)
   assert_accounted(examples, quarantine, {}, {'i0': features.LABEL_POSITIVE})
   (logs / 'a.csv').unlink()
   (logs / 'a.jsonl').write_bytes(b'\xef\xbb\xbf' + json.dumps(
       {'user_id': 'u1', 'item_id': 'j0', 'ts': T0, 'play_rate': 0.1}).encode() + b'\n')
-  examples, quarantine = run_executor(tmp_path / 'jsonl', logs, input_format='jsonl')
+  examples, quarantine = run_executor(tmp_path / 'jsonl', logs, input_format='jsonl',
+                                      eval_plays_per_user=0)
   assert_accounted(examples, quarantine, {}, {'j0': features.LABEL_NEGATIVE})
 
 
@@ -766,10 +766,12 @@ def test_timestamp_bounds_and_unit_are_settings(tmp_path):
   assert_accounted(examples, quarantine, {}, {'i0': features.LABEL_NEGATIVE,
                                               'i1': features.LABEL_POSITIVE})
   assert sorted(p['ts'] for p in written_plays(examples)) == [t1996 * 1000, (t1996 + 60) * 1000]
-  # Narrowed bounds quarantine them, naming the bounds and the unit.
-  examples, quarantine = run_executor(tmp_path / 'narrow', logs, ts_unit='s',
-                                      min_ts_ms=MIN_TS_2000, max_bad_fraction=1.0)
-  detail = read_quarantine(quarantine)[0]['detail']
+  # Narrowed bounds quarantine them, naming the bounds and the unit; with no row left the run
+  # fails, keeping the quarantine its message points at.
+  with pytest.raises(RuntimeError, match='all 2 rows read were quarantined'):
+    run_executor(tmp_path / 'narrow', logs, ts_unit='s', min_ts_ms=MIN_TS_2000,
+                 max_bad_fraction=1.0)
+  detail = read_quarantine_dir(tmp_path / 'narrow' / 'out' / 'quarantine')[0]['detail']
   assert "1996-01-01T00:00:00+00:00 is outside [2000-01-01T00:00:00+00:00" in detail
   assert "ts_unit='s'" in detail
 
@@ -837,25 +839,56 @@ def test_column_wise_check_passes_only_what_the_row_rules_accept_unchanged():
                                  False, False, False]
 
 
-def test_global_time_cut_by_fraction_of_the_time_range(tmp_path):
+def test_global_time_cut_by_fraction_of_the_plays(tmp_path):
   logs = tmp_path / 'logs'
   os.makedirs(logs)
-  # u1 plays through the whole range, u2 only early, u3 only late: 0 .. 100 s.
+  # u1 plays through the whole range, u2 only early, u3 only late: 0 .. 100 s, 20 plays.
   plays = ([('u1', f'a{k}', T0 + k * 10_000) for k in range(11)]
            + [('u2', f'b{k}', T0 + k * 1_000) for k in range(3)]
-           + [('u3', f'c{k}', T0 + 95_000 + k * 1_000) for k in range(6)])
+           + [('u3', f'c{k}', T0 + 94_000 + k * 1_000) for k in range(6)])
   write_csv(logs / 'a.csv', [[u, i, ts, 1000, 2000, 'on_demand'] for u, i, ts in plays])
   examples, _ = run_executor(tmp_path, logs, eval_fraction=0.25)
-  cut = T0 + 100_000 - 25_000
+  # The latest 5 plays (a quarter of 20): c2..c5 at 96..99 s and a10 at 100 s; not a9 at 90 s,
+  # which a cut by a quarter of the time range (75 s) would have put in eval with a8.
+  cut = T0 + 96_000
   assert examples.get_int_custom_property('eval_start_ts') == cut
   evals = read_split(examples, 'eval')
   assert sorted(e['item_id'] for e in evals) == sorted(i for _, i, ts in plays if ts >= cut)
   train_plays = {play['item_id'] for e in read_split(examples, 'train') for play in window_of(e)}
   assert train_plays == {i for _, i, ts in plays if ts < cut}
   # An eval play's history reaches back into the train period, as a served request would.
-  a8 = next(e for e in evals if e['item_id'] == 'a8')
-  assert a8['history_item_id'] == [f'a{k}' for k in range(8)]
-  with pytest.raises(ValueError, match='give eval_start_ts or eval_fraction, not both'):
+  a10 = next(e for e in evals if e['item_id'] == 'a10')
+  assert a10['history_item_id'] == [f'a{k}' for k in range(10)]
+  with pytest.raises(ValueError, match=r"give at most one of \['eval_plays_per_user', "
+                     r"'eval_start_ts', 'eval_fraction'\]"):
     component.PlayLogExampleGen(input_base=str(logs), eval_start_ts=T0, eval_fraction=0.1)
-  with pytest.raises(ValueError, match=r'eval_fraction must be in \(0, 1\)'):
+  with pytest.raises(ValueError, match='give at most one of'):
+    component.PlayLogExampleGen(input_base=str(logs), eval_plays_per_user=2, eval_fraction=0.1)
+  with pytest.raises(ValueError, match=r'eval_fraction: 1.0 is not allowed; must be in \(0, 1\)'):
     component.PlayLogExampleGen(input_base=str(logs), eval_fraction=1.0)
+
+
+def test_default_split_is_the_last_tenth_of_the_time_range(tmp_path):
+  logs = tmp_path / 'logs'
+  os.makedirs(logs)
+  plays = [(f'u{k % 3}', f'i{k}', T0 + k * 1_000) for k in range(101)]  # 0 .. 100 s
+  write_csv(logs / 'a.csv', [[u, i, ts, 1000, 2000, 'on_demand'] for u, i, ts in plays])
+  examples, _ = run_executor(tmp_path, logs)
+  cut = T0 + 100_000 - int(100_000 * settings.EVAL_FRACTION)
+  assert examples.get_int_custom_property('eval_start_ts') == cut
+  assert sorted(e['item_id'] for e in read_split(examples, 'eval')) == sorted(
+      i for _, i, ts in plays if ts >= cut)
+  assert counts_of(examples)['eval_examples'] == 11
+
+
+@pytest.mark.parametrize('cut_s, empty, side', [(-1, 'train', 'before'),
+                                                (1_000, 'eval', 'at or after')])
+def test_a_cut_that_leaves_a_split_empty_fails_and_writes_nothing(tmp_path, cut_s, empty, side):
+  logs = tmp_path / 'logs'
+  os.makedirs(logs)
+  write_csv(logs / 'a.csv', [['u1', f'i{k}', T0 + k * 1_000, 1000, 2000, 'on_demand']
+                             for k in range(5)])
+  with pytest.raises(RuntimeError, match=f'the {empty} split is empty: no play is {side} the '
+                                         f'cut time eval_start_ts={T0 + cut_s * 1000}'):
+    run_executor(tmp_path, logs, eval_start_ts=T0 + cut_s * 1000)
+  assert not glob.glob(str(tmp_path / 'out' / 'examples' / '*' / '*'))

@@ -11,10 +11,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from contract import features
 from datagen import generate as generate_lib
 from datagen import ground_truth as ground_truth_lib
 from datagen import model
-from transform import features
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMALL = dict(num_events=6_000, num_users=60, num_items=600, seed=7)

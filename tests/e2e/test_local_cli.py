@@ -22,14 +22,14 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from contract import features
+from contract import settings
 from datagen import ground_truth
-from pipeline import configs
 from pipeline import local_paths
-from transform import features
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TFX_CLI = os.path.join(os.path.dirname(sys.executable), 'tfx')
-PIPELINE = configs.PIPELINE_NAME
+PIPELINE = settings.PIPELINE_NAME
 NUM_ITEMS = 400
 
 SMALL_CONFIG = {

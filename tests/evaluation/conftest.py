@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import tensorflow_model_analysis as tfma
 
+from contract import features
+from contract import settings
 from evaluation import eval_config as eval_config_lib
-from pipeline import configs
 from tests.evaluation import rank_models
-from transform import features
 
 NUM_ITEMS = 300
 NUM_EXAMPLES = 240
 # The good and medium models clear the floor and the ceiling and the bad one fails both; against
 # the good model, the medium one loses more POS@50 and gains more NEG@50 than the tolerances allow
 # (test_metrics checks these premises on the hand-computed values).
-GATE = configs.GateConfig(ns=(10, 50, 100), gate_n=50, pos_floor=0.2, pos_tolerance=0.05,
+GATE = settings.GateConfig(ns=(10, 50, 100), gate_n=50, pos_floor=0.2, pos_tolerance=0.05,
                           neg_ceiling=0.3, neg_tolerance=0.01)
 
 

@@ -12,7 +12,7 @@ from typing import List, Sequence
 import numpy as np
 import tensorflow as tf
 
-from transform import features
+from contract import features
 
 OOV_ITEM = 'song_never_seen'
 

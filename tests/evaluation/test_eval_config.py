@@ -5,9 +5,9 @@ import dataclasses
 import pytest
 import tensorflow_model_analysis as tfma
 
+from contract import features
+from contract import settings
 from evaluation import eval_config as eval_config_lib
-from pipeline import configs
-from transform import features
 
 
 def _thresholds_by_metric(eval_config):
@@ -19,7 +19,7 @@ def _thresholds_by_metric(eval_config):
 
 
 def test_model_spec_reads_the_target_rank_signature():
-  config = eval_config_lib.make_eval_config(configs.GateConfig())
+  config = eval_config_lib.make_eval_config(settings.GateConfig())
   tfma.utils.verify_eval_config(config)
   (spec,) = config.model_specs
   assert spec.signature_name == features.TARGET_RANK_SIGNATURE
@@ -29,7 +29,7 @@ def test_model_spec_reads_the_target_rank_signature():
 
 
 def test_only_the_gated_n_carries_thresholds_on_the_overall_slice():
-  gate = configs.GateConfig(ns=(10, 50, 100), gate_n=50, pos_floor=0.1, pos_tolerance=0.02,
+  gate = settings.GateConfig(ns=(10, 50, 100), gate_n=50, pos_floor=0.1, pos_tolerance=0.02,
                             neg_ceiling=0.4, neg_tolerance=0.03)
   thresholds = _thresholds_by_metric(eval_config_lib.make_eval_config(gate))
   gated = {name: t for name, t in thresholds.items() if t}
@@ -44,14 +44,14 @@ def test_only_the_gated_n_carries_thresholds_on_the_overall_slice():
 
 
 def test_several_n_can_be_gated():
-  gate = dataclasses.replace(configs.GateConfig(), gate_n=(10, 100))
+  gate = dataclasses.replace(settings.GateConfig(), gate_n=(10, 100))
   thresholds = _thresholds_by_metric(eval_config_lib.make_eval_config(gate))
   assert sorted(name for name, t in thresholds.items() if t) == [
       'NegAtN{"top_n": 100}', 'NegAtN{"top_n": 10}', 'PosAtN{"top_n": 100}', 'PosAtN{"top_n": 10}']
 
 
 def test_first_run_drops_change_thresholds_and_later_runs_add_the_baseline():
-  config = eval_config_lib.make_eval_config(configs.GateConfig())
+  config = eval_config_lib.make_eval_config(settings.GateConfig())
   first = eval_config_lib.config_for_run(config, has_baseline=False)
   assert not tfma.utils.has_change_threshold(first)
   assert [s.name for s in first.model_specs] == ['']
@@ -63,11 +63,12 @@ def test_first_run_drops_change_thresholds_and_later_runs_add_the_baseline():
 
 
 @pytest.mark.parametrize('change, message', [
-    ({'gate_n': 20}, r'N \[20\] not among the computed ns'),
-    ({'pos_floor': 1.5}, 'pos_floor=1.5'),
-    ({'neg_tolerance': -0.1}, 'neg_tolerance=-0.1'),
-    ({'ns': (10, 0)}, 'N must be a positive integer'),
+    ({'gate_n': 20}, r'gate_n: 20 is not allowed; choose one of \[10, 50, 100\]'),
+    ({'gate_n': (10, 20)}, r'gate_n: 20 is not allowed; choose one of \[10, 50, 100\]'),
+    ({'pos_floor': 1.5}, r'pos_floor: 1.5 is not allowed; must be in \[0.0, 1.0\]'),
+    ({'neg_tolerance': -0.1}, r'neg_tolerance: -0.1 is not allowed; must be in \[0.0, 1.0\]'),
+    ({'ns': (10, 0)}, r'ns: \[10, 0\] is not allowed; must be distinct Ns >= 1'),
 ])
-def test_bad_gate_settings_are_named(change, message):
+def test_bad_gate_settings_are_named_before_an_eval_config_is_made(change, message):
   with pytest.raises(ValueError, match=message):
-    eval_config_lib.make_eval_config(dataclasses.replace(configs.GateConfig(), **change))
+    dataclasses.replace(settings.GateConfig(), **change)

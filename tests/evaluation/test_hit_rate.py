@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from contract import features
 from evaluation import hit_rate
-from transform import features
 
 POS, NEG, NEITHER = features.LABEL_POSITIVE, features.LABEL_NEGATIVE, features.LABEL_NEITHER
 

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
+from contract import features
 from evaluation import hit_rate
 from evaluation import report
 from tests.evaluation import conftest
 from tests.evaluation import rank_models
-from transform import features
 
 
 def _expected(eval_data, items, ranker, intent=None):

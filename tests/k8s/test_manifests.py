@@ -18,6 +18,7 @@ import pytest
 from tensorflow_serving.config import model_server_config_pb2
 import yaml
 
+from contract import settings
 from pipeline import pipeline
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -89,11 +90,11 @@ def test_the_tfjob_template_is_in_the_cluster_as_the_launcher_reads_it():
   from pipeline import tfjob_launcher  # pylint: disable=g-import-not-at-top
 
   [config_map] = [c for c in _generated_config_maps()
-                  if c['metadata']['name'] == tfjob_launcher.TEMPLATE_CONFIG_MAP]
+                  if c['metadata']['name'] == settings.TFJOB_TEMPLATE_CONFIG_MAP]
   [generator] = [g for g in _kustomization()['configMapGenerator']
-                 if g['name'] == tfjob_launcher.TEMPLATE_CONFIG_MAP]
+                 if g['name'] == settings.TFJOB_TEMPLATE_CONFIG_MAP]
   assert generator['options']['disableNameSuffixHash']  # read by name, not by a hashed name
-  assert _kustomization()['namespace'] == tfjob_launcher.TFJobConfig().namespace
+  assert _kustomization()['namespace'] == settings.TFJobConfig().namespace
   template = tfjob_launcher.parse_template(config_map['data'][tfjob_launcher.TEMPLATE_KEY],
                                            'ConfigMap')
   assert (template['apiVersion'], template['kind']) == ('kubeflow.org/v1', 'TFJob')
@@ -214,9 +215,9 @@ def test_the_pipeline_may_launch_the_tfjob_in_its_namespace():
   assert rule['apiGroups'] == [tfjob_launcher.GROUP]
   assert {'create', 'get'} <= set(rule['verbs'])  # what launch_and_wait calls
   [read_template] = [r for r in role['rules'] if 'configmaps' in r['resources']]
-  assert read_template['resourceNames'] == [tfjob_launcher.TEMPLATE_CONFIG_MAP]
+  assert read_template['resourceNames'] == [settings.TFJOB_TEMPLATE_CONFIG_MAP]
   assert read_template['verbs'] == ['get']
   binding = _one('RoleBinding', 'playrecall-tfjob-launcher')
   assert binding['roleRef'] == {'apiGroup': 'rbac.authorization.k8s.io', 'kind': 'Role',
                                 'name': role['metadata']['name']}
-  assert _kustomization()['namespace'] == tfjob_launcher.TFJobConfig().namespace
+  assert _kustomization()['namespace'] == settings.TFJobConfig().namespace

@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from trainer import hparams as hparams_lib
+from contract import settings
 from trainer import run
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -112,7 +112,7 @@ def test_every_role_runs_the_trainer_command_with_valid_flags(tfjob):
     assert container['resources']['limits'] and container['resources']['requests']
     # The chief's flags parse and name valid hyper-parameters; all roles get the same flags.
     fn_args = run.fn_args_from_flags(run._parse_args(container['args']))
-    hparams = hparams_lib.HParams.from_dict(fn_args.custom_config['hparams'])
+    hparams = settings.HParams.from_dict(fn_args.custom_config['hparams'])
     assert hparams.num_shards == specs['PS']['replicas']
 
 

@@ -23,7 +23,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 import pytest
 import yaml
 
-from pipeline import configs
+from contract import settings
 from pipeline import kfp_submit
 from pipeline import kubeflow_runner
 
@@ -217,7 +217,7 @@ def package(tmp_path_factory):
   kubeflow_runner.write_pipeline_spec(kubeflow_runner.compile_pipeline_spec(
       image='registry.example.com/playrecall:1', pipeline_root='gs://playrecall/root',
       data_root='gs://playrecall/plays', serving_model_dir='gs://playrecall/serving',
-      config=configs.PipelineConfig(), beam_pipeline_args=[]), path)
+      config=settings.PipelineConfig(), beam_pipeline_args=[]), path)
   return path
 
 
@@ -237,12 +237,12 @@ def test_schedule_creates_pipeline_experiment_and_recurring_run(kfp_api, package
       ('POST', f'{API}/recurringruns'),
   ]
   [pipeline] = api.pipelines.values()
-  assert pipeline['display_name'] == configs.PIPELINE_NAME
+  assert pipeline['display_name'] == settings.PIPELINE_NAME
   [version] = api.versions.values()
   assert version['display_name'] == 'v1'
   assert set(version['pipeline_spec'].root.dag.tasks) >= {'Trainer', 'Evaluator', 'Pusher'}
   [experiment] = api.experiments.values()
-  assert experiment['display_name'] == configs.PIPELINE_NAME
+  assert experiment['display_name'] == settings.PIPELINE_NAME
   [recurring_run] = api.recurring_runs.values()
   assert recurring_run['trigger'] == {'cron_schedule': {'cron': '0 0 3 * * *'}}
   assert int(recurring_run['max_concurrency']) == 1

@@ -6,6 +6,7 @@ rejects unknown fields). No cluster runs here; the last test runs one compiled c
 (the pushed-model baseline's) exactly as a KFP pod would, on local paths instead of gs://.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -20,7 +21,7 @@ from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils
 from tfx.utils import import_utils
 
 from components.pushed_model_baseline import executor as baseline_executor
-from pipeline import configs
+from contract import settings
 from pipeline import kubeflow_runner
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -56,7 +57,7 @@ def _parameter(spec, task: str, name: str):
 
 def test_every_component_is_a_task_and_there_is_no_resolver(spec):
   assert set(spec.root.dag.tasks) == EXPECTED_TASKS
-  assert spec.pipeline_info.name == configs.PIPELINE_NAME
+  assert spec.pipeline_info.name == settings.PIPELINE_NAME
   assert spec.schema_version == '2.1.0'
   assert spec.default_pipeline_root == PIPELINE_ROOT
   executors = spec.deployment_spec.fields['executors']
@@ -103,7 +104,7 @@ def test_user_code_is_referenced_by_module_path_and_paths_are_the_object_store(s
   push_destination = json.loads(_parameter(spec, 'Pusher', 'push_destination'))
   assert push_destination['filesystem']['base_directory'] == SERVING_MODEL_DIR
   custom_config = json.loads(_parameter(spec, 'Trainer', 'custom_config'))
-  assert custom_config['hparams']['history_length'] == configs.IngestConfig().history_length
+  assert custom_config['hparams']['history_length'] == settings.IngestConfig().history_length
 
 
 def test_evaluator_baseline_comes_from_the_pushed_model_and_gates_the_pusher(spec):
@@ -124,7 +125,7 @@ def test_tasks_that_read_outside_state_are_never_cached(spec):
 
 
 def test_a_tfjob_config_makes_the_trainer_launch_the_tfjob():
-  config = configs.PipelineConfig(train=configs.TrainConfig(tfjob={'replicas': {'Worker': 4}}))
+  config = settings.PipelineConfig(train=settings.TrainConfig(tfjob={'replicas': {'Worker': 4}}))
   spec = json_format.ParseDict(kubeflow_runner.compile_pipeline_spec(
       image=IMAGE, pipeline_root=PIPELINE_ROOT, data_root=DATA_ROOT,
       serving_model_dir=SERVING_MODEL_DIR, config=config, beam_pipeline_args=[]),
@@ -132,7 +133,8 @@ def test_a_tfjob_config_makes_the_trainer_launch_the_tfjob():
   assert _parameter(spec, 'Trainer', 'run_fn') == 'pipeline.tfjob_launcher.run_fn'
   custom_config = json.loads(_parameter(spec, 'Trainer', 'custom_config'))
   # The TFJob runs the image the spec was compiled with.
-  assert custom_config['tfjob'] == {'replicas': {'Worker': 4}, 'image': IMAGE}
+  assert custom_config['tfjob'] == dataclasses.asdict(
+      settings.TFJobConfig(replicas={'Worker': 4}, image=IMAGE))
   assert import_utils.import_func_from_module(*_parameter(spec, 'Trainer', 'run_fn').rsplit(
       '.', 1))
 
@@ -162,7 +164,7 @@ def test_flags_default_from_the_environment(monkeypatch):
   monkeypatch.setenv('PLAYRECALL_SERVING_MODEL_DIR', SERVING_MODEL_DIR)
   args = kubeflow_runner.parse_args([])
   assert (args.image, args.serving_model_dir) == (IMAGE, SERVING_MODEL_DIR)
-  assert args.beam_pipeline_args == list(configs.BEAM_PIPELINE_ARGS)
+  assert args.beam_pipeline_args == list(settings.BEAM_PIPELINE_ARGS)
 
 
 def _executor_input(spec, task: str, inputs: dict, parameters: dict, outputs: dict,

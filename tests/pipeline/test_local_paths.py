@@ -3,7 +3,7 @@
 import json
 import os
 
-from pipeline import configs
+from contract import settings
 from pipeline import local_paths
 
 NODES = {'PlayLogExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator', 'Transform',
@@ -13,8 +13,8 @@ NODES = {'PlayLogExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator', 
 def test_everything_goes_under_the_home_directory(tmp_path):
   home = str(tmp_path / 'home')
   environ = {local_paths.HOME_ENV: home}
-  built = local_paths.create_local_pipeline(configs.PipelineConfig(), environ=environ)
-  paths = local_paths.LocalPaths.from_env(configs.PIPELINE_NAME, environ)
+  built = local_paths.create_local_pipeline(settings.PipelineConfig(), environ=environ)
+  paths = local_paths.LocalPaths.from_env(settings.PIPELINE_NAME, environ)
   assert built.pipeline_info.pipeline_root == os.path.join(home, 'pipelines', 'playrecall')
   assert built.metadata_connection_config.sqlite.filename_uri == paths.metadata_path
   assert paths.data_root == os.path.join(home, 'data')
@@ -30,7 +30,7 @@ def test_data_directory_and_beam_arguments_pass_through(tmp_path):
   environ = {local_paths.HOME_ENV: str(tmp_path / 'home'),
              local_paths.DATA_ENV: str(tmp_path / 'logs')}
   beam_args = ['--direct_running_mode=in_memory', '--direct_num_workers=1']
-  built = local_paths.create_local_pipeline(configs.PipelineConfig(), beam_args, environ)
+  built = local_paths.create_local_pipeline(settings.PipelineConfig(), beam_args, environ)
   assert built.beam_pipeline_args == beam_args
   (example_gen,) = [node for node in built.components if node.id == 'PlayLogExampleGen']
   assert example_gen.exec_properties['input_base'] == str(tmp_path / 'logs')

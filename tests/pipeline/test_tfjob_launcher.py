@@ -21,6 +21,7 @@ import pytest
 import yaml
 from tfx.components.trainer.fn_args_utils import FnArgs
 
+from contract import settings
 from pipeline import tfjob_launcher
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -76,7 +77,7 @@ class FakeTFJobApi(http.server.BaseHTTPRequestHandler):
     state = self.server.state
     state['requests'].append(('GET', self.path))
     name = self.path.rsplit('/', 1)[-1]
-    if self.path == f'{CONFIG_MAPS}/{tfjob_launcher.TEMPLATE_CONFIG_MAP}':
+    if self.path == f'{CONFIG_MAPS}/{settings.TFJOB_TEMPLATE_CONFIG_MAP}':
       with open(TFJOB_TEMPLATE) as f:
         return self._reply(200, {'apiVersion': 'v1', 'kind': 'ConfigMap',
                                  'metadata': {'name': name, 'namespace': NAMESPACE},
@@ -126,7 +127,7 @@ def _template():
 
 
 def test_the_tfjob_carries_the_trainers_paths_to_every_replica():
-  config = tfjob_launcher.TFJobConfig(image=IMAGE, replicas={'Worker': 3})
+  config = settings.TFJobConfig(image=IMAGE, replicas={'Worker': 3})
   tfjob = tfjob_launcher.build_tfjob(_template(), _fn_args(), config)
   jsonschema.validate(tfjob, _tfjob_schema())
   assert tfjob['metadata']['namespace'] == NAMESPACE
@@ -154,26 +155,31 @@ def test_names_are_stable_per_execution_and_distinct_across_executions():
 
 
 def test_bad_settings_are_named():
-  with pytest.raises(ValueError, match=r"unknown settings \['workers'\]"):
-    tfjob_launcher.TFJobConfig.from_dict({'workers': 2})
-  with pytest.raises(ValueError, match=r"replicas \['Evaluator'\] are not replica groups"):
-    tfjob_launcher.build_tfjob(_template(), _fn_args(),
-                               tfjob_launcher.TFJobConfig(replicas={'Evaluator': 1}))
+  with pytest.raises(ValueError, match=r"workers: unknown setting; known: "):
+    settings.TFJobConfig.from_dict({'workers': 2})
+  with pytest.raises(ValueError, match=r"replicas: 'Evaluator' is not allowed; choose one of "
+                                       r"\['Chief', 'Worker', 'PS'\]"):
+    settings.TFJobConfig(replicas={'Evaluator': 1})
+  # A template without a parameter-server group cannot be given parameter servers.
+  template = _template()
+  del template['spec']['tfReplicaSpecs']['PS']
+  with pytest.raises(ValueError, match=r"replicas \['PS'\] are not replica groups"):
+    tfjob_launcher.build_tfjob(template, _fn_args(), settings.TFJobConfig(replicas={'PS': 1}))
 
 
 def test_the_template_is_read_from_the_clusters_config_map(k8s_api):
   state, api_client = k8s_api
   template = tfjob_launcher.template_from_cluster(kubernetes.client.CoreV1Api(api_client),
-                                                  tfjob_launcher.TFJobConfig())
+                                                  settings.TFJobConfig())
   assert template == _template()
-  assert state['requests'] == [('GET', f'{CONFIG_MAPS}/{tfjob_launcher.TEMPLATE_CONFIG_MAP}')]
+  assert state['requests'] == [('GET', f'{CONFIG_MAPS}/{settings.TFJOB_TEMPLATE_CONFIG_MAP}')]
 
 
 def test_launch_waits_until_the_job_succeeds(k8s_api):
   state, api_client = k8s_api
   api = kubernetes.client.CustomObjectsApi(api_client)
   log = []
-  tfjob = tfjob_launcher.launch_and_wait(api, _template(), _fn_args(), tfjob_launcher.TFJobConfig(
+  tfjob = tfjob_launcher.launch_and_wait(api, _template(), _fn_args(), settings.TFJobConfig(
       poll_seconds=0), log=log.append)
   assert tfjob_launcher.job_state(tfjob)['type'] == 'Succeeded'
   name = tfjob_launcher.tfjob_name(_fn_args())
@@ -186,7 +192,7 @@ def test_launch_waits_until_the_job_succeeds(k8s_api):
 def test_a_restarted_trainer_attaches_to_its_job(k8s_api):
   state, api_client = k8s_api
   api = kubernetes.client.CustomObjectsApi(api_client)
-  config = tfjob_launcher.TFJobConfig(poll_seconds=0)
+  config = settings.TFJobConfig(poll_seconds=0)
   tfjob_launcher.launch_and_wait(api, _template(), _fn_args(), config, log=lambda _: None)
   log = []
   tfjob_launcher.launch_and_wait(api, _template(), _fn_args(), config, log=log.append)
@@ -200,7 +206,7 @@ def test_a_failed_job_fails_the_trainer_with_the_operators_reason(k8s_api):
   state['statuses'] = [_condition('Running', 'TFJobRunning'),
                        _condition('Failed', 'TFJobFailed', 'TFJob chief-0 exited with code 1')]
   with pytest.raises(tfjob_launcher.TFJobFailed, match='chief-0 exited with code 1'):
-    tfjob_launcher.launch_and_wait(api, _template(), _fn_args(), tfjob_launcher.TFJobConfig(
+    tfjob_launcher.launch_and_wait(api, _template(), _fn_args(), settings.TFJobConfig(
         poll_seconds=0), log=lambda _: None)
 
 
@@ -210,7 +216,7 @@ def test_an_invalid_tfjob_is_refused_by_the_schema(k8s_api):
   template = _template()
   template['spec']['tfReplicaSpecs']['Chief']['replicas'] = 'one'
   with pytest.raises(kubernetes.client.rest.ApiException) as error:
-    tfjob_launcher.launch_and_wait(api, template, _fn_args(), tfjob_launcher.TFJobConfig(
+    tfjob_launcher.launch_and_wait(api, template, _fn_args(), settings.TFJobConfig(
         poll_seconds=0), log=lambda _: None)
   assert error.value.status == 422
 
@@ -223,5 +229,5 @@ def test_a_job_that_outlives_its_timeout_fails_the_trainer(k8s_api):
                      r'Running\)'):
     tfjob_launcher.launch_and_wait(
         kubernetes.client.CustomObjectsApi(api_client), _template(), _fn_args(),
-        tfjob_launcher.TFJobConfig(poll_seconds=0, timeout_seconds=1800), log=lambda _: None,
+        settings.TFJobConfig(poll_seconds=0, timeout_seconds=1800), log=lambda _: None,
         clock=lambda: next(ticks))

@@ -9,8 +9,8 @@ from typing import Dict, List, Sequence
 import numpy as np
 import tensorflow as tf
 
+from contract import features
 from evaluation import hit_rate
-from transform import features
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

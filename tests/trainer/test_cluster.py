@@ -16,10 +16,10 @@ import psutil
 import pytest
 import tensorflow as tf
 
+from contract import features
 from tests.trainer import cluster_testing
 from tests.trainer import tiny_data
 from trainer import cluster as cluster_lib
-from transform import features
 
 POS_N = 10
 

@@ -7,12 +7,12 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from contract import features
+from contract import settings
 from tests.trainer import tiny_data
 from trainer import dataset
-from trainer import hparams as hparams_lib
-from transform import features
 
-HPARAMS = hparams_lib.HParams(history_length=tiny_data.HISTORY_LENGTH)
+HPARAMS = settings.HParams(history_length=tiny_data.HISTORY_LENGTH)
 
 
 @pytest.fixture(scope='module')

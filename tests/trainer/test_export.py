@@ -16,18 +16,18 @@ from tensorflow_transform.tf_metadata import dataset_metadata
 from tensorflow_transform.tf_metadata import metadata_io
 from tensorflow_transform.tf_metadata import schema_utils
 
+from contract import features
+from contract import settings
 from trainer import export
-from trainer import hparams as hparams_lib
 from trainer import model as model_lib
 from trainer import vocabulary
-from transform import features
 from transform import preprocessing
 
 RAW_FEATURE_SPEC = features.raw_feature_spec()
 # Plays (all targets, histories empty): song_i is played i + 1 times, so the vocabulary is
 # song_7, song_6, ..., song_0.
 NUM_SONGS = 8
-HPARAMS = hparams_lib.HParams(history_length=4, item_embedding_dim=4, hidden_dim=8, num_layers=1,
+HPARAMS = settings.HParams(history_length=4, item_embedding_dim=4, hidden_dim=8, num_layers=1,
                               num_heads=2, ffn_dim=8, top_k=100)
 
 

@@ -2,11 +2,11 @@
 
 import tensorflow as tf
 
-from trainer import hparams as hparams_lib
+from contract import features
+from contract import settings
 from trainer import inputs
-from transform import features
 
-HPARAMS = hparams_lib.HParams(history_length=3, pos_threshold=0.8)
+HPARAMS = settings.HParams(history_length=3, pos_threshold=0.8)
 _HISTORY_NAMES = (features.HISTORY_ITEM_XF, features.HISTORY_PLAY_RATE_XF,
                   features.HISTORY_INTENT_XF)
 

@@ -4,15 +4,15 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from trainer import hparams as hparams_lib
+from contract import features
+from contract import settings
 from trainer import losses
 from trainer import model as model_lib
 from trainer import samplers
-from transform import features
 
 NUM_ITEMS = 9
 NUM_INTENTS = 4
-HPARAMS = hparams_lib.HParams(history_length=4, item_embedding_dim=3, hidden_dim=4, num_layers=1,
+HPARAMS = settings.HParams(history_length=4, item_embedding_dim=3, hidden_dim=4, num_layers=1,
                               num_heads=2, ffn_dim=8, dropout=0.0, num_sampled=3)
 
 
@@ -67,7 +67,7 @@ class PositiveLossTest(tf.test.TestCase):
     users = tf.random.normal([3, 4], seed=3)
     targets = tf.constant([0, 5, 1], tf.int64)
     weights = tf.constant([1.0, 2.0, 0.5])
-    got = losses.positive_loss(model, users, targets, weights, _sampled())
+    got = losses.positive_loss(model, users, targets, weights, _sampled(), unique_gather=True)
 
     vectors, bias = model.all_item_vectors().numpy(), model.all_item_bias().numpy()
     u = users.numpy()
@@ -85,7 +85,8 @@ class PositiveLossTest(tf.test.TestCase):
     model = _model()
     users = tf.random.normal([3, 4], seed=4)
     targets = tf.constant([0, 5, 1], tf.int64)
-    got = losses.positive_loss(model, users, targets, tf.ones([3]), _sampled())
+    got = losses.positive_loss(model, users, targets, tf.ones([3]), _sampled(),
+                               unique_gather=True)
     reference = tf.nn.sampled_softmax_loss(
         weights=model.all_item_vectors(), biases=model.all_item_bias(),
         labels=targets[:, tf.newaxis], inputs=users, num_sampled=3, num_classes=NUM_ITEMS,
@@ -143,9 +144,10 @@ class ComputeLossesTest(tf.test.TestCase):
     users = model.target_user_vectors(_batch(sequences))  # [2, 5, H]
     positive_users = tf.stack([users[0, 0], users[0, 3], users[1, 0]])
     positive = losses.positive_loss(model, positive_users, tf.constant([0, 5, 2], tf.int64),
-                                    tf.ones([3]), _fixed_sample(3))
+                                    tf.ones([3]), _fixed_sample(3), unique_gather=True)
     negative = losses.negative_loss(users[0, 1:2], model.item_vectors(tf.constant([3], tf.int64)),
-                                    model.item_bias(tf.constant([3], tf.int64)), tf.ones([1]))
+                                    model.item_bias(tf.constant([3], tf.int64)), tf.ones([1]),
+                                    neg_weight=1.0)
     # Five real targets, 'neither' included; padding is not counted.
     self.assertAllClose(got['positive_loss'], tf.reduce_sum(positive) / 5)
     self.assertAllClose(got['negative_loss'], tf.reduce_sum(negative) / 5)

@@ -8,14 +8,14 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from trainer import hparams as hparams_lib
+from contract import features
+from contract import settings
 from trainer import model as model_lib
-from transform import features
 
 NUM_ITEMS = 20
 NUM_INTENTS = 4
 L = 6
-HPARAMS = hparams_lib.HParams(history_length=L, item_embedding_dim=4, hidden_dim=8, num_layers=2,
+HPARAMS = settings.HParams(history_length=L, item_embedding_dim=4, hidden_dim=8, num_layers=2,
                               num_heads=2, ffn_dim=16, dropout=0.1)
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from trainer import hparams as hparams_lib
+from contract import settings
 from trainer import optimizers
 
 
@@ -65,7 +65,7 @@ class LazyAdamTest(tf.test.TestCase):
     self.assertAllClose(lazy, plain)
 
   def test_make_optimizer_follows_the_hyper_parameter(self):
-    hparams = hparams_lib.HParams(learning_rate=0.02)
+    hparams = settings.HParams(learning_rate=0.02)
     self.assertIsInstance(optimizers.make_optimizer(hparams), optimizers.LazyAdam)
     adam = optimizers.make_optimizer(hparams.replace(optimizer='adam'))
     self.assertNotIsInstance(adam, optimizers.LazyAdam)

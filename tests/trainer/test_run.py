@@ -9,11 +9,11 @@ import pytest
 import tensorflow as tf
 from tfx.components.trainer.fn_args_utils import FnArgs
 
+from contract import features
 from evaluation import hit_rate
 from tests.trainer import cluster_testing
 from trainer import run
 from trainer import train_loop
-from transform import features
 
 
 @pytest.fixture(scope='module')

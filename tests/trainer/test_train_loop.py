@@ -11,16 +11,16 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from contract import settings
 from tests.trainer import cluster_testing
 from trainer import dataset
-from trainer import hparams as hparams_lib
 from trainer import losses
 from trainer import model as model_lib
 from trainer import samplers
 from trainer import train_loop
 from trainer import vocabulary
 
-HPARAMS = hparams_lib.HParams.from_dict(dict(
+HPARAMS = settings.HParams.from_dict(dict(
     cluster_testing.TINY_HPARAMS, train_steps=40, steps_per_log=10, steps_per_checkpoint=20))
 
 

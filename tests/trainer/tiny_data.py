@@ -21,7 +21,7 @@ from tensorflow_transform.tf_metadata import dataset_metadata
 from tensorflow_transform.tf_metadata import metadata_io
 from tensorflow_transform.tf_metadata import schema_utils
 
-from transform import features
+from contract import features
 from transform import preprocessing
 
 RAW_FEATURE_SPEC = features.raw_feature_spec()

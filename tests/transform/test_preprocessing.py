@@ -10,7 +10,7 @@ import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata
 from tensorflow_transform.tf_metadata import schema_utils
 
-from transform import features
+from contract import features
 from transform import preprocessing
 
 # ExampleGen's user_id and timestamps are left out: the preprocessing_fn must not need them.

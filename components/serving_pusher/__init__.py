@@ -1,0 +1,1 @@
+"""ServingPusher: TFX's Pusher, publishing each model version in one step."""

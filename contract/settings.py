@@ -1,0 +1,352 @@
+"""Every setting of playrecall, in one tree of typed dataclasses, validated when it is loaded.
+
+  PipelineConfig
+    ingest: IngestConfig          PlayLogExampleGen: formats, labels, split, validation bounds
+    vocabulary: VocabularyConfig  Transform: which items get their own id
+    train: TrainConfig            Trainer: steps, hparams (HParams), tfjob (TFJobConfig or None)
+    gate: GateConfig              Evaluator: the thresholds a model must clear to be pushed
+
+Runners choose where things go (paths, engines); everything about *what* the pipeline does is
+here. A JSON file overrides any field (`load_config()` reads the file named by
+$PLAYRECALL_CONFIG). Every value is checked when the file loads, before any component runs: its
+type (the string "128" is not an integer), its range and its name (a misspelt key names the
+closest known one). The error names the file, the key, the value and what is allowed.
+
+Standard library only, so kfp_submit, the runners and Beam workers read it without TFX.
+"""
+
+import dataclasses
+import json
+import os
+import re
+from typing import Any, Dict, Optional, Tuple, Union
+
+from contract.typed import SettingError, Settings, build, require
+
+PIPELINE_NAME = 'playrecall'
+CONFIG_ENV = 'PLAYRECALL_CONFIG'
+# Beam arguments when a runner is given none: the DirectRunner on every local core.
+BEAM_PIPELINE_ARGS = ('--direct_running_mode=multi_processing', '--direct_num_workers=0')
+# A pipeline name is a directory name under PLAYRECALL_HOME and a Kubernetes label.
+PIPELINE_NAME_PATTERN = r'[A-Za-z0-9][A-Za-z0-9_-]{0,62}'
+
+# --- Defaults of the data contract (ExampleGen and the trainer share them) ----------------------
+INPUT_FORMATS = ('csv', 'jsonl', 'parquet')
+DEFAULT_INPUT_FORMAT = 'csv'
+DEFAULT_COLUMN_MAPPING = 'canonical'
+HISTORY_LENGTH = 50  # plays of history per example, and positions of the model
+POS_THRESHOLD = 0.8  # play rate at or above which a play is positive
+NEG_THRESHOLD = 0.3  # play rate at or below which a play is negative (a skip)
+# The eval split, unless a cut time or a number of plays per user is given: the latest tenth of
+# the plays, from one global cut time on (as production evaluation sees it).
+EVAL_FRACTION = 0.1
+MAX_BAD_FRACTION = 0.01
+# Numeric timestamps are in this unit ('s' or 'ms'); ISO-8601 strings carry their own.
+TS_UNIT = 'ms'
+TS_UNITS = {'s': 1000, 'ms': 1}
+# Plays before MIN_TS_MS (epoch ms) or more than MAX_FUTURE_MS after the run started are
+# quarantined. The defaults accept any plausible epoch-ms log; narrow them to catch unit errors.
+MIN_TS_MS = 0  # 1970-01-01T00:00:00Z
+MAX_FUTURE_MS = 24 * 60 * 60 * 1000  # clock skew margin
+
+# The Ns of POS@N and NEG@N reported by the Evaluator, the trainer's checkpoints and benchmarks.
+METRIC_NS = (10, 50, 100)
+
+# --- Choices of the trainer ----------------------------------------------------------------------
+VARIANTS = ('a', 'b', 'c')
+SAMPLERS = ('log_uniform', 'uniform', 'learned_unigram', 'fixed_unigram')
+USER_VECTOR_MODES = ('last', 'mean')
+# lazy_adam updates only the item-table rows a batch touches (trainer/optimizers.py); adam is
+# tf_keras Adam, whose work per step grows with the catalogue.
+OPTIMIZERS = ('lazy_adam', 'adam')
+# Replica groups of the TFJob template (k8s/tfjob.yaml).
+TFJOB_REPLICA_TYPES = ('Chief', 'Worker', 'PS')
+# The ConfigMap k8s/kustomization.yaml generates from k8s/tfjob.yaml.
+TFJOB_TEMPLATE_CONFIG_MAP = 'playrecall-tfjob-template'
+_DNS_LABEL = r'[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?'
+
+
+def _at_least(key: str, value, low) -> None:
+  require(value >= low, key, value, f'must be >= {low}')
+
+
+def _within(key: str, value, low, high) -> None:
+  require(low <= value <= high, key, value, f'must be in [{low}, {high}]')
+
+
+def _one_of(key: str, value, choices) -> None:
+  require(value in choices, key, value, f'choose one of {list(choices)}')
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestConfig(Settings):
+  """PlayLogExampleGen: how play logs become examples (train windows, eval targets)."""
+  input_format: str = DEFAULT_INPUT_FORMAT  # csv | jsonl | parquet
+  column_mapping: str = DEFAULT_COLUMN_MAPPING  # a name or a JSON object
+  history_length: int = HISTORY_LENGTH
+  pos_threshold: float = POS_THRESHOLD
+  neg_threshold: float = NEG_THRESHOLD
+  # The eval split, chosen by at most one of these: every play from one global cut time on, the
+  # cut given as eval_start_ts (epoch ms) or as eval_fraction (the latest share of the plays;
+  # EVAL_FRACTION when none is given), or each user's last eval_plays_per_user plays.
+  eval_plays_per_user: Optional[int] = None
+  eval_start_ts: Optional[int] = None
+  eval_fraction: Optional[float] = None
+  max_bad_fraction: float = MAX_BAD_FRACTION
+  # Numeric timestamps in 'ms' or 's'; plays outside [min_ts_ms, max_ts_ms] are quarantined
+  # (max_ts_ms None: one day after the run starts).
+  ts_unit: str = TS_UNIT
+  min_ts_ms: int = MIN_TS_MS
+  max_ts_ms: Optional[int] = None
+
+  def check(self) -> None:
+    _one_of('input_format', self.input_format, INPUT_FORMATS)
+    _at_least('history_length', self.history_length, 0)
+    _within('pos_threshold', self.pos_threshold, 0.0, 1.0)
+    require(0.0 <= self.neg_threshold < self.pos_threshold, 'neg_threshold', self.neg_threshold,
+            f'need 0 <= neg_threshold < pos_threshold ({self.pos_threshold})')
+    split = {'eval_plays_per_user': self.eval_plays_per_user,
+             'eval_start_ts': self.eval_start_ts, 'eval_fraction': self.eval_fraction}
+    given = {name: value for name, value in split.items() if value is not None}
+    require(len(given) <= 1, list(given)[-1] if given else '', given,
+            f'give at most one of {list(split)} (three ways to choose the eval split)')
+    if self.eval_plays_per_user is not None:
+      _at_least('eval_plays_per_user', self.eval_plays_per_user, 0)
+    if self.eval_fraction is not None:
+      require(0.0 < self.eval_fraction < 1.0, 'eval_fraction', self.eval_fraction,
+              'must be in (0, 1)')
+    _within('max_bad_fraction', self.max_bad_fraction, 0.0, 1.0)
+    _one_of('ts_unit', self.ts_unit, TS_UNITS)
+    _at_least('min_ts_ms', self.min_ts_ms, 0)
+    if self.max_ts_ms is not None:
+      _at_least('max_ts_ms', self.max_ts_ms, self.min_ts_ms)
+
+
+@dataclasses.dataclass(frozen=True)
+class VocabularyConfig(Settings):
+  """Transform: which items get their own id (the rest share the OOV bucket)."""
+  # Items seen fewer times than this in training map to the OOV bucket: it bounds the catalogue
+  # the model scores and keeps one-off ids (often logging noise) out of the vocabulary.
+  item_min_count: int = 1
+  item_vocab_size: Optional[int] = None  # None keeps every item seen item_min_count times
+
+  def check(self) -> None:
+    _at_least('item_min_count', self.item_min_count, 1)
+    if self.item_vocab_size is not None:
+      _at_least('item_vocab_size', self.item_vocab_size, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class HParams(Settings):
+  """Every size and switch of the model, the losses and the training loop.
+
+  `variant` sets the three flags the design names (feedback_features, negative_loss, history_filter):
+    a: history keeps only well-played songs, no feedback features, positive loss only;
+    b: a + play-rate and intent features, full history;
+    c: b + the negative-feedback loss (the default).
+  In a pipeline, history_length and pos_threshold come from `ingest` and train_steps from
+  `train` (PipelineConfig sets them); `python -m trainer.run --hparams` takes them all.
+  """
+  variant: str = 'c'
+  # Model sizes.
+  history_length: int = HISTORY_LENGTH
+  item_embedding_dim: int = 32  # E: the factorized V x E table
+  hidden_dim: int = 64  # H: E -> H projection, attention width, user and item vector size
+  num_layers: int = 2
+  num_heads: int = 2
+  ffn_dim: int = 128
+  dropout: float = 0.1
+  user_vector: str = 'last'  # 'last' real position or masked 'mean'
+  # Losses.
+  num_sampled: int = 256
+  sampler: str = 'log_uniform'
+  unique_gather: bool = True
+  neg_weight: float = 1.0
+  pos_threshold: float = POS_THRESHOLD  # history_filter of variant a keeps plays with rate >= this
+  # Training loop.
+  # Sequences (training windows) per step, each training up to history_length + 1 plays: 32 gives
+  # about 1,600 targets per update; more per step buys fewer updates per second, which is what
+  # time-to-quality follows (docs/results.md).
+  batch_size: int = 32
+  optimizer: str = 'lazy_adam'
+  learning_rate: float = 1e-3
+  train_steps: int = 2000
+  steps_per_checkpoint: int = 500
+  steps_per_log: int = 100
+  seed: int = 7
+  # Parameter-server sharding: number of shards of each item table (1 means unsharded).
+  num_shards: int = 1
+  # Serving.
+  top_k: int = 100
+
+  def check(self) -> None:
+    _one_of('variant', self.variant, VARIANTS)
+    _one_of('sampler', self.sampler, SAMPLERS)
+    _one_of('user_vector', self.user_vector, USER_VECTOR_MODES)
+    _one_of('optimizer', self.optimizer, OPTIMIZERS)
+    for key in ('history_length', 'item_embedding_dim', 'hidden_dim', 'num_layers', 'num_heads',
+                'ffn_dim', 'num_sampled', 'batch_size', 'train_steps', 'steps_per_checkpoint',
+                'steps_per_log', 'num_shards', 'top_k'):
+      _at_least(key, getattr(self, key), 1)
+    require(0.0 <= self.dropout < 1.0, 'dropout', self.dropout, 'must be in [0, 1)')
+    _at_least('neg_weight', self.neg_weight, 0.0)
+    _within('pos_threshold', self.pos_threshold, 0.0, 1.0)
+    require(self.learning_rate > 0, 'learning_rate', self.learning_rate, 'must be > 0')
+    require(self.hidden_dim % self.num_heads == 0, 'hidden_dim', self.hidden_dim,
+            f'must be divisible by num_heads ({self.num_heads})')
+
+  @property
+  def feedback_features(self) -> bool:
+    return self.variant in ('b', 'c')
+
+  @property
+  def negative_loss(self) -> bool:
+    return self.variant == 'c'
+
+  @property
+  def history_filter(self) -> bool:
+    return self.variant == 'a'
+
+  def replace(self, **changes: Any) -> 'HParams':
+    return dataclasses.replace(self, **changes)
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class TFJobConfig(Settings):
+  """Training on a TFJob launched by the Trainer (Kubeflow only): pipeline/tfjob_launcher.py."""
+  namespace: str = 'playrecall'  # of the TFJob and its template ConfigMap
+  template_config_map: str = TFJOB_TEMPLATE_CONFIG_MAP
+  manifest: Optional[str] = None  # a TFJob template file to use instead of the ConfigMap
+  image: Optional[str] = None  # None: the template's image
+  replicas: Dict[str, int] = dataclasses.field(default_factory=dict)  # e.g. {'Worker': 4, 'PS': 2}
+  poll_seconds: float = 30.0
+  timeout_seconds: float = 24 * 3600.0
+
+  def check(self) -> None:
+    require(re.fullmatch(_DNS_LABEL, self.namespace) is not None, 'namespace', self.namespace,
+            'must be a Kubernetes namespace name (lower-case letters, digits, -)')
+    require(re.fullmatch(_DNS_LABEL, self.template_config_map) is not None,
+            'template_config_map', self.template_config_map,
+            'must be a ConfigMap name (lower-case letters, digits, -)')
+    for role, count in self.replicas.items():
+      _one_of('replicas', role, TFJOB_REPLICA_TYPES)
+      _at_least(f'replicas.{role}', count, 1 if role != 'PS' else 0)
+    _at_least('poll_seconds', self.poll_seconds, 0.0)
+    require(self.timeout_seconds > 0, 'timeout_seconds', self.timeout_seconds, 'must be > 0')
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(Settings):
+  """Trainer: step counts, hyper-parameters, and where training runs."""
+  train_steps: int = 2000
+  # Batches of the eval split on which the Trainer measures POS@N / NEG@N at every checkpoint.
+  eval_steps: int = 100
+  hparams: HParams = HParams()
+  # None trains in the Trainer's own pod. A TFJobConfig (JSON: an object, possibly empty) trains
+  # on a TFJob of k8s/tfjob.yaml launched by the Trainer (Kubeflow only).
+  tfjob: Optional[TFJobConfig] = None
+
+  def check(self) -> None:
+    _at_least('train_steps', self.train_steps, 1)
+    _at_least('eval_steps', self.eval_steps, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class GateConfig(Settings):
+  """Evaluator: POS@N must clear pos_floor, NEG@N must stay under neg_ceiling, and neither may
+  be worse than the baseline model by more than its tolerance (absolute, in hit-rate units)."""
+  ns: Tuple[int, ...] = METRIC_NS
+  gate_n: Union[int, Tuple[int, ...]] = 50  # the N (or several) whose POS@N / NEG@N are gated
+  # On the generated demo data most-popular reaches POS@50 0.20 / NEG@50 0.54 and the trained
+  # model about 0.3 / 0.2 (docs/results.md): a model below the floor or above the ceiling has
+  # learnt less than a popularity count and is broken. Set both for your own catalogue.
+  pos_floor: float = 0.10
+  neg_ceiling: float = 0.5
+  # Room for the noise of retraining on new data; a larger drop than this is a regression.
+  pos_tolerance: float = 0.02
+  neg_tolerance: float = 0.02
+
+  def check(self) -> None:
+    require(len(self.ns) > 0 and all(n >= 1 for n in self.ns)
+            and list(self.ns) == sorted(set(self.ns)), 'ns', list(self.ns),
+            'must be distinct Ns >= 1, in increasing order')
+    for n in self.gated_ns:
+      _one_of('gate_n', n, self.ns)
+    for key in ('pos_floor', 'neg_ceiling', 'pos_tolerance', 'neg_tolerance'):
+      _within(key, getattr(self, key), 0.0, 1.0)
+
+  @property
+  def gated_ns(self) -> Tuple[int, ...]:
+    return self.gate_n if isinstance(self.gate_n, tuple) else (self.gate_n,)
+
+
+# The trainer's hyper-parameters a pipeline sets from other settings: the model is built for the
+# histories ExampleGen cuts and the labels it gives, and trains the Trainer's step count.
+HPARAMS_SET_BY = {'history_length': 'ingest.history_length',
+                  'pos_threshold': 'ingest.pos_threshold',
+                  'train_steps': 'train.train_steps'}
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig(Settings):
+  pipeline_name: str = PIPELINE_NAME
+  ingest: IngestConfig = IngestConfig()
+  vocabulary: VocabularyConfig = VocabularyConfig()
+  train: TrainConfig = TrainConfig()
+  gate: GateConfig = GateConfig()
+
+  def check(self) -> None:
+    require(re.fullmatch(PIPELINE_NAME_PATTERN, self.pipeline_name) is not None,
+            'pipeline_name', self.pipeline_name,
+            'letters, digits, _ and - only (it names a directory), starting with a letter or digit')
+    require(self.ingest.history_length >= 1, 'ingest.history_length', self.ingest.history_length,
+            'must be >= 1: the model has one position per history play')
+
+  def __post_init__(self):
+    super().__post_init__()
+    hparams = self.train.hparams.replace(
+        history_length=self.ingest.history_length, pos_threshold=self.ingest.pos_threshold,
+        train_steps=self.train.train_steps)
+    object.__setattr__(self, 'train', dataclasses.replace(self.train, hparams=hparams))
+
+  @classmethod
+  def from_dict(cls, values: Dict[str, Any]) -> 'PipelineConfig':
+    """The config from a dict, refusing the hyper-parameters the pipeline sets itself."""
+    hparams = ((values.get('train') or {}) if isinstance(values, dict) else {}).get('hparams')
+    for key in (hparams if isinstance(hparams, dict) else {}):
+      if key in HPARAMS_SET_BY:
+        raise SettingError(f'train.hparams.{key}', f'set it as {HPARAMS_SET_BY[key]} instead '
+                           '(the pipeline sets the hyper-parameter from there)')
+    return build(cls, values)
+
+  @classmethod
+  def from_json_file(cls, path: str) -> 'PipelineConfig':
+    """Loads a JSON config; every error names the file (and the line of a syntax error)."""
+    try:
+      with open(path, encoding='utf-8') as f:
+        values = json.load(f)
+    except OSError as error:
+      raise SettingError(path, f'cannot read the config file: {error.strerror}') from None
+    except json.JSONDecodeError as error:
+      raise SettingError(f'{path}:{error.lineno}:{error.colno}',
+                         f'not valid JSON: {error.msg}') from None
+    try:
+      return cls.from_dict(values)
+    except SettingError as error:
+      raise SettingError(f'{path}: {error.path}' if error.path else path, error.problem) from None
+
+  def to_dict(self) -> Dict[str, Any]:
+    """The settings as from_dict takes them (without the hyper-parameters set from others)."""
+    values = dataclasses.asdict(self)
+    for key in HPARAMS_SET_BY:
+      del values['train']['hparams'][key]
+    return values
+
+
+def load_config() -> PipelineConfig:
+  """The defaults, overridden by the JSON file named in $PLAYRECALL_CONFIG when it is set."""
+  path = os.environ.get(CONFIG_ENV)
+  return PipelineConfig.from_json_file(path) if path else PipelineConfig()
