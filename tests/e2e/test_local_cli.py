@@ -8,127 +8,17 @@ A module-scoped sequence of runs, each checked as it lands:
 """
 
 import copy
-import json
 import os
-import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_model_analysis as tfma
-from ml_metadata import metadata_store
-from ml_metadata.proto import metadata_store_pb2
-from tfx import v1 as tfx
 
 from contract import features
-from contract import settings
 from datagen import ground_truth
-from pipeline import local_paths
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TFX_CLI = os.path.join(os.path.dirname(sys.executable), 'tfx')
-PIPELINE = settings.PIPELINE_NAME
-NUM_ITEMS = 400
-
-SMALL_CONFIG = {
-    'ingest': {'history_length': 20, 'eval_plays_per_user': 2},
-    'train': {'train_steps': 600, 'eval_steps': 5,
-              'hparams': {'batch_size': 128, 'hidden_dim': 32, 'item_embedding_dim': 16,
-                          'num_layers': 1, 'num_sampled': 64, 'steps_per_checkpoint': 300,
-                          'steps_per_log': 100, 'top_k': 20}},
-    'gate': {'ns': [10, 50], 'gate_n': 10, 'pos_floor': 0.05, 'pos_tolerance': 0.02,
-             'neg_ceiling': 0.6, 'neg_tolerance': 0.05},
-}
-CACHED = metadata_store_pb2.Execution.CACHED
-
-
-class Workspace:
-  """A PLAYRECALL_HOME of its own and the environment the CLI runs in."""
-
-  def __init__(self, root):
-    self.root = str(root)
-    self.data = str(root / 'data')
-    self.config_path = str(root / 'config.json')
-    self.env = dict(os.environ, PLAYRECALL_HOME=str(root / 'home'), PLAYRECALL_DATA=self.data,
-                    PLAYRECALL_CONFIG=self.config_path, LOCAL_HOME=str(root / 'cli'),
-                    TF_USE_LEGACY_KERAS='1', PYTHONPATH=REPO_ROOT)
-    self.paths = local_paths.LocalPaths.from_env(PIPELINE, self.env)
-
-  def write_config(self, config):
-    with open(self.config_path, 'w') as f:
-      json.dump(config, f)
-
-  def generate(self, day, seed, events):
-    """Adds a day of play logs to the data directory, as a log shipper would."""
-    out_dir = os.path.join(self.root, 'generated', day)
-    subprocess.run([sys.executable, '-m', 'datagen.generate', '--out_dir', out_dir,
-                    '--num_events', str(events), '--num_users', '300',
-                    '--num_items', str(NUM_ITEMS), '--seed', str(seed), '--quiet'],
-                   check=True, env=self.env, cwd=REPO_ROOT)
-    os.makedirs(self.data, exist_ok=True)
-    for name in os.listdir(out_dir):
-      if name.startswith('plays-'):
-        shutil.copy(os.path.join(out_dir, name), os.path.join(self.data, f'{day}-{name}'))
-
-  def cli(self, *args):
-    result = subprocess.run([TFX_CLI, *args], env=self.env, cwd=REPO_ROOT,
-                            capture_output=True, text=True)
-    assert result.returncode == 0, f'tfx {" ".join(args)} failed:\n{result.stdout[-5000:]}' \
-                                   f'\n{result.stderr[-10000:]}'
-    return result
-
-  def run_pipeline(self):
-    self.cli('run', 'create', '--engine', 'local', '--pipeline_name', PIPELINE)
-    return latest_run(metadata_store.MetadataStore(
-        tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            self.paths.metadata_path)))
-
-  def pushed_versions(self):
-    serving = self.paths.serving_model_dir
-    return sorted(int(v) for v in os.listdir(serving) if v.isdigit()) if os.path.isdir(
-        serving) else []
-
-
-class Run:
-  """What one pipeline run recorded in MLMD: each node's execution state and outputs."""
-
-  def __init__(self, states, outputs):
-    self.states = states  # {node id: Execution.State}
-    self.outputs = outputs  # {(node id, output key): [Artifact]}
-
-  def output(self, node, key):
-    (artifact,) = self.outputs[(node, key)]
-    return artifact
-
-  def blessed(self):
-    return self.output('Evaluator', 'blessing').custom_properties['blessed'].int_value == 1
-
-  def validation(self):
-    return tfma.load_validation_result(self.output('Evaluator', 'evaluation').uri)
-
-
-def latest_run(store):
-  runs = store.get_contexts_by_type('pipeline_run')
-  newest = max(runs, key=lambda c: c.create_time_since_epoch)
-  run_executions = {e.id for e in store.get_executions_by_context(newest.id)}
-  node_of = {}
-  states = {}
-  for node in store.get_contexts_by_type('node'):
-    for execution in store.get_executions_by_context(node.id):
-      if execution.id in run_executions:
-        node_id = node.name.split('.', 1)[1]
-        node_of[execution.id] = node_id
-        states[node_id] = execution.last_known_state
-  events = [e for e in store.get_events_by_execution_ids(list(run_executions))
-            if e.type == metadata_store_pb2.Event.OUTPUT]
-  artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
-  outputs = {}
-  for event in events:
-    key = (node_of[event.execution_id], event.path.steps[0].key)
-    outputs.setdefault(key, []).append(artifacts[event.artifact_id])
-  return Run(states, outputs)
+from tests.e2e.cli_workspace import CACHED, NUM_ITEMS, REPO_ROOT, SMALL_CONFIG, Workspace
 
 
 def baseline_model_id(run):
@@ -162,8 +52,7 @@ def workspace(tmp_path_factory):
   ws = Workspace(tmp_path_factory.mktemp('e2e'))
   ws.write_config(SMALL_CONFIG)
   ws.generate('day1', seed=11, events=12000)
-  ws.cli('pipeline', 'create', '--engine', 'local', '--pipeline_path',
-         os.path.join(REPO_ROOT, 'local_runner.py'))
+  ws.create_pipeline()
   return ws
 
 
