@@ -3,7 +3,7 @@
 import json
 import os
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, get_type_hints
 
 from absl import logging
 import apache_beam as beam
@@ -31,11 +31,26 @@ EVAL_START_FILE = 'eval_start_ts.json'
 QUARANTINE_PREFIX = 'quarantine'
 
 
-def validate_parameters(**parameters: Any) -> None:
-  """Raises ValueError (contract.typed.SettingError) naming the first bad parameter: the rules
-  of the pipeline config's `ingest` settings, whose fields these parameters are."""
-  settings.IngestConfig(**parameters)
-  column_mapping_lib.parse_column_mapping(parameters['column_mapping'])
+def validate_parameters(**parameters: Any) -> settings.IngestConfig:
+  """The ingest settings the parameters make (they are the fields of the pipeline config's
+  `ingest`); raises ValueError (contract.typed.SettingError) naming the first bad one."""
+  ingest = settings.IngestConfig(**parameters)
+  column_mapping_lib.parse_column_mapping(ingest.column_mapping)
+  return ingest
+
+
+_INGEST_TYPES = get_type_hints(settings.IngestConfig)
+
+
+def _ingest_parameters(exec_properties: Mapping[str, Any]) -> Dict[str, Any]:
+  """The ingest parameters given among the executor's properties; integer ones as int, since
+  Kubeflow can deliver an integer parameter as a float."""
+  parameters = {}
+  for name, kind in _INGEST_TYPES.items():
+    value = exec_properties.get(name)
+    if value not in (None, ''):
+      parameters[name] = int(value) if kind in (int, Optional[int]) else value
+  return parameters
 
 
 def num_user_buckets(files: Sequence[str]) -> int:
@@ -100,11 +115,6 @@ def _split_rule(config: user_examples.ExampleConfig, eval_fraction: Optional[flo
   return f"each user's last {config.eval_plays_per_user} plays"
 
 
-def _optional(exec_properties: Dict[str, Any], key: str, kind: type) -> Any:
-  value = exec_properties.get(key)
-  return None if value is None else kind(value)
-
-
 def _record_counts(artifact: types.Artifact, counts: Mapping[str, Any]) -> None:
   for name in beam_stages.COUNTERS + ('files_ignored',):
     artifact.set_int_custom_property(name, counts[name])
@@ -159,31 +169,20 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
   def _ingest(self, examples: types.Artifact, quarantine: types.Artifact,
               exec_properties: Dict[str, Any]) -> None:
-    input_format = exec_properties.get('input_format') or settings.DEFAULT_INPUT_FORMAT
-    column_mapping = exec_properties.get('column_mapping') or settings.DEFAULT_COLUMN_MAPPING
-    eval_plays_per_user = _optional(exec_properties, 'eval_plays_per_user', int)
-    eval_start_ts = _optional(exec_properties, 'eval_start_ts', int)
-    eval_fraction = _optional(exec_properties, 'eval_fraction', float)
+    ingest = validate_parameters(**_ingest_parameters(exec_properties))
+    input_format, column_mapping = ingest.input_format, ingest.column_mapping
+    max_bad_fraction = ingest.max_bad_fraction
     config = user_examples.ExampleConfig(
-        history_length=int(exec_properties.get('history_length', settings.HISTORY_LENGTH)),
-        pos_threshold=float(exec_properties.get('pos_threshold', settings.POS_THRESHOLD)),
-        neg_threshold=float(exec_properties.get('neg_threshold', settings.NEG_THRESHOLD)),
-        eval_plays_per_user=eval_plays_per_user, eval_start_ts=eval_start_ts)
-    max_bad_fraction = float(exec_properties.get('max_bad_fraction', settings.MAX_BAD_FRACTION))
-    max_ts_ms = exec_properties.get('max_ts_ms')
+        history_length=ingest.history_length, pos_threshold=ingest.pos_threshold,
+        neg_threshold=ingest.neg_threshold, eval_plays_per_user=ingest.eval_plays_per_user,
+        eval_start_ts=ingest.eval_start_ts)
     timestamps = play_log_reader.TimestampRule(
-        min_ms=int(exec_properties.get('min_ts_ms', settings.MIN_TS_MS)),
-        max_ms=(int(time.time() * 1000) + settings.MAX_FUTURE_MS if max_ts_ms is None
-                else int(max_ts_ms)),
-        unit=exec_properties.get('ts_unit') or settings.TS_UNIT)
-    validate_parameters(input_format=input_format, column_mapping=column_mapping,
-                        history_length=config.history_length,
-                        pos_threshold=config.pos_threshold, neg_threshold=config.neg_threshold,
-                        eval_plays_per_user=config.eval_plays_per_user,
-                        eval_start_ts=config.eval_start_ts, eval_fraction=eval_fraction,
-                        max_bad_fraction=max_bad_fraction, ts_unit=timestamps.unit,
-                        min_ts_ms=timestamps.min_ms, max_ts_ms=max_ts_ms)
-    if eval_plays_per_user is None and eval_start_ts is None and eval_fraction is None:
+        min_ms=ingest.min_ts_ms,
+        max_ms=(int(time.time() * 1000) + settings.MAX_FUTURE_MS if ingest.max_ts_ms is None
+                else ingest.max_ts_ms),
+        unit=ingest.ts_unit)
+    eval_fraction = ingest.eval_fraction
+    if (ingest.eval_plays_per_user, ingest.eval_start_ts, eval_fraction) == (None, None, None):
       eval_fraction = settings.EVAL_FRACTION
     input_base = exec_properties['input_base']
     found = input_files.find_input_files(input_base)

@@ -868,7 +868,7 @@ def test_global_time_cut_by_fraction_of_the_plays(tmp_path):
     component.PlayLogExampleGen(input_base=str(logs), eval_fraction=1.0)
 
 
-def test_default_split_is_the_last_tenth_of_the_time_range(tmp_path):
+def test_default_split_is_the_latest_tenth_of_the_plays(tmp_path):
   logs = tmp_path / 'logs'
   os.makedirs(logs)
   plays = [(f'u{k % 3}', f'i{k}', T0 + k * 1_000) for k in range(101)]  # 0 .. 100 s
