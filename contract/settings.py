@@ -216,7 +216,7 @@ class HParams(Settings):
 
 @dataclasses.dataclass(frozen=True)
 class TFJobConfig(Settings):
-  """Training on a TFJob launched by the Trainer (Kubeflow only): pipeline/tfjob_launcher.py."""
+  """Training on a TFJob launched by the Trainer (Kubeflow only): trainer/tfjob_launcher.py."""
   namespace: str = 'playrecall'  # of the TFJob and its template ConfigMap
   template_config_map: str = TFJOB_TEMPLATE_CONFIG_MAP
   manifest: Optional[str] = None  # a TFJob template file to use instead of the ConfigMap

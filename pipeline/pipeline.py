@@ -19,7 +19,7 @@ from evaluation import eval_config as eval_config_lib
 PREPROCESSING_FN = 'transform.preprocessing.preprocessing_fn'
 RUN_FN = 'trainer.run.run_fn'
 # Trains on a TFJob (chief, workers, parameter servers) from the Trainer's pod: config.train.tfjob.
-TFJOB_RUN_FN = 'pipeline.tfjob_launcher.run_fn'
+TFJOB_RUN_FN = 'trainer.tfjob_launcher.run_fn'
 BASELINES = ('resolver', 'pushed_model')
 
 

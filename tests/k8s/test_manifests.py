@@ -3,7 +3,7 @@ serving config is a real TF Serving ModelServerConfig, and the Dockerfile instal
 
 Core objects are validated with kubernetes-validate (the Kubernetes 1.31 OpenAPI schemas, strict:
 unknown fields fail). The TFJob template goes into the cluster as a ConfigMap the Trainer step
-reads; here it is checked to be what pipeline/tfjob_launcher.py needs (its CRD schema is checked
+reads; here it is checked to be what trainer/tfjob_launcher.py needs (its CRD schema is checked
 by its own test). No cluster and no Docker engine run here: the image build is checked statically.
 """
 
@@ -87,7 +87,7 @@ def test_validation_is_strict_about_a_misspelt_field():
 
 
 def test_the_tfjob_template_is_in_the_cluster_as_the_launcher_reads_it():
-  from pipeline import tfjob_launcher  # pylint: disable=g-import-not-at-top
+  from trainer import tfjob_launcher  # pylint: disable=g-import-not-at-top
 
   [config_map] = [c for c in _generated_config_maps()
                   if c['metadata']['name'] == settings.TFJOB_TEMPLATE_CONFIG_MAP]
@@ -208,7 +208,7 @@ def test_dockerfile_base_environment_and_copies():
 
 
 def test_the_pipeline_may_launch_the_tfjob_in_its_namespace():
-  from pipeline import tfjob_launcher  # pylint: disable=g-import-not-at-top
+  from trainer import tfjob_launcher  # pylint: disable=g-import-not-at-top
 
   role = _one('Role', 'playrecall-tfjob-launcher')
   [rule] = [r for r in role['rules'] if tfjob_launcher.PLURAL in r['resources']]

@@ -130,7 +130,7 @@ def test_a_tfjob_config_makes_the_trainer_launch_the_tfjob():
       image=IMAGE, pipeline_root=PIPELINE_ROOT, data_root=DATA_ROOT,
       serving_model_dir=SERVING_MODEL_DIR, config=config, beam_pipeline_args=[]),
                                pipeline_spec_pb2.PipelineSpec())
-  assert _parameter(spec, 'Trainer', 'run_fn') == 'pipeline.tfjob_launcher.run_fn'
+  assert _parameter(spec, 'Trainer', 'run_fn') == 'trainer.tfjob_launcher.run_fn'
   custom_config = json.loads(_parameter(spec, 'Trainer', 'custom_config'))
   # The TFJob runs the image the spec was compiled with.
   assert custom_config['tfjob'] == dataclasses.asdict(

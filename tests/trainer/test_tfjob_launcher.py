@@ -1,4 +1,4 @@
-"""pipeline/tfjob_launcher.py: the Trainer step creating k8s/tfjob.yaml's TFJob and waiting for it.
+"""trainer/tfjob_launcher.py: the Trainer step creating k8s/tfjob.yaml's TFJob and waiting for it.
 
 The API server here is NOT a real Kubernetes: a small http.server on 127.0.0.1 that serves the
 template ConfigMap (k8s/tfjob.yaml, as the kustomization generates it), accepts the kubernetes
@@ -22,7 +22,7 @@ import yaml
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from contract import settings
-from pipeline import tfjob_launcher
+from trainer import tfjob_launcher
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CRD_PATH = os.path.join(REPO_ROOT, 'tests', 'testdata', 'k8s-schemas', 'kubeflow.org_tfjobs.yaml')

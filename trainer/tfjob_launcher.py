@@ -1,6 +1,6 @@
 """A Trainer run_fn that trains on a TFJob (Kubeflow training operator) instead of in its own pod.
 
-  Trainer(run_fn='pipeline.tfjob_launcher.run_fn',
+  Trainer(run_fn='trainer.tfjob_launcher.run_fn',
           custom_config={'hparams': {..., 'num_shards': 2},
                          'tfjob': {'namespace': 'playrecall', 'replicas': {'Worker': 4, 'PS': 2}}})
 
