@@ -217,10 +217,13 @@ class HParams(Settings):
 @dataclasses.dataclass(frozen=True)
 class TFJobConfig(Settings):
   """Training on a TFJob launched by the Trainer (Kubeflow only): trainer/tfjob_launcher.py."""
+  # An image named by digest (NAME[:TAG]@sha256:<64 hex digits>) is the same image for good; a tag
+  # can be pushed again with other code. kubeflow_runner holds the pipeline image to it too.
+  IMAGE_BY_DIGEST = r'[^\s@]+@sha256:[0-9a-f]{64}'
   namespace: str = 'playrecall'  # of the TFJob and its template ConfigMap
   template_config_map: str = TFJOB_TEMPLATE_CONFIG_MAP
   manifest: Optional[str] = None  # a TFJob template file to use instead of the ConfigMap
-  image: Optional[str] = None  # None: the template's image
+  image: Optional[str] = None  # by digest; None: the template's, which must be by digest too
   replicas: Dict[str, int] = dataclasses.field(default_factory=dict)  # e.g. {'Worker': 4, 'PS': 2}
   poll_seconds: float = 30.0
   timeout_seconds: float = 24 * 3600.0
@@ -231,6 +234,9 @@ class TFJobConfig(Settings):
     require(re.fullmatch(_DNS_LABEL, self.template_config_map) is not None,
             'template_config_map', self.template_config_map,
             'must be a ConfigMap name (lower-case letters, digits, -)')
+    require(self.image is None or re.fullmatch(self.IMAGE_BY_DIGEST, self.image) is not None,
+            'image', self.image, 'must be by digest, REGISTRY/playrecall@sha256:<64 hex '
+            'digits> (`docker push` prints it): a tag can be pushed again with other code')
     for role, count in self.replicas.items():
       _one_of('replicas', role, TFJOB_REPLICA_TYPES)
       _at_least(f'replicas.{role}', count, 1 if role != 'PS' else 0)

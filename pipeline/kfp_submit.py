@@ -9,6 +9,13 @@ r"""Uploads a compiled pipeline spec to Kubeflow Pipelines and starts one run or
 The spec (from pipeline/kubeflow_runner.py) becomes a new version of the pipeline named
 --pipeline_name (created on first upload); the run or recurring run references that version, in
 --experiment (created if missing). Talks to the KFP v2beta1 API through kfp.Client.
+
+Credentials, for an endpoint behind authentication: --token_file (a bearer token read again
+before every request, so a short-lived token that the kubelet or a credential helper rotates
+keeps working; default $KF_PIPELINES_SA_TOKEN_PATH, as kfp reads it) or --token, and
+--ssl_ca_cert for an endpoint whose TLS certificate a private CA signed. kfp.Client itself reads
+$KF_PIPELINES_IAP_OAUTH2_CLIENT_ID for Identity-Aware Proxy. A token never goes over plain http
+except to a port-forward on this machine.
 """
 
 import argparse
@@ -18,7 +25,8 @@ import os
 import re
 import sys
 import tempfile
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+import urllib.parse
 
 import kfp
 import kfp_server_api
@@ -41,6 +49,11 @@ CRON_DESCRIPTORS = ('@yearly', '@annually', '@monthly', '@weekly', '@daily', '@m
 PIPELINE_DESCRIPTION = 'playrecall: play logs -> DeepMatch recall model -> gate -> TF Serving'
 # KFP's API server rejects a recurring run outside this range.
 MAX_CONCURRENCY_RANGE = (1, 10)
+# The identity of playrecall's runs (k8s/pipeline-runner/), the account k8s/rbac.yaml lets create
+# TFJobs in the playrecall namespace.
+PIPELINE_SERVICE_ACCOUNT = 'playrecall-pipeline'
+# Where a token may go over plain http: a `kubectl port-forward` on this machine.
+LOOPBACK_HOSTS = ('localhost', '127.0.0.1', '::1')
 _CRON_PART = re.compile(r'^(\*|\?|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?$')
 
 
@@ -108,7 +121,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       '(gs://...)')
   parser.add_argument('--param', action='append', default=[], metavar='NAME=VALUE',
                       help='a pipeline parameter (repeatable)')
-  parser.add_argument('--service_account', help='Kubernetes service account the run\'s pods use')
+  parser.add_argument('--service_account', default=PIPELINE_SERVICE_ACCOUNT,
+                      help='Kubernetes service account the run\'s pods use (default %(default)s, '
+                      'from k8s/pipeline-runner/)')
+  credentials = parser.add_argument_group('credentials (default: none, as through a port-forward)')
+  token = credentials.add_mutually_exclusive_group()
+  token.add_argument('--token_file', default=os.environ.get(kfp.client.KF_PIPELINES_SA_TOKEN_ENV),
+                     help='file holding a bearer token, read before every request (default '
+                     f'${kfp.client.KF_PIPELINES_SA_TOKEN_ENV})')
+  token.add_argument('--token', help='a bearer token; other users can read it in the process '
+                     'list, so prefer --token_file')
+  credentials.add_argument('--ssl_ca_cert', help='CA bundle (PEM) that verifies the endpoint\'s '
+                           'TLS certificate (default: the public CAs)')
   caching = parser.add_mutually_exclusive_group()
   caching.add_argument('--enable_caching', dest='enable_caching', action='store_const',
                        const=True, help='cache every task, ExampleGen and the baseline included (safe only '
@@ -136,6 +160,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                  'python -m pipeline.kubeflow_runner)')
   if not args.package.endswith(('.yaml', '.yml')):
     parser.error(f'--package={args.package!r} must be the .yaml pipeline spec')
+  for flag in ('token_file', 'ssl_ca_cert'):
+    path = getattr(args, flag)
+    if path and not os.path.isfile(path):
+      parser.error(f'--{flag}={path!r}: no such file')
+  host = urllib.parse.urlsplit(args.host)
+  if (args.token or args.token_file) and host.scheme == 'http' and (
+      host.hostname not in LOOPBACK_HOSTS):
+    parser.error(f'--host={args.host!r}: a token over plain http can be read on the way; use '
+                 'https:// or a port-forward to localhost')
   if args.schedule is not None:
     try:
       args.schedule = validate_cron(args.schedule)
@@ -198,9 +231,20 @@ def upload_version(client: kfp.Client, package: str, pipeline_name: str, version
   return pipeline_id, version.pipeline_version_id
 
 
+def client_arguments(args: argparse.Namespace) -> Dict[str, Any]:
+  """kfp.Client's arguments: the endpoint, the namespace and the credentials."""
+  arguments = dict(host=args.host, namespace=args.namespace or 'kubeflow',
+                   ssl_ca_cert=args.ssl_ca_cert)
+  if args.token:
+    arguments['existing_token'] = args.token
+  elif args.token_file:
+    arguments['credentials'] = kfp.client.ServiceAccountTokenVolumeCredentials(args.token_file)
+  return arguments
+
+
 def submit(args: argparse.Namespace) -> str:
   """Uploads, then starts the run or creates the recurring run; returns its id."""
-  client = kfp.Client(host=args.host, namespace=args.namespace or 'kubeflow')
+  client = kfp.Client(**client_arguments(args))
   with tempfile.TemporaryDirectory() as workdir:
     package = package_with_caching(args.package, args.enable_caching, workdir)
     version_name = args.version_name or default_version_name(package)

@@ -1,6 +1,6 @@
 r"""Compiles the pipeline for Kubeflow Pipelines v2 (KubeflowV2DagRunner) into a pipeline spec YAML.
 
-  python -m pipeline.kubeflow_runner --image=REGISTRY/playrecall:TAG \
+  python -m pipeline.kubeflow_runner --image=REGISTRY/playrecall@sha256:DIGEST \
       --pipeline_root=gs://BUCKET/playrecall/root --data_root=gs://BUCKET/playrecall/plays \
       --serving_model_dir=gs://BUCKET/playrecall/serving --output=build/playrecall.yaml \
       [--runner=DataflowRunner ... any Beam argument]
@@ -19,6 +19,7 @@ imports the removed KFP v1 runner).
 import argparse
 import dataclasses
 import os
+import re
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -55,8 +56,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
       description=__doc__.split('\n\n')[0],
       epilog='Unknown arguments are Beam arguments (default: '
       + ' '.join(settings.BEAM_PIPELINE_ARGS) + ').')
-  parser.add_argument('--image', help='the pipeline image every step runs in '
-                      '(default $PLAYRECALL_IMAGE)')
+  parser.add_argument('--image', help='the pipeline image every step runs in, by digest: '
+                      'REGISTRY/playrecall@sha256:DIGEST (default $PLAYRECALL_IMAGE)')
   parser.add_argument('--pipeline_root', help='gs:// root of every step\'s outputs '
                       '(default $PLAYRECALL_PIPELINE_ROOT)')
   parser.add_argument('--data_root', help='gs:// directory (or glob) of play logs '
@@ -84,8 +85,21 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   stray = [a for a in beam_pipeline_args if not a.startswith('--')]
   if stray:
     parser.error(f'unexpected arguments {stray}: Beam arguments look like --name=value')
+  try:
+    check_image(args.image)
+  except ValueError as e:
+    parser.error(str(e))
   args.beam_pipeline_args = beam_pipeline_args or list(settings.BEAM_PIPELINE_ARGS)
   return args
+
+
+def check_image(image: str) -> None:
+  """Raises ValueError unless the image is named by digest: a tag can be pushed again with other
+  code, and every step and the TFJob must run the code the spec was compiled for."""
+  if not re.fullmatch(settings.TFJobConfig.IMAGE_BY_DIGEST, image):
+    raise ValueError(f'image {image!r} must be named by digest, '
+                     'REGISTRY/playrecall@sha256:<64 hex digits> (`docker push` prints it): a tag '
+                     'can be pushed again with other code')
 
 
 def compile_pipeline_spec(*, image: str, pipeline_root: str, data_root: str,
@@ -93,6 +107,7 @@ def compile_pipeline_spec(*, image: str, pipeline_root: str, data_root: str,
                           beam_pipeline_args: List[str], enable_cache: bool = True
                           ) -> Dict[str, Any]:
   """Returns the KFP PipelineSpec (as a dict) of the pipeline with the pushed-model baseline."""
+  check_image(image)
   config = with_tfjob_image(config, image)
   tfx_pipeline = pipeline.create_pipeline(
       pipeline_name=config.pipeline_name,

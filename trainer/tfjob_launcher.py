@@ -16,11 +16,14 @@ the fields of contract.settings.TFJobConfig; kubeflow_runner.py sets `image` to 
 spec runs.
 
 The TFJob's name is derived from the Trainer's output location, so a Trainer pod that is
-restarted attaches to the job it already started instead of training twice.
+restarted attaches to the job it already started instead of training twice, but only to a job
+that runs what this step would create: a job of that name with other replicas, images, commands,
+flags, identity or security settings is refused (TFJobMismatch), never waited for.
 """
 
 import hashlib
 import json
+import re
 import time
 from typing import Any, Callable, Dict, List, Optional
 
@@ -35,10 +38,19 @@ GROUP, VERSION, PLURAL = 'kubeflow.org', 'v1', 'tfjobs'
 # The training operator sets TF_CONFIG only in the container with this name.
 TENSORFLOW_CONTAINER = 'tensorflow'
 FINISHED = ('Succeeded', 'Failed')
+# Stamped on every replica's pods, whatever the template says: k8s/networkpolicies.yaml admits the
+# TF server port only from pods with this label.
+SERVER_POD_LABELS = {'app.kubernetes.io/name': 'playrecall-trainer'}
+# The launcher's API calls by (API group, resource): k8s/rbac.yaml grants these verbs, no others.
+API_VERBS = {(GROUP, PLURAL): ('create', 'get'), ('', 'configmaps'): ('get',)}
 
 
 class TFJobFailed(RuntimeError):
   """The TFJob ended Failed, or did not finish in time."""
+
+
+class TFJobMismatch(RuntimeError):
+  """A TFJob of this execution's name exists but would run something else."""
 
 
 def trainer_flags(fn_args) -> List[str]:
@@ -87,7 +99,28 @@ def build_tfjob(template: Dict[str, Any], fn_args,
     container['args'] = flags
     if config.image:
       container['image'] = config.image
+    if not re.fullmatch(settings.TFJobConfig.IMAGE_BY_DIGEST, container.get('image') or ''):
+      raise ValueError(f'TFJob {role}: image {container.get("image")!r} is not named by digest; '
+                       'set train.tfjob.image (kubeflow_runner sets it to the pipeline image)')
+    pod_metadata = spec['template'].setdefault('metadata', {})
+    pod_metadata['labels'] = dict(pod_metadata.get('labels') or {}, **SERVER_POD_LABELS)
   return tfjob
+
+
+def replica_fingerprints(tfjob: Dict[str, Any]) -> Dict[str, Any]:
+  """Per replica group, what its pods run: the count, the service account, the security
+  contexts and each container's image, command and flags (fields the API server stores as given)."""
+  fingerprints = {}
+  for role, spec in tfjob['spec']['tfReplicaSpecs'].items():
+    pod = spec['template']['spec']
+    fingerprints[role] = {
+        'replicas': spec.get('replicas', 1),
+        'serviceAccountName': pod.get('serviceAccountName'),
+        'securityContext': pod.get('securityContext'),
+        'containers': [[c['name'], c.get('image'), c.get('command'), c.get('args'),
+                        c.get('securityContext')]
+                       for c in pod.get('initContainers', []) + pod['containers']]}
+  return fingerprints
 
 
 def job_state(tfjob: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -119,6 +152,17 @@ def launch_and_wait(api, template: Dict[str, Any], fn_args, config: settings.TFJ
   except ApiException as e:
     if e.status != 409:
       raise
+    existing = replica_fingerprints(
+        api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
+    rendered = replica_fingerprints(body)
+    differing = sorted(r for r in set(existing) | set(rendered)
+                       if existing.get(r) != rendered.get(r))
+    if differing:
+      raise TFJobMismatch(
+          f'TFJob {namespace}/{name} exists but its {", ".join(differing)} pods differ from what '
+          'this Trainer step would create (replicas, image, command, flags, service account or '
+          'security context): it was created with other settings or by someone else. Compare '
+          f'`kubectl -n {namespace} get tfjob {name} -o yaml`; delete it to train anew.')
     log(f'TFJob {namespace}/{name} exists (a restarted Trainer step): waiting for it')
   deadline = clock() + config.timeout_seconds
   last_state = None

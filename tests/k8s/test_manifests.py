@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+from typing import List, Optional, Tuple
 
 from google.protobuf import text_format
 import kubernetes_validate
@@ -19,10 +20,12 @@ from tensorflow_serving.config import model_server_config_pb2
 import yaml
 
 from contract import settings
+from pipeline import kfp_submit
 from pipeline import pipeline
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 K8S_DIR = os.path.join(REPO_ROOT, 'k8s')
+PIPELINE_RUNNER_DIR = 'pipeline-runner'  # under k8s/, applied in KFP's namespace
 KUBERNETES_VERSION = '1.31.0'
 MODEL_NAME = 'playrecall'
 GRPC_PORT, REST_PORT = 8500, 8501
@@ -73,7 +76,7 @@ def test_every_listed_file_exists():
 def test_every_core_object_validates_against_the_kubernetes_schema():
   objects = [o for _, o in _resources()] + _generated_config_maps()
   assert {o['kind'] for o in objects} >= {'Namespace', 'ServiceAccount', 'Deployment', 'Service',
-                                          'ConfigMap', 'Role', 'RoleBinding'}
+                                          'ConfigMap', 'Role', 'RoleBinding', 'NetworkPolicy'}
   for obj in objects:
     kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
 
@@ -158,12 +161,26 @@ def test_kustomize_build_renders_objects_that_validate():
       if 'configMap' in v]
   for obj in objects:
     kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+  # The namespace transform leaves the binding's subject where KFP runs the steps.
+  runner = subprocess.run(['kubectl', 'kustomize', os.path.join(K8S_DIR, PIPELINE_RUNNER_DIR)],
+                          check=True, capture_output=True, text=True, timeout=60).stdout
+  runner_objects = [o for o in yaml.safe_load_all(runner) if o]
+  [account] = [o for o in runner_objects if o['kind'] == 'ServiceAccount']
+  [binding] = [o for o in objects if o['kind'] == 'RoleBinding']
+  assert binding['subjects'] == [{'kind': 'ServiceAccount', 'name': account['metadata']['name'],
+                                  'namespace': account['metadata']['namespace']}]
+  assert {o['metadata']['namespace'] for o in runner_objects} == {'kubeflow'}
+  for obj in runner_objects:
+    kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
 
 
-def _dockerfile_instructions():
-  """(instruction, argument) pairs of k8s/Dockerfile, continuation lines joined."""
-  with open(os.path.join(K8S_DIR, 'Dockerfile')) as f:
-    text = re.sub(r'\\\n(\s*#.*\n)*', ' ', f.read())  # comments may sit inside a continuation
+def dockerfile_instructions(text: Optional[str] = None) -> List[Tuple[str, str]]:
+  """(instruction, argument) pairs of a Dockerfile (default k8s/Dockerfile), continuation lines
+  joined."""
+  if text is None:
+    with open(os.path.join(K8S_DIR, 'Dockerfile')) as f:
+      text = f.read()
+  text = re.sub(r'\\\n(\s*#.*\n)*', ' ', text)  # comments may sit inside a continuation
   instructions = []
   for line in text.splitlines():
     line = line.strip()
@@ -179,16 +196,20 @@ def _makefile_pip_installs():
 
 
 def test_dockerfile_installs_the_lock_exactly_as_make_install():
-  runs = ' && '.join(arg for instruction, arg in _dockerfile_instructions() if instruction == 'RUN')
+  runs = ' && '.join(arg for instruction, arg in dockerfile_instructions() if instruction == 'RUN')
   installs = _makefile_pip_installs()
-  assert 'pip install --no-deps --ignore-requires-python -r requirements/lock.txt' in installs
+  assert any(i.startswith('pip install --no-deps --ignore-requires-python -r requirements/lock.txt')
+             for i in installs)
   for install in installs:
     assert install in runs, f'the image does not run the Makefile\'s `{install}`'
+  # Every file must match a hash in the lock (tests/k8s/test_policy.py checks that it has them).
+  assert ('pip install --no-deps --ignore-requires-python -r requirements/lock.txt '
+          '--require-hashes') in runs
   assert re.search(r'apt-get install [^&]*\bg\+\+', runs), 'pyfarmhash needs a C++ compiler'
 
 
 def test_dockerfile_base_environment_and_copies():
-  instructions = _dockerfile_instructions()
+  instructions = dockerfile_instructions()
   [base] = [arg for instruction, arg in instructions if instruction == 'FROM']
   assert re.match(r'python:3\.11[.-]', base)
   env = ' '.join(arg for instruction, arg in instructions if instruction == 'ENV')
@@ -213,7 +234,9 @@ def test_the_pipeline_may_launch_the_tfjob_in_its_namespace():
   role = _one('Role', 'playrecall-tfjob-launcher')
   [rule] = [r for r in role['rules'] if tfjob_launcher.PLURAL in r['resources']]
   assert rule['apiGroups'] == [tfjob_launcher.GROUP]
-  assert {'create', 'get'} <= set(rule['verbs'])  # what launch_and_wait calls
+  # What launch_and_wait calls, and no more (tests/k8s/test_policy.py refuses any other verb).
+  assert set(rule['verbs']) == set(tfjob_launcher.API_VERBS[(tfjob_launcher.GROUP,
+                                                              tfjob_launcher.PLURAL)])
   [read_template] = [r for r in role['rules'] if 'configmaps' in r['resources']]
   assert read_template['resourceNames'] == [settings.TFJOB_TEMPLATE_CONFIG_MAP]
   assert read_template['verbs'] == ['get']
@@ -221,3 +244,40 @@ def test_the_pipeline_may_launch_the_tfjob_in_its_namespace():
   assert binding['roleRef'] == {'apiGroup': 'rbac.authorization.k8s.io', 'kind': 'Role',
                                 'name': role['metadata']['name']}
   assert _kustomization()['namespace'] == settings.TFJobConfig().namespace
+  # Granted to the account playrecall's runs use, in the namespace KFP runs their pods in.
+  runner = _documents(os.path.join(PIPELINE_RUNNER_DIR, 'kustomization.yaml'))[0]
+  assert binding['subjects'] == [{'kind': 'ServiceAccount',
+                                  'name': kfp_submit.PIPELINE_SERVICE_ACCOUNT,
+                                  'namespace': runner['namespace']}]
+
+
+def test_the_runs_service_account_is_where_kfp_runs_the_steps():
+  runner = _documents(os.path.join(PIPELINE_RUNNER_DIR, 'kustomization.yaml'))[0]
+  objects = [o for path in runner['resources']
+             for o in _documents(os.path.join(PIPELINE_RUNNER_DIR, path))]
+  for obj in objects:
+    kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+  [account] = [o for o in objects if o['kind'] == 'ServiceAccount']
+  assert account['metadata']['name'] == kfp_submit.PIPELINE_SERVICE_ACCOUNT
+  # The Trainer step calls the Kubernetes API with its token.
+  assert account.get('automountServiceAccountToken', True)
+  [binding] = [o for o in objects if o['kind'] == 'RoleBinding']
+  assert binding['roleRef']['name'] == 'pipeline-runner'  # KFP's own Role for its steps
+  assert binding['subjects'] == [{'kind': 'ServiceAccount', 'name': account['metadata']['name']}]
+
+
+def test_the_image_runs_as_the_user_the_pods_name_with_a_writable_home():
+  instructions = dockerfile_instructions()
+  user = [arg for instruction, arg in instructions if instruction == 'USER'][-1]
+  env = ' '.join(arg for instruction, arg in instructions if instruction == 'ENV').split()
+  assert 'HOME=/tmp' in env
+  with open(os.path.join(K8S_DIR, 'tfjob.yaml')) as f:
+    [tfjob] = [d for d in yaml.safe_load_all(f) if d]
+  for role, spec in tfjob['spec']['tfReplicaSpecs'].items():
+    pod = spec['template']['spec']
+    context = pod['securityContext']
+    assert f'{context["runAsUser"]}:{context["runAsGroup"]}' == user, role
+    # The root filesystem is read-only: /tmp (HOME) is an emptyDir.
+    [container] = pod['containers']
+    [tmp] = [m for m in container['volumeMounts'] if m['mountPath'] == '/tmp']
+    assert 'emptyDir' in [v for v in pod['volumes'] if v['name'] == tmp['name']][0], role

@@ -8,14 +8,23 @@ and answers with JSON shaped like KFP's. What it proves is that the command send
 requests; scheduling and running are KFP's and were not exercised here.
 """
 
+import contextlib
 import datetime
 import email.parser
 import email.policy
 import http.server
+import ipaddress
 import itertools
 import json
+import ssl
 import threading
+from typing import Optional, Tuple
 import urllib.parse
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from google.protobuf import json_format
 import kfp
@@ -37,6 +46,7 @@ class FakeKfpApi:
 
   def __init__(self):
     self.requests = []  # (method, path, query, body) in arrival order
+    self.authorizations = []  # the Authorization header of each request
     self.pipelines = {}  # id -> dict
     self.versions = {}  # id -> dict (with 'pipeline_spec', the parsed upload)
     self.experiments = {}
@@ -105,6 +115,7 @@ def handle(api: FakeKfpApi, method: str, path: str, query, headers, body: bytes)
   json_body = json.loads(body) if body and headers.get('Content-Type', '').startswith(
       'application/json') else None
   api.requests.append((method, path, query, json_body))
+  api.authorizations.append(headers.get('Authorization'))
   if (method, path) == ('GET', f'{API}/healthz'):
     return {'multi_user': False}
   if (method, path) == ('GET', f'{API}/pipelines'):
@@ -193,21 +204,38 @@ def _handler_class(api: FakeKfpApi):
   return Handler
 
 
-@pytest.fixture
-def kfp_api(monkeypatch, tmp_path):
-  """(the server's state, its http:// address); the server stops after the test."""
-  for env in ('KF_PIPELINES_ENDPOINT', 'KF_PIPELINES_UI_ENDPOINT', 'KF_PIPELINES_IAP_OAUTH2_CLIENT_ID'):
-    monkeypatch.delenv(env, raising=False)
-  # A developer's ~/.config/kfp/context.json must not change what the client sends.
-  monkeypatch.setattr(kfp.Client, '_LOCAL_KFP_CONTEXT', str(tmp_path / 'no-context.json'))
-  api = FakeKfpApi()
+@contextlib.contextmanager
+def _serving(api: FakeKfpApi, tls: Optional[ssl.SSLContext] = None):
+  """Serves the stand-in API (over TLS if given a server context); yields its address."""
   server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _handler_class(api))
+  if tls:
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
   thread = threading.Thread(target=server.serve_forever, daemon=True)
   thread.start()
-  yield api, f'http://127.0.0.1:{server.server_address[1]}'
-  server.shutdown()
-  server.server_close()
-  thread.join()
+  try:
+    yield f'{"https" if tls else "http"}://127.0.0.1:{server.server_address[1]}'
+  finally:
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.fixture
+def no_kfp_environment(monkeypatch, tmp_path):
+  """A developer's KFP variables and ~/.config/kfp/context.json must not change what the
+  client sends."""
+  for env in ('KF_PIPELINES_ENDPOINT', 'KF_PIPELINES_UI_ENDPOINT',
+              'KF_PIPELINES_IAP_OAUTH2_CLIENT_ID', kfp.client.KF_PIPELINES_SA_TOKEN_ENV):
+    monkeypatch.delenv(env, raising=False)
+  monkeypatch.setattr(kfp.Client, '_LOCAL_KFP_CONTEXT', str(tmp_path / 'no-context.json'))
+
+
+@pytest.fixture
+def kfp_api(no_kfp_environment):
+  """(the server's state, its http:// address); the server stops after the test."""
+  api = FakeKfpApi()
+  with _serving(api) as host:
+    yield api, host
 
 
 @pytest.fixture(scope='module')
@@ -215,7 +243,8 @@ def package(tmp_path_factory):
   """The real compiled pipeline spec, as pipeline/kubeflow_runner.py writes it."""
   path = str(tmp_path_factory.mktemp('package') / 'playrecall.yaml')
   kubeflow_runner.write_pipeline_spec(kubeflow_runner.compile_pipeline_spec(
-      image='registry.example.com/playrecall:1', pipeline_root='gs://playrecall/root',
+      image='registry.example.com/playrecall@sha256:' + 'ab' * 32,
+      pipeline_root='gs://playrecall/root',
       data_root='gs://playrecall/plays', serving_model_dir='gs://playrecall/serving',
       config=settings.PipelineConfig(), beam_pipeline_args=[]), path)
   return path
@@ -311,3 +340,95 @@ def test_invalid_cron_says_why(cron, message):
   with pytest.raises(ValueError) as error:
     kfp_submit.validate_cron(cron)
   assert message in str(error.value)
+
+
+@pytest.mark.parametrize('how', ['token_file', 'environment', 'token'])
+def test_every_request_carries_the_token(kfp_api, package, tmp_path, monkeypatch, how):
+  api, host = kfp_api
+  token_file = tmp_path / 'token'
+  token_file.write_text('first-token\n')
+  credentials = {'token_file': [f'--token_file={token_file}'], 'environment': [],
+                 'token': ['--token=first-token']}[how]
+  if how == 'environment':
+    monkeypatch.setenv(kfp.client.KF_PIPELINES_SA_TOKEN_ENV, str(token_file))
+  kfp_submit.main([f'--host={host}', f'--package={package}', '--version_name=v1', *credentials])
+  assert len(api.runs) == 1
+  assert set(api.authorizations) == {'Bearer first-token'}
+  if how != 'token':
+    # The file is read before each request: a token the kubelet or a helper rotates is followed.
+    token_file.write_text('rotated-token')
+    api.authorizations.clear()
+    kfp_submit.main([f'--host={host}', f'--package={package}', '--version_name=v2',
+                     *credentials])
+    assert set(api.authorizations) == {'Bearer rotated-token'}
+
+
+def test_by_default_no_token_and_playrecalls_own_service_account(kfp_api, package):
+  api, host = kfp_api
+  kfp_submit.main([f'--host={host}', f'--package={package}'])
+  assert set(api.authorizations) == {None}
+  # The account k8s/pipeline-runner/ creates, the one allowed to create TFJobs (k8s/rbac.yaml).
+  [run] = api.runs.values()
+  assert run['service_account'] == kfp_submit.PIPELINE_SERVICE_ACCOUNT
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--host=http://kfp.example.com', '--token=secret'], 'a token over plain http'),
+    (['--host=https://kfp.example.com', '--token_file=/no/such/token'],
+     "--token_file='/no/such/token': no such file"),
+    (['--host=https://kfp.example.com', '--ssl_ca_cert=/no/such/ca.pem'],
+     "--ssl_ca_cert='/no/such/ca.pem': no such file"),
+    (['--host=https://kfp.example.com', '--token=a', '--token_file=/etc/hostname'],
+     'not allowed with argument'),
+])
+def test_bad_credentials_are_refused_before_any_request(no_kfp_environment, package, capsys,
+                                                         flags, message):
+  with pytest.raises(SystemExit):
+    kfp_submit.main([f'--package={package}', *flags])
+  assert message in capsys.readouterr().err
+
+
+def _private_ca(directory) -> Tuple[str, ssl.SSLContext]:
+  """A CA bundle file, and a TLS server context with a certificate that CA signed for 127.0.0.1."""
+  now = datetime.datetime.now(datetime.timezone.utc)
+
+  def certificate(subject, key, issuer, issuer_key, extensions):
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(hours=1)))
+    for extension, critical in extensions:
+      builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+  ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(
+      ec.SECP256R1())
+  ca_name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, 'playrecall test CA')])
+  ca = certificate(ca_name, ca_key, ca_name, ca_key,
+                   [(x509.BasicConstraints(ca=True, path_length=None), True)])
+  server = certificate(
+      x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, '127.0.0.1')]), server_key,
+      ca_name, ca_key,
+      [(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address('127.0.0.1'))]),
+        False)])
+  ca_bundle, chain, key = (directory / name for name in ('ca.pem', 'server.pem', 'key.pem'))
+  ca_bundle.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+  chain.write_bytes(server.public_bytes(serialization.Encoding.PEM))
+  key.write_bytes(server_key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+  context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+  context.load_cert_chain(chain, key)
+  return str(ca_bundle), context
+
+
+def test_a_private_ca_bundle_verifies_the_endpoint(no_kfp_environment, package, tmp_path):
+  ca_bundle, tls = _private_ca(tmp_path)
+  api = FakeKfpApi()
+  with _serving(api, tls) as host:
+    # The public CAs do not know this endpoint's certificate: nothing is sent.
+    with pytest.raises(Exception, match='CERTIFICATE_VERIFY_FAILED'):
+      kfp_submit.main([f'--host={host}', f'--package={package}'])
+    assert api.requests == []
+    kfp_submit.main([f'--host={host}', f'--package={package}', f'--ssl_ca_cert={ca_bundle}'])
+  assert len(api.runs) == 1

