@@ -18,7 +18,7 @@ install: $(STAMP)
 $(STAMP): requirements/lock.txt setup.py
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 needed, found " + sys.version' 
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --no-deps --ignore-requires-python -r requirements/lock.txt
+	$(BIN)/pip install --no-deps --ignore-requires-python -r requirements/lock.txt --require-hashes
 	$(BIN)/pip install --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

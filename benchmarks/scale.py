@@ -94,9 +94,9 @@ def _child(run: Dict) -> None:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   from benchmarks import synthetic_batches  # pylint: disable=g-import-not-at-top
+  from trainer import distribution
   from trainer import losses
   from trainer import model as model_lib
-  from trainer import run
   from trainer import samplers
   from trainer import train_loop
 
@@ -107,7 +107,7 @@ def _child(run: Dict) -> None:
       train_steps=(run['repeats'] + 1) * steps, steps_per_log=steps,
       steps_per_checkpoint=10**9, num_shards=max(run['num_ps'], 1))
   if run['num_ps']:
-    strategy, coordinator = run.parameter_server_strategy(hparams, num_items)
+    strategy, coordinator = distribution.parameter_server_strategy(hparams, num_items)
   else:
     strategy, coordinator = tf.distribute.get_strategy(), None
   sampler = samplers.make_sampler(hparams.sampler, num_items, num_sampled=hparams.num_sampled,

@@ -63,6 +63,13 @@ OPTIMIZERS = ('lazy_adam', 'adam')
 TFJOB_REPLICA_TYPES = ('Chief', 'Worker', 'PS')
 # The ConfigMap k8s/kustomization.yaml generates from k8s/tfjob.yaml.
 TFJOB_TEMPLATE_CONFIG_MAP = 'playrecall-tfjob-template'
+# The keys of the Trainer's custom_config: pipeline/pipeline.py writes them, trainer/ reads them.
+TRAINER_HPARAMS_KEY = 'hparams'  # the HParams fields
+TRAINER_TFJOB_KEY = 'tfjob'  # the TFJobConfig fields, when training runs on a TFJob
+# Where checkpoints outlive the Trainer execution that wrote them (trainer/checkpoints.py):
+# the pipeline's own folder, so a re-run of the same training resumes.
+TRAINER_CHECKPOINT_ROOT_KEY = 'checkpoint_root'
+CHECKPOINT_ROOT_DIR = 'checkpoints'  # under the pipeline root
 _DNS_LABEL = r'[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?'
 
 

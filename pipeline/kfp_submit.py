@@ -25,7 +25,7 @@ import os
 import re
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 import urllib.parse
 
 import kfp

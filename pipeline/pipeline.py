@@ -5,6 +5,7 @@ kubeflow_runner.py) choose where things go and which orchestrator runs it.
 """
 
 import dataclasses
+import os
 from typing import List, Optional
 
 from tfx import v1 as tfx
@@ -77,11 +78,16 @@ def create_pipeline(
       schema=schema_gen.outputs['schema'],
       preprocessing_fn=PREPROCESSING_FN,
       custom_config=dataclasses.asdict(config.vocabulary))
-  # The hyper-parameters as the config holds them: history_length, pos_threshold and
-  # train_steps already set from ingest and train (contract/settings.py).
-  trainer_config = {'hparams': dataclasses.asdict(config.train.hparams)}
+  trainer_config = {
+      # The hyper-parameters as the config holds them: history_length, pos_threshold and
+      # train_steps already set from ingest and train (contract/settings.py).
+      settings.TRAINER_HPARAMS_KEY: dataclasses.asdict(config.train.hparams),
+      # Checkpoints outlive the execution, so a re-run of the same training resumes.
+      settings.TRAINER_CHECKPOINT_ROOT_KEY: os.path.join(pipeline_root,
+                                                         settings.CHECKPOINT_ROOT_DIR),
+  }
   if config.train.tfjob is not None:
-    trainer_config['tfjob'] = dataclasses.asdict(config.train.tfjob)
+    trainer_config[settings.TRAINER_TFJOB_KEY] = dataclasses.asdict(config.train.tfjob)
   trainer = tfx.components.Trainer(
       run_fn=RUN_FN if config.train.tfjob is None else TFJOB_RUN_FN,
       examples=transform.outputs['transformed_examples'],

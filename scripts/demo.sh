@@ -37,7 +37,7 @@ start=$(date +%s)
 # Show each component as it starts and ends, ingestion counts and training progress; the rest of
 # the (very verbose) TFX log goes to the file.
 tfx run create --engine local --pipeline_name "$PIPELINE_NAME" 2>&1 | tee -a "$log" \
-  | grep --line-buffered -E '^(INFO:absl:)?(Component .* is (running|finished)|PlayLogExampleGen: rows read|step [0-9]+: loss|trained to step)|Error' \
+  | grep --line-buffered -E '^(INFO:absl:)?(Component .* is (running|finished)|PlayLogExampleGen: rows read|step [0-9]+( eval)?: loss|trained to step|resuming from)|Error' \
   | sed -u -e 's/^INFO:absl://' -e '/^PlayLogExampleGen: rows read/s/; quarantine in .*//' \
   | awk '$0 != previous { print; fflush() } { previous = $0 }' \
   || { echo "the run failed; see $log" >&2; exit 1; }

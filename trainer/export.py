@@ -108,6 +108,21 @@ class ServingModule(tf.Module):
     }
 
 
+def restore_unsharded_model(hparams: settings.HParams, num_items: int, num_intents: int,
+                            checkpoint_path: str) -> model_lib.DeepMatch:
+  """The model rebuilt outside any strategy, with the weights of a (possibly sharded) checkpoint.
+
+  tf.saved_model.load and the Evaluator need plain variables; a table sharded over parameter
+  servers is saved as one full tensor, so it restores into an unsharded one.
+  """
+  with tf.distribute.get_strategy().scope():
+    model = model_lib.build_model(hparams, num_items, num_intents)
+  status = tf.train.Checkpoint(model=model).restore(checkpoint_path)
+  # The optimizer's slots are in the checkpoint too; the model's own variables must all be there.
+  status.expect_partial().assert_existing_objects_matched()
+  return model
+
+
 def export_serving_model(model: model_lib.DeepMatch,
                          tf_transform_output: tft.TFTransformOutput,
                          hparams: settings.HParams,

@@ -25,13 +25,13 @@ import hashlib
 import json
 import re
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 
 import yaml
 
 from contract import settings
+from trainer import flags as trainer_flags
 
-TFJOB_CONFIG_KEY = 'tfjob'
 # The key of the template in its ConfigMap (settings.TFJOB_TEMPLATE_CONFIG_MAP).
 TEMPLATE_KEY = 'tfjob.yaml'
 GROUP, VERSION, PLURAL = 'kubeflow.org', 'v1', 'tfjobs'
@@ -53,21 +53,6 @@ class TFJobMismatch(RuntimeError):
   """A TFJob of this execution's name exists but would run something else."""
 
 
-def trainer_flags(fn_args) -> List[str]:
-  """The `python -m trainer.run` flags that make its chief do what run_fn would do here."""
-  hparams = (fn_args.custom_config or {}).get('hparams') or {}
-  flags = ['--train_files', *fn_args.train_files]
-  if fn_args.eval_files:
-    flags += ['--eval_files', *fn_args.eval_files]
-  flags += ['--transform_output', fn_args.transform_output,
-            '--model_dir', fn_args.model_run_dir,
-            '--serving_model_dir', fn_args.serving_model_dir,
-            '--hparams', json.dumps(hparams, sort_keys=True)]
-  if fn_args.train_steps:
-    flags += ['--train_steps', str(int(fn_args.train_steps))]
-  return flags
-
-
 def tfjob_name(fn_args) -> str:
   """A DNS-1123 name, the same for every attempt of one Trainer execution."""
   digest = hashlib.sha256(fn_args.serving_model_dir.encode()).hexdigest()[:12]
@@ -85,7 +70,7 @@ def build_tfjob(template: Dict[str, Any], fn_args,
   if unknown:
     raise ValueError(f'tfjob replicas {unknown} are not replica groups of the template '
                      f'({sorted(replica_specs)})')
-  flags = trainer_flags(fn_args)
+  flags = trainer_flags.to_flags(fn_args)
   for role, spec in replica_specs.items():
     if role in config.replicas:
       spec['replicas'] = int(config.replicas[role])
@@ -209,7 +194,8 @@ def run_fn(fn_args) -> None:
   """TFX Trainer entry point: trains on a TFJob in the cluster this pod runs in."""
   import kubernetes  # pylint: disable=g-import-not-at-top
 
-  config = settings.TFJobConfig.from_dict((fn_args.custom_config or {}).get(TFJOB_CONFIG_KEY) or {})
+  config = settings.TFJobConfig.from_dict(
+      (fn_args.custom_config or {}).get(settings.TRAINER_TFJOB_KEY) or {})
   kubernetes.config.load_incluster_config()
   template = (load_template(config.manifest) if config.manifest else
               template_from_cluster(kubernetes.client.CoreV1Api(), config))

@@ -24,10 +24,10 @@ import tf_keras
 
 from contract import settings
 from trainer import checkpoint_eval
+from trainer import checkpoints
 from trainer import losses as losses_lib
 from trainer import optimizers
 
-CHECKPOINT_DIR = 'checkpoints'
 SUMMARY_DIR = 'train'
 _CHECKPOINTS_KEPT = 3
 
@@ -54,21 +54,18 @@ class TrainResult:
   targets_per_second: float  # plays in a loss (from every position of every example) per second
 
 
-def checkpoint_dir(model_dir: str) -> str:
-  return os.path.join(model_dir, CHECKPOINT_DIR)
-
-
 def train(strategy: tf.distribute.Strategy,
           build_model: Callable[[], tf_keras.Model],
           dataset_fn: DatasetFn,
           loss_fn: LossFn,
           hparams: settings.HParams,
           model_dir: str,
+          checkpoint_dir: Optional[str] = None,
           coordinator: Optional[tf.distribute.experimental.coordinator.ClusterCoordinator] = None,
           log: Callable[[str], None] = logging.info,
           optimizer_fn: Callable[[settings.HParams], tf_keras.optimizers.Optimizer] = None,
           evaluate: Optional[checkpoint_eval.Evaluate] = None) -> TrainResult:
-  """Trains until the step reaches hparams.train_steps, resuming from model_dir's checkpoint.
+  """Trains until the step reaches hparams.train_steps, resuming from the newest valid checkpoint.
 
   Args:
     strategy: the default strategy (one process) or a ParameterServerStrategy.
@@ -77,7 +74,9 @@ def train(strategy: tf.distribute.Strategy,
       batches of hparams.batch_size examples, repeated forever.
     loss_fn: the losses of a batch.
     hparams: train_steps, steps_per_checkpoint, steps_per_log, batch_size, learning_rate.
-    model_dir: checkpoints go to model_dir/checkpoints, summaries to model_dir/train.
+    model_dir: summaries go to model_dir/train.
+    checkpoint_dir: where checkpoints are written and resumed from (checkpoints.py); default
+      model_dir/checkpoints.
     coordinator: the ClusterCoordinator of a ParameterServerStrategy; None in one process.
     log: where the progress lines go.
     optimizer_fn: makes the optimizer (default optimizers.make_optimizer, from hparams); called
@@ -98,13 +97,15 @@ def train(strategy: tf.distribute.Strategy,
     log(f'{name} is sharded in {len(shapes)}: ' + ' '.join(str(shape) for shape in shapes))
 
   checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-  manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir(model_dir),
-                                       max_to_keep=_CHECKPOINTS_KEPT)
-  if manager.latest_checkpoint:
-    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    log(f'resuming from {manager.latest_checkpoint} at step {int(optimizer.iterations.numpy())}')
+  checkpoint_dir = checkpoint_dir or os.path.join(model_dir, checkpoints.CHECKPOINT_DIR)
+  restored = checkpoints.restore_newest_valid(checkpoint, checkpoint_dir, log)
+  if restored:
+    log(f'resuming from {restored} at step {int(optimizer.iterations.numpy())}')
   else:
-    log(f'no checkpoint in {manager.directory}: starting at step 0')
+    log(f'no checkpoint in {checkpoint_dir}: starting at step 0')
+  # Created after the restore, which rewrote the state file this manager reads.
+  manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=_CHECKPOINTS_KEPT,
+                                       checkpoint_name=checkpoints.CHECKPOINT_PREFIX)
   start_step = int(optimizer.iterations.numpy())
 
   @tf.function
@@ -156,7 +157,7 @@ def train(strategy: tf.distribute.Strategy,
       raise ClusterError(
           f'training stopped after step {step}: the cluster lost state it cannot rebuild '
           f'(a parameter server died or is unreachable): {type(error).__name__}: '
-          f'{_first_line(error)}. The last checkpoint is {manager.latest_checkpoint or "none"}; '
+          f'{checkpoints.first_line(error)}. The last checkpoint is {manager.latest_checkpoint or "none"}; '
           'restart every task and training resumes from it.') from error
   writer.flush()
   if not manager.latest_checkpoint:  # train_steps 0 and nothing to restore: the export needs one
@@ -244,7 +245,3 @@ class _StepRunner:
       self._coordinator.schedule(step_fn, args=(self._iterator,))
     self._coordinator.join()
 
-
-def _first_line(error: Exception) -> str:
-  lines: List[str] = str(error).strip().splitlines()
-  return lines[0] if lines else ''

@@ -76,6 +76,9 @@ class Workspace:
 
   def run_pipeline(self):
     self.cli('run', 'create', '--engine', self.engine, '--pipeline_name', PIPELINE)
+    return self.latest_run()
+
+  def latest_run(self):
     return latest_run(metadata_store.MetadataStore(
         tfx.orchestration.metadata.sqlite_metadata_connection_config(
             self.paths.metadata_path)))

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from contract import settings
-from trainer import run
+from trainer import flags
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TFJOB_PATH = os.path.join(REPO_ROOT, 'k8s', 'tfjob.yaml')
@@ -111,7 +111,7 @@ def test_every_role_runs_the_trainer_command_with_valid_flags(tfjob):
     assert env['TF_USE_LEGACY_KERAS'] == '1' and env['GRPC_FAIL_FAST'] == 'use_caller'
     assert container['resources']['limits'] and container['resources']['requests']
     # The chief's flags parse and name valid hyper-parameters; all roles get the same flags.
-    fn_args = run.fn_args_from_flags(run._parse_args(container['args']))
+    fn_args = flags.fn_args_from_argv(container['args'])
     hparams = settings.HParams.from_dict(fn_args.custom_config['hparams'])
     assert hparams.num_shards == specs['PS']['replicas']
 

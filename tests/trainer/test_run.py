@@ -1,7 +1,10 @@
 """run_fn (TFX's Trainer entry point) in one process, TF_CONFIG roles, the partitioner, the commands."""
 
+import contextlib
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -12,31 +15,61 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 from contract import features
 from evaluation import hit_rate
 from tests.trainer import cluster_testing
+from trainer import distribution
+from trainer import flags
 from trainer import run
 from trainer import train_loop
 
 
-@pytest.fixture(scope='module')
-def exported(tiny_transform, tmp_path_factory):
-  root = str(tmp_path_factory.mktemp('run_fn'))
-  fn_args = FnArgs(
+def _fn_args(tiny_transform, root, execution, **hparams):
+  """The FnArgs of one Trainer execution: its own model_run and serving dirs, as TFX gives."""
+  return FnArgs(
       train_files=tiny_transform.train_files, eval_files=tiny_transform.eval_files,
-      transform_output=tiny_transform.transform_output, model_run_dir=os.path.join(root, 'run'),
-      serving_model_dir=os.path.join(root, 'serving'), train_steps=30,
-      custom_config={'hparams': dict(cluster_testing.TINY_HPARAMS, steps_per_checkpoint=10)})
-  previous = os.environ.pop(run.TF_CONFIG, None)
+      transform_output=tiny_transform.transform_output,
+      model_run_dir=os.path.join(root, 'model_run', execution),
+      serving_model_dir=os.path.join(root, 'serving', execution), train_steps=30,
+      custom_config={'hparams': dict(cluster_testing.TINY_HPARAMS, steps_per_checkpoint=10,
+                                     **hparams),
+                     'checkpoint_root': os.path.join(root, 'checkpoints')})
+
+
+@contextlib.contextmanager
+def _one_process():
+  """No TF_CONFIG while inside: run_fn trains here."""
+  previous = os.environ.pop(distribution.TF_CONFIG, None)
   try:
-    run.run_fn(fn_args)
+    yield
   finally:
     if previous is not None:
-      os.environ[run.TF_CONFIG] = previous
+      os.environ[distribution.TF_CONFIG] = previous
+
+
+def _logged_run_fn(fn_args, caplog):
+  """Runs run_fn in one process; returns its log lines."""
+  caplog.clear()
+  with _one_process(), caplog.at_level(logging.INFO, logger='absl'):
+    run.run_fn(fn_args)
+  return [record.getMessage() for record in caplog.records]
+
+
+@pytest.fixture(scope='module')
+def root(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('run_fn'))
+
+
+@pytest.fixture(scope='module')
+def exported(tiny_transform, root):
+  fn_args = _fn_args(tiny_transform, root, '1')
+  with _one_process():
+    run.run_fn(fn_args)
   return fn_args
 
 
 def test_run_fn_trains_train_steps_and_exports_a_loadable_model(exported, tiny_transform):
-  checkpoints = tf.train.get_checkpoint_state(os.path.join(exported.model_run_dir, 'checkpoints'))
+  checkpoint_dir = run.checkpoint_dir(exported, run.hparams_from_fn_args(exported))
+  assert os.path.dirname(checkpoint_dir) == exported.custom_config['checkpoint_root']
   # fn_args.train_steps (30) wins over the hparams' train_steps (200).
-  assert checkpoints.model_checkpoint_path.endswith('ckpt-30')
+  assert tf.train.get_checkpoint_state(checkpoint_dir).model_checkpoint_path.endswith('ckpt-30')
   loaded = tf.saved_model.load(exported.serving_model_dir)
   assert set(loaded.signatures) == {features.SERVING_SIGNATURE, features.USER_VECTOR_SIGNATURE,
                                     features.TARGET_RANK_SIGNATURE}
@@ -44,10 +77,29 @@ def test_run_fn_trains_train_steps_and_exports_a_loadable_model(exported, tiny_t
   assert ranks.shape == (len(tiny_transform.raw_eval_examples),) and ranks.min() >= 0
 
 
+def test_a_new_execution_of_the_same_training_resumes_from_its_checkpoint(
+    exported, tiny_transform, root, caplog):
+  lines = _logged_run_fn(_fn_args(tiny_transform, root, '2'), caplog)
+  assert any(re.fullmatch(r'resuming from \S+/ckpt-30 at step 30', line) for line in lines), lines
+  assert any('(0 steps this run' in line for line in lines), lines
+
+
+def test_a_changed_setting_starts_afresh(exported, tiny_transform, root, caplog):
+  changed = _fn_args(tiny_transform, root, '3', learning_rate=0.02)
+  lines = _logged_run_fn(changed, caplog)
+  assert any(line.endswith('starting at step 0') for line in lines), lines
+  assert run.checkpoint_dir(changed, run.hparams_from_fn_args(changed)) != run.checkpoint_dir(
+      exported, run.hparams_from_fn_args(exported))
+
+
 def test_run_fn_measures_the_eval_split_at_every_checkpoint_as_the_evaluator_would(
     exported, tiny_transform):
   scalars = train_loop.read_summaries(exported.model_run_dir)
-  assert [step for step, _ in scalars['eval/pos_at_50']] == [10, 20, 30]
+  for tag in ('eval/pos_at_50', 'eval/loss', 'eval/positive_loss', 'eval/negative_loss'):
+    assert [step for step, _ in scalars[tag]] == [10, 20, 30], tag
+  for (_, loss), (_, positive), (_, negative) in zip(
+      scalars['eval/loss'], scalars['eval/positive_loss'], scalars['eval/negative_loss']):
+    assert loss == pytest.approx(positive + negative) and positive > 0 and negative > 0
   seconds = [value for _, value in scalars['training_seconds']]
   assert 0 < seconds[0] < seconds[1] < seconds[2]
   # The last checkpoint is the exported model: the same POS@N and NEG@N as its target ranks.
@@ -59,8 +111,8 @@ def test_run_fn_measures_the_eval_split_at_every_checkpoint_as_the_evaluator_wou
 
 def test_cluster_task_reads_tf_config():
   cluster = {'chief': ['a:1'], 'worker': ['b:1', 'b:2'], 'ps': ['c:1']}
-  assert run.cluster_task({}) is None
-  task = run.cluster_task({'TF_CONFIG': json.dumps({'cluster': cluster,
+  assert distribution.cluster_task({}) is None
+  task = distribution.cluster_task({'TF_CONFIG': json.dumps({'cluster': cluster,
                                                     'task': {'type': 'worker', 'index': 1}})})
   assert (task.type, task.index, task.cluster, task.rpc_layer) == ('worker', 1, cluster, 'grpc')
 
@@ -74,11 +126,11 @@ def test_cluster_task_reads_tf_config():
 ])
 def test_a_bad_tf_config_is_a_clear_error(tf_config, message):
   with pytest.raises(ValueError, match=message.replace('[', r'\[').replace(']', r'\]')):
-    run.cluster_task({'TF_CONFIG': tf_config})
+    distribution.cluster_task({'TF_CONFIG': tf_config})
 
 
 def test_partitioner_shards_the_item_tables_only():
-  partitioner = run.ItemTablePartitioner(num_items=1001, num_shards=4)
+  partitioner = distribution.ItemTablePartitioner(num_items=1001, num_shards=4)
   assert partitioner(tf.TensorShape([1001, 32]), tf.float32) == [4, 1]
   assert partitioner(tf.TensorShape([1001, 1]), tf.float32) == [4, 1]
   assert partitioner(tf.TensorShape([50, 64]), tf.float32) == [1, 1]  # positions
@@ -102,7 +154,7 @@ def test_bad_hparams_flag_names_the_field(tiny_transform, tmp_path):
   args = cluster_testing.trainer_args(tiny_transform, str(tmp_path))
   args[args.index('--hparams') + 1] = '{"hiden_dim": 8}'
   with pytest.raises(SystemExit, match='hiden_dim'):
-    run.fn_args_from_flags(run._parse_args(args))
+    flags.fn_args_from_argv(args)
 
 
 def test_cluster_command_without_training_args_says_what_to_give():

@@ -22,6 +22,7 @@ import yaml
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from contract import settings
+from trainer import flags
 from trainer import tfjob_launcher
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -146,8 +147,7 @@ def test_the_tfjob_carries_the_trainers_paths_to_every_replica():
     assert json.loads(args[args.index('--hparams') + 1]) == {'num_shards': 2, 'variant': 'c'}
     assert args[args.index('--train_steps') + 1] == '500'
   # The flags are the ones trainer.run's own parser reads, and give back the same FnArgs.
-  from trainer import run  # pylint: disable=g-import-not-at-top
-  parsed = run.fn_args_from_flags(run._parse_args(args))
+  parsed = flags.fn_args_from_argv(args)
   assert parsed.train_files == _fn_args().train_files
   assert parsed.transform_output == _fn_args().transform_output
 

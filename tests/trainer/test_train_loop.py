@@ -5,6 +5,7 @@ The same loop under a parameter-server cluster is covered by test_cluster.py.
 
 import glob
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import tensorflow_transform as tft
 
 from contract import settings
 from tests.trainer import cluster_testing
+from trainer import checkpoints
 from trainer import dataset
 from trainer import losses
 from trainer import model as model_lib
@@ -61,7 +63,7 @@ def test_trains_with_progress_lines_and_a_falling_loss(first_run):
 
 def test_checkpoints_at_intervals_with_the_step(first_run):
   model_dir, result, _ = first_run
-  index_files = glob.glob(os.path.join(train_loop.checkpoint_dir(model_dir), 'ckpt-*.index'))
+  index_files = glob.glob(os.path.join(model_dir, checkpoints.CHECKPOINT_DIR, 'ckpt-*.index'))
   assert sorted(os.path.basename(p) for p in index_files) == ['ckpt-20.index', 'ckpt-40.index']
   assert result.checkpoint_path.endswith('ckpt-40')
   assert result.examples_per_second > 0
@@ -86,6 +88,22 @@ def test_resumes_from_the_last_checkpoint_with_its_weights(first_run, tiny_trans
   # Ten more steps moved the restored weights a little; a fresh start would be far from them.
   new = tf.train.load_checkpoint(resumed.checkpoint_path).get_tensor(key)
   assert np.abs(new - saved).mean() < 0.5 * np.abs(saved).mean()
+
+
+def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(first_run, tiny_transform,
+                                                                 tmp_path):
+  model_dir = str(tmp_path / 'copy')
+  shutil.copytree(first_run[0], model_dir)
+  checkpoint_dir = os.path.join(model_dir, checkpoints.CHECKPOINT_DIR)
+  (newest, newest_path), (previous, _), *_ = checkpoints.numbered_checkpoints(checkpoint_dir)
+  [data] = glob.glob(newest_path + '.data-*')
+  with open(data, 'r+b') as f:
+    f.truncate(100)
+  lines = []
+  resumed = _train(tiny_transform, model_dir, HPARAMS.replace(train_steps=newest + 10), lines)
+  assert resumed.start_step == previous and resumed.final_step == newest + 10
+  assert any(f'ckpt-{newest} cannot be restored' in line for line in lines), lines
+  assert os.path.exists(os.path.join(checkpoint_dir, f'corrupt-ckpt-{newest}.index'))
 
 
 def test_sharded_variables_lists_only_partitioned_tables():

@@ -14,7 +14,6 @@ import random
 from typing import List
 
 import apache_beam as beam
-import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata
