@@ -61,9 +61,15 @@ HISTORY_FEATURES = (HISTORY_ITEM_ID, HISTORY_PLAY_RATE, HISTORY_INTENT)
 SERVING_FEATURES = HISTORY_FEATURES
 
 INTENTS = ('on_demand', 'genre_request', 'recommend')
+# What a play without feedback gets, as the original system did for its older logs: every row of
+# a log with no play rate at all, every row without an intent, and every play of a serving request
+# that sends item ids without play rates or without intents.
 DEFAULT_INTENT = 'on_demand'
-# Play rate given to every row of a log that has no play rate at all (as the original system did).
 DEFAULT_PLAY_RATE = 0.99
+# A play rate is the fraction of the song heard: ingestion quarantines rows outside this range
+# (NaN and infinities too) and serving refuses requests with one.
+MIN_PLAY_RATE = 0.0
+MAX_PLAY_RATE = 1.0
 
 # --- Transform ---------------------------------------------------------------------------------
 # Vocabulary files written by Transform, ordered by descending frequency. The *_counts files

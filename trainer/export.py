@@ -1,8 +1,9 @@
 """Exports the trained DeepMatch model as a self-contained serving SavedModel.
 
 Every signature takes serialized raw tf.Examples (features.SIGNATURE_INPUT), parses only the raw
-features it needs, runs Transform's graph (so unknown items and intents map to their OOV buckets
-exactly as in training), builds the model batch, and encodes the history:
+features it needs, checks and completes the history (checked_request), runs Transform's graph (so
+unknown items and intents map to their OOV buckets exactly as in training), builds the model
+batch, and encodes the history:
 
   serving_default: history -> TOP_ITEM_IDS [B, K] (vocabulary strings) and TOP_SCORES [B, K]
     over the whole vocabulary; the OOV bucket is never returned. K = min(top_k, V).
@@ -17,7 +18,7 @@ row i). Score = user_vector . item_vector + item_bias; a maximum-inner-product i
 """
 
 import os
-from typing import Dict, Optional, Union
+from typing import Dict, List, Optional, Union
 
 import numpy as np
 import tensorflow as tf
@@ -74,7 +75,7 @@ class ServingModule(tf.Module):
     self._target_spec = dict(self._history_spec, **{features.ITEM_ID: raw_spec[features.ITEM_ID]})
 
   def _transformed(self, examples, spec) -> Dict[str, tf.Tensor]:
-    return self.tft_layer(tf.io.parse_example(examples, spec))
+    return self.tft_layer(checked_request(tf.io.parse_example(examples, spec)))
 
   def _user_vectors(self, transformed) -> tf.Tensor:
     return self.model(inputs.to_model_batch(transformed, self.hparams), training=False)
@@ -106,6 +107,102 @@ class ServingModule(tf.Module):
         features.USER_VECTOR_SIGNATURE: self.serve_user_vector.get_concrete_function(),
         features.TARGET_RANK_SIGNATURE: self.serve_target_rank.get_concrete_function(),
     }
+
+
+def checked_request(parsed: Dict[str, tf.SparseTensor]) -> Dict[str, tf.SparseTensor]:
+  """The parsed requests with their histories checked and completed, for Transform's layer.
+
+  A client's request is not ExampleGen's output: nothing upstream has checked it, and a history
+  the model cannot read right must fail loudly rather than answer for the wrong plays. Refused,
+  with an InvalidArgumentError whose message (which TF Serving returns to the client) names the
+  feature and the request's index in the batch:
+    - play rates or intents given, but not one per history item (they would attach to the wrong
+      plays);
+    - a play rate that is NaN or outside [MIN_PLAY_RATE, MAX_PLAY_RATE], the range ingestion keeps.
+  A history with item ids and no play rates at all gets DEFAULT_PLAY_RATE for each play, one with
+  no intents DEFAULT_INTENT, as ingestion gives logs without them; otherwise padding would make
+  every play a skip of intent id 0. Empty histories pass unchanged.
+
+  Args:
+    parsed: tf.io.parse_example's output for B requests; the history features SparseTensor
+      [B, None], other features passed through.
+
+  Returns:
+    parsed with HISTORY_PLAY_RATE and HISTORY_INTENT completed, SparseTensor [B, None] each; every
+    tensor of it runs after the checks, so nothing downstream sees a refused request.
+  """
+  items = parsed[features.HISTORY_ITEM_ID]
+  item_counts = _values_per_request(items)
+  refusals = [_play_rate_range_refusal(parsed[features.HISTORY_PLAY_RATE])]
+  completed = dict(parsed)
+  for name, default in _HISTORY_DEFAULTS:
+    counts = _values_per_request(parsed[name])
+    refusals.append(_unmatched_history_refusal(name, counts, item_counts, default))
+    completed[name] = _with_defaults(parsed[name], tf.equal(counts, 0), items, default)
+  with tf.control_dependencies(refusals):
+    return tf.nest.map_structure(tf.identity, completed, expand_composites=True)
+
+
+# The history features a request may leave out, and what each play then gets.
+_HISTORY_DEFAULTS = ((features.HISTORY_PLAY_RATE, features.DEFAULT_PLAY_RATE),
+                     (features.HISTORY_INTENT, features.DEFAULT_INTENT))
+
+
+def _values_per_request(history: tf.SparseTensor) -> tf.Tensor:
+  """The number of values [B] in each row of a history SparseTensor [B, None]."""
+  rows = history.indices[:, 0]
+  return tf.math.unsorted_segment_sum(tf.ones_like(rows), rows, history.dense_shape[0])
+
+
+def _unmatched_history_refusal(name: str, counts: tf.Tensor, item_counts: tf.Tensor,
+                               default) -> tf.Operation:
+  """An assertion failing on the first request whose `name` values are given but not one per
+  item (counts and item_counts [B]); none at all is fine (the default applies)."""
+  unmatched = (counts > 0) & (counts != item_counts)
+  return _first_refusal(unmatched, [
+      f'{name} has ', counts, f' values but {features.HISTORY_ITEM_ID} has ', item_counts,
+      ' (request ', tf.range(tf.size(counts, out_type=tf.int64)),
+      f'): send one per item, or none for the default {default}'])
+
+
+def _play_rate_range_refusal(play_rates: tf.SparseTensor) -> tf.Operation:
+  """An assertion failing on the first play rate (of a SparseTensor [B, None]) that is NaN or
+  outside [MIN_PLAY_RATE, MAX_PLAY_RATE]."""
+  rates = play_rates.values
+  # Written so that NaN, which fails every comparison, is out of range.
+  out_of_range = ~((rates >= features.MIN_PLAY_RATE) & (rates <= features.MAX_PLAY_RATE))
+  return _first_refusal(out_of_range, [
+      f'{features.HISTORY_PLAY_RATE}[', play_rates.indices[:, 1], '] is ', rates,
+      ' (request ', play_rates.indices[:, 0],
+      f'): play rates must be in [{features.MIN_PLAY_RATE:g}, {features.MAX_PLAY_RATE:g}]'])
+
+
+def _first_refusal(refused: tf.Tensor, message: List[Union[str, tf.Tensor]]) -> tf.Operation:
+  """An assertion that fails on the first refused entry (refused [N] bool) with the message of
+  its parts, each a string or a tensor [N] of which that entry's value is shown. One message is
+  enough to fix a request and keeps the error short; only it is formatted."""
+  first = tf.where(refused)[:1, 0]
+  shown = [part if isinstance(part, str) else _as_string(tf.gather(part, first))
+           for part in message]
+  return tf.debugging.Assert(~tf.reduce_any(refused), [tf.strings.join(shown)])
+
+
+def _as_string(values: tf.Tensor) -> tf.Tensor:
+  """Numbers as text, floats in their shortest form (0.99, not 0.990000)."""
+  return tf.strings.as_string(values, shortest=values.dtype.is_floating)
+
+
+def _with_defaults(values: tf.SparseTensor, missing: tf.Tensor, items: tf.SparseTensor,
+                   default) -> tf.SparseTensor:
+  """values [B, None], with `default` at each item's position (items [B, None]) in the rows where
+  `missing` [B] (which have no values)."""
+  fill_indices = tf.boolean_mask(items.indices, tf.gather(missing, items.indices[:, 0]))
+  fill = tf.fill(tf.shape(fill_indices)[:1], tf.constant(default, values.dtype))
+  # A row holds either its own values or the defaults, never both; reordering puts the defaults'
+  # rows back in row order, as Transform's layer expects of a SparseTensor.
+  return tf.sparse.reorder(tf.SparseTensor(
+      tf.concat([values.indices, fill_indices], axis=0), tf.concat([values.values, fill], axis=0),
+      tf.maximum(values.dense_shape, items.dense_shape)))
 
 
 def restore_unsharded_model(hparams: settings.HParams, num_items: int, num_intents: int,

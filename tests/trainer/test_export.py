@@ -2,8 +2,8 @@
 
 import os
 import subprocess
+import re
 import sys
-import tempfile
 
 import apache_beam as beam
 import numpy as np
@@ -25,7 +25,9 @@ from transform import preprocessing
 
 RAW_FEATURE_SPEC = features.raw_feature_spec()
 # Plays (all targets, histories empty): song_i is played i + 1 times, so the vocabulary is
-# song_7, song_6, ..., song_0.
+# song_7, song_6, ..., song_0. Intents cycle genre_request, recommend, on_demand over each song's
+# plays, so intent id 0 is genre_request, not the default on_demand: a history whose missing
+# intents were padded to id 0 cannot pass for one with the default.
 NUM_SONGS = 8
 HPARAMS = settings.HParams(history_length=4, item_embedding_dim=4, hidden_dim=8, num_layers=1,
                               num_heads=2, ffn_dim=8, top_k=100)
@@ -40,11 +42,12 @@ def _raw_examples():
           features.HISTORY_ITEM_ID: [], features.HISTORY_PLAY_RATE: [],
           features.HISTORY_INTENT: [], features.HISTORY_TS: [], features.HISTORY_LABEL: [],
           features.ITEM_ID: f'song_{song}', features.PLAY_RATE: 0.9,
-          features.INTENT: features.INTENTS[play % 3], features.LABEL: 1})
+          features.INTENT: features.INTENTS[(play + 1) % 3], features.LABEL: 1})
   return rows
 
 
-def _serialized(history=(), play_rates=None, intents=None, item_id=None):
+def _serialized(history=(), play_rates=None, intents=None, item_id=None, omit=()):
+  """A request; play rates 1.0 and on-demand intents unless given; features in omit left out."""
   feature = {
       features.HISTORY_ITEM_ID: _bytes(history),
       features.HISTORY_PLAY_RATE: tf.train.Feature(float_list=tf.train.FloatList(
@@ -53,6 +56,8 @@ def _serialized(history=(), play_rates=None, intents=None, item_id=None):
   }
   if item_id is not None:
     feature[features.ITEM_ID] = _bytes([item_id])
+  for name in omit:
+    del feature[name]
   return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
@@ -61,28 +66,58 @@ def _bytes(values):
 
 
 @pytest.fixture(scope='module')
-def exported():
-  with tempfile.TemporaryDirectory() as tmp:
-    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(RAW_FEATURE_SPEC))
-    transform_dir = os.path.join(tmp, 'transform')
-    with beam.Pipeline() as pipeline:
-      with tft_beam.Context(temp_dir=os.path.join(tmp, 'tft_tmp'), force_tf_compat_v1=False):
-        raw = pipeline | beam.Create(_raw_examples())
-        transform_fn = (raw, metadata) | tft_beam.AnalyzeDataset(preprocessing.preprocessing_fn)
-        _ = transform_fn | tft_beam.WriteTransformFn(transform_dir)
-    # As TFX's Transform component does, so that raw_feature_spec() answers.
-    metadata_io.write_metadata(
-        metadata, os.path.join(transform_dir, tft.TFTransformOutput.RAW_METADATA_DIR))
-    tf_transform_output = tft.TFTransformOutput(transform_dir)
-    tf_keras.utils.set_random_seed(3)
-    model = model_lib.build_model(HPARAMS, vocabulary.num_items(tf_transform_output),
-                                  vocabulary.num_intents(tf_transform_output))
-    # Distinct biases, with the OOV bucket's the highest: it must still never be returned.
-    bias = np.linspace(0.0, 1.0, NUM_SONGS + 1)[:, np.newaxis]
-    model.item_bias_table.assign(bias)
-    export_dir = os.path.join(tmp, 'serving')
-    export.export_serving_model(model, tf_transform_output, HPARAMS, export_dir)
-    yield export_dir, model, tf_transform_output, tf.saved_model.load(export_dir)
+def transform_output(tmp_path_factory):
+  tmp = str(tmp_path_factory.mktemp('export_transform'))
+  metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(RAW_FEATURE_SPEC))
+  transform_dir = os.path.join(tmp, 'transform')
+  with beam.Pipeline() as pipeline:
+    with tft_beam.Context(temp_dir=os.path.join(tmp, 'tft_tmp'), force_tf_compat_v1=False):
+      raw = pipeline | beam.Create(_raw_examples())
+      transform_fn = (raw, metadata) | tft_beam.AnalyzeDataset(preprocessing.preprocessing_fn)
+      _ = transform_fn | tft_beam.WriteTransformFn(transform_dir)
+  # As TFX's Transform component does, so that raw_feature_spec() answers.
+  metadata_io.write_metadata(
+      metadata, os.path.join(transform_dir, tft.TFTransformOutput.RAW_METADATA_DIR))
+  return tft.TFTransformOutput(transform_dir)
+
+
+def _untrained_model(tf_transform_output, hparams):
+  tf_keras.utils.set_random_seed(3)
+  model = model_lib.build_model(hparams, vocabulary.num_items(tf_transform_output),
+                                vocabulary.num_intents(tf_transform_output))
+  # Distinct biases, with the OOV bucket's the highest: it must still never be returned.
+  bias = np.linspace(0.0, 1.0, NUM_SONGS + 1)[:, np.newaxis]
+  model.item_bias_table.assign(bias)
+  return model
+
+
+@pytest.fixture(scope='module')
+def exported(transform_output, tmp_path_factory):
+  """(export_dir, model, Transform output, loaded SavedModel) of variant c, HParams' default:
+  play rates and intents are model inputs."""
+  model = _untrained_model(transform_output, HPARAMS)
+  export_dir = str(tmp_path_factory.mktemp('serving'))
+  export.export_serving_model(model, transform_output, HPARAMS, export_dir)
+  return export_dir, model, transform_output, tf.saved_model.load(export_dir)
+
+
+@pytest.fixture(scope='module')
+def variant_a_serving(transform_output):
+  """(model, signatures) of variant a, whose play rates only decide which plays the history
+  keeps. The signatures are the exported graphs, traced but not saved: saving and loading is
+  variant c's test, and would cost half a minute more here."""
+  hparams = HPARAMS.replace(variant='a')
+  model = _untrained_model(transform_output, hparams)
+  return model, export.ServingModule(model, transform_output, hparams).signatures()
+
+
+@pytest.fixture(params=['a', 'c'])
+def serving(request):
+  """(variant, model, signatures by name) of each variant."""
+  if request.param == 'a':
+    return ('a',) + request.getfixturevalue('variant_a_serving')
+  _, model, _, loaded = request.getfixturevalue('exported')
+  return 'c', model, loaded.signatures
 
 
 def _scores(export_dir, user_vectors):
@@ -161,6 +196,100 @@ def test_target_rank_counts_items_scoring_strictly_higher(exported):
     assert top_ids[rank].decode() == target
   assert sorted(ranks[:-1]) == list(range(NUM_SONGS))
   assert ranks[-1] == NUM_SONGS  # an unknown target is never a hit
+
+
+HISTORY = ['song_7', 'never_seen', 'song_5']
+# What a history without play rates or intents must mean: every play heard (almost) to the end,
+# asked for on demand.
+WITH_DEFAULTS = _serialized(HISTORY, [features.DEFAULT_PLAY_RATE] * 3,
+                            [features.DEFAULT_INTENT] * 3, item_id='song_1')
+SIGNATURES = (features.SERVING_SIGNATURE, features.USER_VECTOR_SIGNATURE,
+              features.TARGET_RANK_SIGNATURE)
+
+
+def _answer(signatures, signature, requests):
+  """The signature's outputs as numpy arrays (requests name a target item for target_rank)."""
+  outputs = signatures[signature](**{features.SIGNATURE_INPUT: tf.constant(requests)})
+  return {name: value.numpy() for name, value in outputs.items()}
+
+
+def _assert_same(actual, expected, what):
+  if actual.dtype.kind in 'SO':  # item ids
+    np.testing.assert_array_equal(actual, expected, err_msg=what)
+  else:
+    np.testing.assert_allclose(actual, expected, rtol=1e-6, err_msg=what)
+
+
+def test_requests_without_play_rates_or_intents_get_the_defaults(serving):
+  variant, model, signatures = serving
+  without = {
+      'no rates': _serialized(HISTORY, omit=[features.HISTORY_PLAY_RATE], item_id='song_1'),
+      'empty rates': _serialized(HISTORY, play_rates=[], item_id='song_1'),
+      'no intents': _serialized(HISTORY, [features.DEFAULT_PLAY_RATE] * 3,
+                                omit=[features.HISTORY_INTENT], item_id='song_1'),
+      'neither': _serialized(HISTORY, omit=[features.HISTORY_PLAY_RATE, features.HISTORY_INTENT],
+                             item_id='song_1'),
+  }
+  # Defaults are per request: a neighbour with its own rates and intents keeps them.
+  own = _serialized(HISTORY, [0.1, 0.5, 0.0], ['recommend', 'genre_request', 'recommend'],
+                    item_id='song_1')
+  empty = _serialized(omit=[features.HISTORY_PLAY_RATE, features.HISTORY_INTENT], item_id='song_1')
+  for signature in SIGNATURES:
+    answers = _answer(signatures, signature, list(without.values()) + [own, empty])
+    expected = _answer(signatures, signature, [WITH_DEFAULTS, own])
+    for name, values in answers.items():
+      for row, case in enumerate(without):
+        _assert_same(values[row], expected[name][0], f'{signature} {name}: {case}')
+      _assert_same(values[len(without)], expected[name][1], f'{signature} {name}: own')
+  requests = {'defaults': WITH_DEFAULTS, 'empty': empty,
+              'all skipped': _serialized(HISTORY, [0.0] * 3),
+              'intent id 0': _serialized(HISTORY, intents=['genre_request'] * 3)}
+  users = dict(zip(requests, _answer(signatures, features.USER_VECTOR_SIGNATURE,
+                                     list(requests.values()))[features.USER_VECTOR]))
+  np.testing.assert_allclose(users['empty'], model.empty_history_vector.numpy()[0], rtol=1e-6)
+  if variant == 'a':
+    # The plays are kept, not filtered out as skips.
+    assert not np.allclose(users['defaults'], users['empty'])
+  else:
+    # The defaults are what they say, not what padding gave: every song skipped, intent id 0.
+    assert not np.allclose(users['defaults'], users['all skipped'])
+    assert not np.allclose(users['defaults'], users['intent id 0'])
+
+
+REFUSED = {
+    'fewer play rates': (
+        [_serialized(HISTORY, [1.0, 0.5], item_id='song_1')],
+        'history_play_rate has 2 values but history_item_id has 3 (request 0): send one per item, '
+        'or none for the default 0.99'),
+    'more intents': (
+        [WITH_DEFAULTS, _serialized(HISTORY, intents=['on_demand'] * 4, item_id='song_1')],
+        'history_intent has 4 values but history_item_id has 3 (request 1): send one per item, '
+        'or none for the default on_demand'),
+    'play rates without items': (
+        [_serialized([], [0.5], [], item_id='song_1')],
+        'history_play_rate has 1 values but history_item_id has 0 (request 0)'),
+    'NaN play rate': (
+        [_serialized(HISTORY, [1.0, float('nan'), 0.5], item_id='song_1')],
+        'history_play_rate[1] is nan (request 0): play rates must be in [0, 1]'),
+    'play rate above 1': (
+        [WITH_DEFAULTS, WITH_DEFAULTS, _serialized(HISTORY, [1.5, 1.0, 0.5], item_id='song_1')],
+        'history_play_rate[0] is 1.5 (request 2): play rates must be in [0, 1]'),
+    'negative play rate': (
+        [_serialized(HISTORY, [1.0, 0.5, -0.25], item_id='song_1')],
+        'history_play_rate[2] is -0.25 (request 0): play rates must be in [0, 1]'),
+    'infinite play rate': (
+        [_serialized(HISTORY, [float('inf'), 0.5, 1.0], item_id='song_1')],
+        'history_play_rate[0] is inf (request 0): play rates must be in [0, 1]'),
+}
+
+
+@pytest.mark.parametrize('case', list(REFUSED))
+def test_bad_requests_are_refused_with_a_message_naming_them(case, serving):
+  signatures = serving[2]
+  requests, message = REFUSED[case]
+  for signature in SIGNATURES:
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
+      _answer(signatures, signature, requests)
 
 
 def test_item_vector_files_follow_the_vocabulary(exported):
