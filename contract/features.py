@@ -117,3 +117,4 @@ USER_VECTOR = 'user_vector'  # float [batch, H]
 # vocabulary (0 = best; OOV targets get rank V, so they never count as a hit).
 TARGET_RANK_SIGNATURE = 'target_rank'
 TARGET_RANK = 'target_rank'  # int64 [batch]
+POPULARITY_RANK = 'popularity_rank'  # int64 [batch]: the target's rank by training plays

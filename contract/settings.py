@@ -269,8 +269,11 @@ class TrainConfig(Settings):
 
 @dataclasses.dataclass(frozen=True)
 class GateConfig(Settings):
-  """Evaluator: POS@N must clear pos_floor, NEG@N must stay under neg_ceiling, and neither may
-  be worse than the baseline model by more than its tolerance (absolute, in hit-rate units)."""
+  """Evaluator: on each gated N, POS@N must clear pos_floor and NEG@N stay under neg_ceiling;
+  the model must beat most-popular (from the training plays) on the same targets: POS@N at least
+  (1 + popularity_margin) times its POS@N and NEG@N no higher; and neither may be worse than the
+  baseline model's by more than noise_standard_errors standard errors of the paired difference
+  plus its tolerance (absolute, in hit-rate units)."""
   ns: Tuple[int, ...] = METRIC_NS
   gate_n: Union[int, Tuple[int, ...]] = 50  # the N (or several) whose POS@N / NEG@N are gated
   # On the generated demo data most-popular reaches POS@50 0.20 / NEG@50 0.54 and the trained
@@ -278,9 +281,15 @@ class GateConfig(Settings):
   # learnt less than a popularity count and is broken. Set both for your own catalogue.
   pos_floor: float = 0.10
   neg_ceiling: float = 0.5
-  # Room for the noise of retraining on new data; a larger drop than this is a regression.
-  pos_tolerance: float = 0.02
-  neg_tolerance: float = 0.02
+  # Most-popular is what any recall model must beat; 0.1 asks for 10 % more positives hit.
+  popularity_margin: float = 0.1
+  # A change vs the baseline model smaller than this many standard errors (computed from the
+  # eval targets on which the two models disagree) is noise: with 2, a retrain of the same
+  # quality passes about 97.7 % of the time, whatever the size of the eval set.
+  noise_standard_errors: float = 2.0
+  # Room beyond the noise; 0 rejects any drop the eval set can tell apart from noise.
+  pos_tolerance: float = 0.0
+  neg_tolerance: float = 0.0
 
   def check(self) -> None:
     require(len(self.ns) > 0 and all(n >= 1 for n in self.ns)
@@ -290,6 +299,8 @@ class GateConfig(Settings):
       _one_of('gate_n', n, self.ns)
     for key in ('pos_floor', 'neg_ceiling', 'pos_tolerance', 'neg_tolerance'):
       _within(key, getattr(self, key), 0.0, 1.0)
+    _within('popularity_margin', self.popularity_margin, -1.0, 10.0)
+    _within('noise_standard_errors', self.noise_standard_errors, 0.0, 10.0)
 
   @property
   def gated_ns(self) -> Tuple[int, ...]:

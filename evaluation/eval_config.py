@@ -1,19 +1,26 @@
 """The Evaluator's EvalConfig: POS@N / NEG@N on the target-rank signature, sliced by intent, gated.
 
 The gate (DESIGN section 6) on each gated N, on the overall slice:
-  POS@N >= pos_floor           and POS@N(candidate) - POS@N(baseline) >= -pos_tolerance;
-  NEG@N <= neg_ceiling         and NEG@N(candidate) - NEG@N(baseline) <= +neg_tolerance.
+  POS@N >= pos_floor                                   NEG@N <= neg_ceiling
+  POS@N >= (1 + popularity_margin) x most-popular's    NEG@N <= most-popular's
+  POS@N >= baseline's - (k standard errors + pos_tolerance)
+  NEG@N <= baseline's + (k standard errors + neg_tolerance)
+with k = noise_standard_errors and the standard error that of the paired difference on these
+eval targets (evaluation/metrics.py). Every one is a value threshold on a metric of the
+candidate, so a first run (no baseline: the drop and rise metrics are 0) is gated on the floor,
+the ceiling and most-popular, and a model worse than a popularity count is never pushed.
 
 The config holds a single, unnamed ModelSpec. TFX's Evaluator copies it into a 'baseline' spec
-(and names this one 'candidate') when its baseline_model channel carries a model; when it carries
-none (first run), the Evaluator drops the change thresholds and gates on the floor and ceiling
-only (tfma.utils.update_eval_config_with_defaults(has_baseline=..., rubber_stamp=True)).
+(and names this one 'candidate') when its baseline_model channel carries a model
+(tfma.utils.update_eval_config_with_defaults(has_baseline=..., rubber_stamp=True));
 `config_for_run` applies that same step for runs outside the Evaluator.
 
 Intent slices are reported, not gated: a small slice's noise must not block a release.
 """
 
 import json
+from typing import Optional
+
 import tensorflow_model_analysis as tfma
 
 from contract import features
@@ -28,8 +35,18 @@ def make_eval_config(gate: settings.GateConfig) -> tfma.EvalConfig:
   metrics = [tfma.MetricConfig(class_name='ExampleCount')]
   for n in gate.ns:
     gated = n in gate.gated_ns
-    metrics.append(_hit_rate_metric('PosAtN', n, _pos_threshold(gate) if gated else None))
-    metrics.append(_hit_rate_metric('NegAtN', n, _neg_threshold(gate) if gated else None))
+    metrics.append(_metric('PosAtN', n, _value_threshold(lower=gate.pos_floor) if gated else None))
+    metrics.append(_metric('NegAtN', n, _value_threshold(upper=gate.neg_ceiling) if gated else None))
+    metrics.append(_metric('PopularityPosAtN', n))
+    metrics.append(_metric('PopularityNegAtN', n))
+  for n in gate.gated_ns:
+    metrics.append(_metric('PosLiftOverPopularity', n,
+                           _value_threshold(lower=gate.popularity_margin)))
+    metrics.append(_metric('NegExcessOverPopularity', n, _value_threshold(upper=0.0)))
+    metrics.append(_metric('PosDropBeyondNoise', n, _value_threshold(upper=gate.pos_tolerance),
+                           standard_errors=gate.noise_standard_errors))
+    metrics.append(_metric('NegRiseBeyondNoise', n, _value_threshold(upper=gate.neg_tolerance),
+                           standard_errors=gate.noise_standard_errors))
   return tfma.EvalConfig(
       model_specs=[tfma.ModelSpec(signature_name=features.TARGET_RANK_SIGNATURE,
                                   label_key=features.LABEL,
@@ -44,26 +61,22 @@ def config_for_run(eval_config: tfma.EvalConfig, has_baseline: bool) -> tfma.Eva
                                                      rubber_stamp=True)
 
 
-def _hit_rate_metric(class_name: str, n: int, threshold) -> tfma.MetricConfig:
+def _metric(class_name: str, n: int, threshold: Optional[tfma.MetricThreshold] = None,
+            **config) -> tfma.MetricConfig:
+  """One metric of evaluation.metrics at N, gated on the overall slice when given a threshold."""
   metric = tfma.MetricConfig(class_name=class_name, module=METRICS_MODULE,
-                             config=json.dumps({'top_n': n}))
+                             config=json.dumps(dict(top_n=n, **config)))
   if threshold is not None:
     metric.per_slice_thresholds.append(
         tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold))
   return metric
 
 
-def _pos_threshold(gate: settings.GateConfig) -> tfma.MetricThreshold:
-  return tfma.MetricThreshold(
-      value_threshold=tfma.GenericValueThreshold(lower_bound={'value': gate.pos_floor}),
-      change_threshold=tfma.GenericChangeThreshold(
-          direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-          absolute={'value': -gate.pos_tolerance}))
-
-
-def _neg_threshold(gate: settings.GateConfig) -> tfma.MetricThreshold:
-  return tfma.MetricThreshold(
-      value_threshold=tfma.GenericValueThreshold(upper_bound={'value': gate.neg_ceiling}),
-      change_threshold=tfma.GenericChangeThreshold(
-          direction=tfma.MetricDirection.LOWER_IS_BETTER,
-          absolute={'value': gate.neg_tolerance}))
+def _value_threshold(lower: Optional[float] = None,
+                     upper: Optional[float] = None) -> tfma.MetricThreshold:
+  bounds = {}
+  if lower is not None:
+    bounds['lower_bound'] = {'value': lower}
+  if upper is not None:
+    bounds['upper_bound'] = {'value': upper}
+  return tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(**bounds))

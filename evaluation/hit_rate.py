@@ -10,6 +10,7 @@ Targets labelled LABEL_NEITHER are in neither fraction.
 """
 
 import dataclasses
+import math
 from typing import Dict, Iterable, Sequence, Tuple
 
 import numpy as np
@@ -111,6 +112,57 @@ def hit_counts(target_ranks, labels, ns: Sequence[int] = settings.METRIC_NS) -> 
 def hit_rates(target_ranks, labels, ns: Sequence[int] = settings.METRIC_NS) -> Dict[str, float]:
   """{'pos_at_N': POS@N, 'neg_at_N': NEG@N} for each N in ns (NaN where a label has no targets)."""
   return hit_counts(target_ranks, labels, ns).rates()
+
+
+@dataclasses.dataclass
+class PairedHits:
+  """Hits at one N of two rankers on the same targets of one label: a paired comparison.
+
+  first_only / second_only count the targets only the first / only the second ranks below N;
+  both counts those both do. Each target gives d = hit(first) - hit(second) in {-1, 0, 1}, so the
+  difference of the two hit rates is mean(d), and its standard error sqrt(var(d) / n) counts
+  only the targets on which the rankers disagree: two similar models have a small one even on
+  a small eval set, where two independent samples' errors would add up.
+  """
+  num_targets: int = 0
+  both: int = 0
+  first_only: int = 0
+  second_only: int = 0
+
+  def merged(self, other: 'PairedHits') -> 'PairedHits':
+    return PairedHits(self.num_targets + other.num_targets, self.both + other.both,
+                      self.first_only + other.first_only, self.second_only + other.second_only)
+
+  def first_rate(self) -> float:
+    return _fraction(self.both + self.first_only, self.num_targets)
+
+  def second_rate(self) -> float:
+    return _fraction(self.both + self.second_only, self.num_targets)
+
+  def difference(self) -> float:
+    """first's hit rate minus second's (0 without targets)."""
+    return (self.first_only - self.second_only) / self.num_targets if self.num_targets else 0.0
+
+  def difference_standard_error(self) -> float:
+    """The standard error of difference() (0 without targets)."""
+    if not self.num_targets:
+      return 0.0
+    mean_square = (self.first_only + self.second_only) / self.num_targets
+    return math.sqrt(max(mean_square - self.difference() ** 2, 0.0) / self.num_targets)
+
+
+def paired_hits(first_ranks, second_ranks, labels, label: int, n: int) -> PairedHits:
+  """PairedHits of two rankers' target ranks at cut-off n, over the targets with this label."""
+  first = np.asarray(first_ranks).reshape(-1)
+  second = np.asarray(second_ranks).reshape(-1)
+  label_values = np.asarray(labels).reshape(-1)
+  if not first.shape == second.shape == label_values.shape:
+    raise ValueError(f'{first.size} and {second.size} target ranks but {label_values.size} '
+                     'labels; both rankers need a rank for every target')
+  selected = label_values == label
+  first_hit, second_hit = first[selected] < n, second[selected] < n
+  return PairedHits(int(selected.sum()), int((first_hit & second_hit).sum()),
+                    int((first_hit & ~second_hit).sum()), int((~first_hit & second_hit).sum()))
 
 
 def _fraction(hits, total) -> float:

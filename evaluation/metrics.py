@@ -8,20 +8,47 @@ in an EvalConfig as, e.g.,
 
 which yields a metric named 'pos_at_50' (NegAtN gives 'neg_at_50').
 
+The gate's comparisons are metrics of the candidate too, computed from two rankings of the same
+targets (evaluation.hit_rate.PairedHits):
+  popularity_pos_at_N, popularity_neg_at_N   most-popular's POS@N / NEG@N: the POPULARITY_RANK
+      output (the target's rank by training plays) counted like the model's own rank;
+  pos_lift_over_popularity_at_N              POS@N / most-popular's POS@N - 1;
+  neg_excess_over_popularity_at_N            NEG@N - most-popular's NEG@N;
+  pos_drop_beyond_noise_at_N                 how far POS@N fell below the baseline model's
+      beyond `standard_errors` standard errors of the paired difference (0 within the noise,
+      when it rose, and with no baseline);
+  neg_rise_beyond_noise_at_N                 the same for a rise of NEG@N.
+They are computed for the candidate only (an older baseline export need not have a popularity
+output), so their thresholds are value thresholds.
+
 Labels are read straight from the extracts on purpose: TFMA's generic label preparation
 (metric_util.to_label_prediction_example_weight) turns an all -1 label into a one-hot of zeros,
 which would count every LABEL_NEITHER target as a negative. Targets are counted unweighted.
 """
 
+import dataclasses
+import math
 from typing import Any, Dict, Iterable, List, Optional
 
 import apache_beam as beam
 import numpy as np
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_types
+from tensorflow_model_analysis.utils import model_util
 
 from contract import features
 from evaluation import hit_rate
+
+POPULARITY_PREFIX = 'popularity_'
+POS_LIFT_OVER_POPULARITY = 'pos_lift_over_popularity'
+NEG_EXCESS_OVER_POPULARITY = 'neg_excess_over_popularity'
+POS_DROP_BEYOND_NOISE = 'pos_drop_beyond_noise'
+NEG_RISE_BEYOND_NOISE = 'neg_rise_beyond_noise'
+# The targets each comparison counts.
+_COMPARED_LABEL = {POS_LIFT_OVER_POPULARITY: features.LABEL_POSITIVE,
+                   NEG_EXCESS_OVER_POPULARITY: features.LABEL_NEGATIVE,
+                   POS_DROP_BEYOND_NOISE: features.LABEL_POSITIVE,
+                   NEG_RISE_BEYOND_NOISE: features.LABEL_NEGATIVE}
 
 
 class PosAtN(metric_types.Metric):
@@ -48,6 +75,67 @@ class NegAtN(metric_types.Metric):
   @property
   def compute_confidence_interval(self) -> bool:
     return False
+
+
+class PopularityPosAtN(metric_types.Metric):
+  """Most-popular's POS@N on the same targets, from the candidate's POPULARITY_RANK output."""
+
+  def __init__(self, top_n: int = 10, name: Optional[str] = None):
+    top_n = _check_top_n(top_n)
+    super().__init__(_popularity_computations, top_n=top_n, label_value=features.LABEL_POSITIVE,
+                     name=name or POPULARITY_PREFIX + hit_rate.pos_metric_name(top_n))
+
+
+class PopularityNegAtN(metric_types.Metric):
+  """Most-popular's NEG@N on the same targets, from the candidate's POPULARITY_RANK output."""
+
+  def __init__(self, top_n: int = 10, name: Optional[str] = None):
+    top_n = _check_top_n(top_n)
+    super().__init__(_popularity_computations, top_n=top_n, label_value=features.LABEL_NEGATIVE,
+                     name=name or POPULARITY_PREFIX + hit_rate.neg_metric_name(top_n))
+
+
+class PosLiftOverPopularity(metric_types.Metric):
+  """POS@N / most-popular's POS@N - 1: the gate asks for at least the popularity margin."""
+
+  def __init__(self, top_n: int = 10, name: Optional[str] = None):
+    top_n = _check_top_n(top_n)
+    super().__init__(_comparison_computations, top_n=top_n, comparison=POS_LIFT_OVER_POPULARITY,
+                     name=name or comparison_metric_name(POS_LIFT_OVER_POPULARITY, top_n))
+
+
+class NegExcessOverPopularity(metric_types.Metric):
+  """NEG@N - most-popular's NEG@N: the gate asks for no more than 0."""
+
+  def __init__(self, top_n: int = 10, name: Optional[str] = None):
+    top_n = _check_top_n(top_n)
+    super().__init__(_comparison_computations, top_n=top_n,
+                     comparison=NEG_EXCESS_OVER_POPULARITY,
+                     name=name or comparison_metric_name(NEG_EXCESS_OVER_POPULARITY, top_n))
+
+
+class PosDropBeyondNoise(metric_types.Metric):
+  """How far POS@N fell below the baseline model's beyond standard_errors standard errors."""
+
+  def __init__(self, top_n: int = 10, standard_errors: float = 2.0, name: Optional[str] = None):
+    top_n = _check_top_n(top_n)
+    super().__init__(_comparison_computations, top_n=top_n, comparison=POS_DROP_BEYOND_NOISE,
+                     standard_errors=float(standard_errors),
+                     name=name or comparison_metric_name(POS_DROP_BEYOND_NOISE, top_n))
+
+
+class NegRiseBeyondNoise(metric_types.Metric):
+  """How far NEG@N rose above the baseline model's beyond standard_errors standard errors."""
+
+  def __init__(self, top_n: int = 10, standard_errors: float = 2.0, name: Optional[str] = None):
+    top_n = _check_top_n(top_n)
+    super().__init__(_comparison_computations, top_n=top_n, comparison=NEG_RISE_BEYOND_NOISE,
+                     standard_errors=float(standard_errors),
+                     name=name or comparison_metric_name(NEG_RISE_BEYOND_NOISE, top_n))
+
+
+def comparison_metric_name(comparison: str, n: int) -> str:
+  return f'{comparison}_at_{n}'
 
 
 def _check_top_n(top_n: Any) -> int:
@@ -88,6 +176,52 @@ def _hit_rate_computations(label_value: int, top_n: int, name: str,
           combiner=_HitRateCombiner(key, label_value, top_n,
                                     _prediction_key(eval_config, model_name))))
   return computations
+
+
+def _popularity_computations(top_n: int, label_value: int, name: str,
+                             eval_config: Optional[tfma.EvalConfig] = None,
+                             model_names: Optional[List[str]] = None,
+                             output_names: Optional[List[str]] = None,
+                             example_weighted: bool = False) -> metric_types.MetricComputations:
+  return [metric_types.MetricComputation(
+      keys=[key], preprocessors=None,
+      combiner=_HitRateCombiner(key, label_value, top_n, features.POPULARITY_RANK))
+          for key in _candidate_keys(name, eval_config, model_names, output_names,
+                                     example_weighted)]
+
+
+def _comparison_computations(top_n: int, comparison: str, name: str,
+                             standard_errors: float = 0.0,
+                             eval_config: Optional[tfma.EvalConfig] = None,
+                             model_names: Optional[List[str]] = None,
+                             output_names: Optional[List[str]] = None,
+                             example_weighted: bool = False) -> metric_types.MetricComputations:
+  baseline = model_util.get_baseline_model_spec(eval_config) if eval_config else None
+  computations = []
+  for key in _candidate_keys(name, eval_config, model_names, output_names, example_weighted):
+    model = _RankSource(key.model_name, _prediction_key(eval_config, key.model_name))
+    if comparison in (POS_LIFT_OVER_POPULARITY, NEG_EXCESS_OVER_POPULARITY):
+      other = _RankSource(key.model_name, features.POPULARITY_RANK)
+    elif baseline is not None:
+      other = _RankSource(baseline.name, _prediction_key(eval_config, baseline.name))
+    else:
+      other = None  # no baseline (a first run): nothing to fall below
+    computations.append(metric_types.MetricComputation(
+        keys=[key], preprocessors=None,
+        combiner=_PairedCombiner(key, comparison, top_n, model, other, standard_errors)))
+  return computations
+
+
+def _candidate_keys(name: str, eval_config: Optional[tfma.EvalConfig],
+                    model_names: Optional[List[str]], output_names: Optional[List[str]],
+                    example_weighted: bool) -> List[metric_types.MetricKey]:
+  """The metric's keys for every model but the baseline."""
+  baseline = model_util.get_baseline_model_spec(eval_config) if eval_config else None
+  return [metric_types.MetricKey(name=name, model_name=model_name, output_name=output_name,
+                                 example_weighted=example_weighted)
+          for model_name in model_names or ['']
+          if baseline is None or model_name != baseline.name
+          for output_name in output_names or ['']]
 
 
 def _prediction_key(eval_config: Optional[tfma.EvalConfig], model_name: str) -> str:
@@ -131,20 +265,86 @@ class _HitRateCombiner(beam.CombineFn):
     return {self._key: accumulator.neg_rate(self._top_n)}
 
   def _target_rank_and_label(self, element: metric_types.StandardMetricInputs):
-    prediction = _select(element.prediction, self._key.model_name, 'prediction')
-    prediction = _select(prediction, self._key.output_name, 'prediction')
-    if isinstance(prediction, dict):
-      if self._prediction_key not in prediction:
-        raise ValueError(f'the model output has no {self._prediction_key!r} (outputs: '
-                         f'{sorted(prediction)}); set ModelSpec.prediction_key to the target rank '
-                         f'output of the {features.TARGET_RANK_SIGNATURE!r} signature')
-      prediction = prediction[self._prediction_key]
-    label = _select(element.label, self._key.model_name, 'label', optional=True)
-    label = _select(label, self._key.output_name, 'label', optional=True)
-    if label is None or prediction is None:
-      raise ValueError(f'{self._key.name} needs a label ({features.LABEL}) and a target rank; got '
-                       f'label={label!r}, prediction={prediction!r}. Check ModelSpec.label_key.')
-    return np.asarray(prediction).reshape(-1), np.asarray(label).reshape(-1)
+    return _ranks_and_labels(element, _RankSource(self._key.model_name, self._prediction_key),
+                             self._key)
+
+
+@dataclasses.dataclass(frozen=True)
+class _RankSource:
+  """Where a ranking is in the extracts: a model's output of target ranks."""
+  model_name: str
+  prediction_key: str
+
+
+class _PairedCombiner(beam.CombineFn):
+  """Accumulates hit_rate.PairedHits of the model and another ranking; outputs a comparison."""
+
+  def __init__(self, key: metric_types.MetricKey, comparison: str, top_n: int,
+               model: _RankSource, other: Optional[_RankSource], standard_errors: float):
+    self._key = key
+    self._comparison = comparison
+    self._label_value = _COMPARED_LABEL[comparison]
+    self._top_n = top_n
+    self._model = model
+    self._other = other
+    self._standard_errors = standard_errors
+
+  def create_accumulator(self) -> hit_rate.PairedHits:
+    return hit_rate.PairedHits()
+
+  def add_input(self, accumulator: hit_rate.PairedHits,
+                element: metric_types.StandardMetricInputs) -> hit_rate.PairedHits:
+    if self._other is None:
+      return accumulator
+    ranks, labels = _ranks_and_labels(element, self._model, self._key)
+    other_ranks, _ = _ranks_and_labels(element, self._other, self._key)
+    return accumulator.merged(hit_rate.paired_hits(ranks, other_ranks, labels,
+                                                   self._label_value, self._top_n))
+
+  def merge_accumulators(self, accumulators: Iterable[hit_rate.PairedHits]
+                        ) -> hit_rate.PairedHits:
+    result = hit_rate.PairedHits()
+    for accumulator in accumulators:
+      result = result.merged(accumulator)
+    return result
+
+  def extract_output(self, accumulator: hit_rate.PairedHits
+                    ) -> Dict[metric_types.MetricKey, float]:
+    return {self._key: _comparison_value(self._comparison, accumulator, self._standard_errors)}
+
+
+def _comparison_value(comparison: str, hits: hit_rate.PairedHits, standard_errors: float) -> float:
+  """The comparison's value; the model is the first ranking of hits, the other the second."""
+  if comparison == POS_LIFT_OVER_POPULARITY:
+    model, popularity = hits.first_rate(), hits.second_rate()
+    if not popularity > 0:  # no popularity hits (or no positives): any model hit is a lift
+      return math.inf if model > 0 else 0.0
+    return model / popularity - 1.0
+  if comparison == NEG_EXCESS_OVER_POPULARITY:
+    return hits.difference()
+  allowance = standard_errors * hits.difference_standard_error()
+  if comparison == POS_DROP_BEYOND_NOISE:
+    return max(0.0, -hits.difference() - allowance)
+  return max(0.0, hits.difference() - allowance)  # NEG_RISE_BEYOND_NOISE
+
+
+def _ranks_and_labels(element: metric_types.StandardMetricInputs, source: _RankSource,
+                      key: metric_types.MetricKey):
+  """The target ranks [B] of one ranking in the extracts, and the labels [B]."""
+  prediction = _select(element.prediction, source.model_name, 'prediction')
+  prediction = _select(prediction, key.output_name, 'prediction')
+  if isinstance(prediction, dict):
+    if source.prediction_key not in prediction:
+      raise ValueError(f'the model output has no {source.prediction_key!r} (outputs: '
+                       f'{sorted(prediction)}); set ModelSpec.prediction_key to the target rank '
+                       f'output of the {features.TARGET_RANK_SIGNATURE!r} signature')
+    prediction = prediction[source.prediction_key]
+  label = _select(element.label, source.model_name, 'label', optional=True)
+  label = _select(label, key.output_name, 'label', optional=True)
+  if label is None or prediction is None:
+    raise ValueError(f'{key.name} needs a label ({features.LABEL}) and a target rank; got '
+                     f'label={label!r}, prediction={prediction!r}. Check ModelSpec.label_key.')
+  return np.asarray(prediction).reshape(-1), np.asarray(label).reshape(-1)
 
 
 def _select(value: Any, key: str, what: str, optional: bool = False) -> Any:

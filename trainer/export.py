@@ -9,7 +9,8 @@ batch, and encodes the history:
     over the whole vocabulary; the OOV bucket is never returned. K = min(top_k, V).
   user_vector: history -> USER_VECTOR [B, H].
   target_rank: history + target item_id -> TARGET_RANK [B] int64, the number of vocabulary items
-    scoring strictly higher than the target (0 = best); an OOV target gets V, never a hit.
+    scoring strictly higher than the target (0 = best); an OOV target gets V, never a hit. And
+    POPULARITY_RANK [B] int64, the target's rank by training play count (V for OOV).
 
 Beside the SavedModel, assets.extra/ holds the item vectors for an approximate nearest-neighbour
 index: item_vectors.npy [V, H] float32, item_bias.npy [V] float32 and item_ids.txt (line i is
@@ -99,7 +100,11 @@ class ServingModule(tf.Module):
   def serve_target_rank(self, examples):
     transformed = self._transformed(examples, self._target_spec)
     scores = self._scores(self._user_vectors(transformed))
-    return {features.TARGET_RANK: model_lib.target_ranks(scores, transformed[features.ITEM_XF])}
+    targets = tf.cast(transformed[features.ITEM_XF], tf.int64)
+    return {features.TARGET_RANK: model_lib.target_ranks(scores, targets),
+            # The vocabulary is in descending order of training plays, so an id is the item's
+            # rank under "most popular first": the baseline the gate makes the model beat.
+            features.POPULARITY_RANK: tf.minimum(targets, self.num_vocabulary)}
 
   def signatures(self):
     return {

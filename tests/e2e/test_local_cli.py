@@ -143,4 +143,5 @@ def test_broken_candidate_is_not_blessed_and_not_pushed(broken_run, workspace):
   assert not validation.validation_ok
   failed = {t.metric_key.name for f in validation.metric_validations_per_slice
             for t in f.failures}
-  assert any(name.startswith('pos_at_') for name in failed), failed
+  # One step of training falls below the first model by far more than the eval set's noise.
+  assert 'pos_drop_beyond_noise_at_10' in failed, failed

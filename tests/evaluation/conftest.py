@@ -15,11 +15,13 @@ from tests.evaluation import rank_models
 
 NUM_ITEMS = 300
 NUM_EXAMPLES = 240
-# The good and medium models clear the floor and the ceiling and the bad one fails both; against
-# the good model, the medium one loses more POS@50 and gains more NEG@50 than the tolerances allow
+# The good and medium models clear the floor and the ceiling and the bad one fails both; the
+# good one beats most-popular by more than the margin and the medium one does not; against the
+# good model, the medium one loses more POS@50 than the noise allows and the near-good one less
 # (test_metrics checks these premises on the hand-computed values).
-GATE = settings.GateConfig(ns=(10, 50, 100), gate_n=50, pos_floor=0.2, pos_tolerance=0.05,
-                          neg_ceiling=0.3, neg_tolerance=0.01)
+GATE = settings.GateConfig(ns=(10, 50, 100), gate_n=50, pos_floor=0.2, neg_ceiling=0.3,
+                          popularity_margin=0.1, noise_standard_errors=2.0, pos_tolerance=0.0,
+                          neg_tolerance=0.0)
 
 
 @dataclasses.dataclass
@@ -34,6 +36,7 @@ class EvalData:
 class Ranker:
   path: str
   scores: np.ndarray
+  popularity: np.ndarray  # each item's rank by play count
 
 
 def _eval_examples(rng: np.random.Generator, items):
@@ -78,24 +81,27 @@ def eval_data(eval_root, items):
   return EvalData(path, targets, labels, intents)
 
 
-def _ranker(eval_root, items, name: str, scores: np.ndarray) -> Ranker:
-  path = rank_models.save_ranker(os.path.join(eval_root, 'models', name), items, scores)
-  return Ranker(path, scores)
+def _ranker(eval_root, items, name: str, scores: np.ndarray, popularity: np.ndarray) -> Ranker:
+  path = rank_models.save_ranker(os.path.join(eval_root, 'models', name), items, scores,
+                                 popularity)
+  return Ranker(path, scores, popularity)
 
 
 @pytest.fixture(scope='session')
 def rankers(eval_root, items):
-  """good: scores follow item quality; medium: quality blurred by noise; bad: quality reversed."""
+  """good: scores follow item quality; near_good: the good scores slightly blurred; medium:
+  quality blurred by much noise; bad: quality reversed. Play counts follow quality loosely."""
   rng = np.random.default_rng(5)
   quality = np.arange(NUM_ITEMS, 0, -1, dtype=np.float64)
   jitter = rng.permutation(NUM_ITEMS) * 1e-3  # distinct scores
-  return {
-      'good': _ranker(eval_root, items, 'good', quality + 5.0 * rng.standard_normal(NUM_ITEMS)
-                      + jitter),
-      'medium': _ranker(eval_root, items, 'medium',
-                        quality + 90.0 * rng.standard_normal(NUM_ITEMS) + jitter),
-      'bad': _ranker(eval_root, items, 'bad', -quality + jitter),
-  }
+  good = quality + 5.0 * rng.standard_normal(NUM_ITEMS) + jitter
+  medium = quality + 90.0 * rng.standard_normal(NUM_ITEMS) + jitter
+  near_good = good + 12.0 * np.random.default_rng(101).standard_normal(NUM_ITEMS)
+  plays = quality + 100.0 * np.random.default_rng(23).standard_normal(NUM_ITEMS)
+  popularity = np.argsort(np.argsort(-plays))
+  scores = {'good': good, 'near_good': near_good, 'medium': medium, 'bad': -quality + jitter}
+  return {name: _ranker(eval_root, items, name, value, popularity)
+          for name, value in scores.items()}
 
 
 def run_analysis(output_path: str, data_path: str, candidate: str,
@@ -125,6 +131,18 @@ def good_alone(eval_root, eval_data, rankers):
 def bad_alone(eval_root, eval_data, rankers):
   return run_analysis(os.path.join(eval_root, 'runs', 'bad_alone'), eval_data.path,
                       rankers['bad'].path)
+
+
+@pytest.fixture(scope='session')
+def medium_alone(eval_root, eval_data, rankers):
+  return run_analysis(os.path.join(eval_root, 'runs', 'medium_alone'), eval_data.path,
+                      rankers['medium'].path)
+
+
+@pytest.fixture(scope='session')
+def near_good_vs_good(eval_root, eval_data, rankers):
+  return run_analysis(os.path.join(eval_root, 'runs', 'near_good_vs_good'), eval_data.path,
+                      rankers['near_good'].path, baseline=rankers['good'].path)
 
 
 @pytest.fixture(scope='session')

@@ -22,15 +22,16 @@ def item_vocabulary(size: int) -> List[str]:
 
 
 class FixedScoreRanker(tf.Module):
-  """Ranks the target item by a fixed per-item score."""
+  """Ranks the target item by a fixed per-item score; gives its popularity rank beside."""
 
-  def __init__(self, items: Sequence[str], scores: np.ndarray):
+  def __init__(self, items: Sequence[str], scores: np.ndarray, popularity: np.ndarray):
     super().__init__()
     self._table = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(tf.constant(list(items)),
                                             tf.range(len(items), dtype=tf.int64)),
         default_value=-1)
     self._scores = tf.Variable(np.asarray(scores, np.float32), trainable=False)
+    self._popularity = tf.Variable(np.asarray(popularity, np.int64), trainable=False)
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
   def target_rank(self, examples):
@@ -44,11 +45,15 @@ class FixedScoreRanker(tf.Module):
     higher = tf.reduce_sum(
         tf.cast(self._scores[None, :] > target_score[:, None], tf.int64), axis=1)
     vocabulary_size = tf.size(self._scores, out_type=tf.int64)
-    return {features.TARGET_RANK: tf.where(known, higher, vocabulary_size)}
+    popularity_rank = tf.gather(self._popularity, tf.maximum(item_index, 0))
+    return {features.TARGET_RANK: tf.where(known, higher, vocabulary_size),
+            features.POPULARITY_RANK: tf.where(known, popularity_rank, vocabulary_size)}
 
 
-def save_ranker(path: str, items: Sequence[str], scores: np.ndarray) -> str:
-  ranker = FixedScoreRanker(items, scores)
+def save_ranker(path: str, items: Sequence[str], scores: np.ndarray,
+                popularity: np.ndarray) -> str:
+  """Saves a ranker; popularity[i] is item i's rank by play count (a permutation of 0..V-1)."""
+  ranker = FixedScoreRanker(items, scores, popularity)
   tf.saved_model.save(ranker, path,
                       signatures={features.TARGET_RANK_SIGNATURE: ranker.target_rank})
   return path
@@ -63,6 +68,13 @@ def ranks_by_hand(items: Sequence[str], scores: np.ndarray, targets: Sequence[st
     else:
       ranks.append(len(items))
   return np.asarray(ranks, np.int64)
+
+
+def popularity_ranks_by_hand(items: Sequence[str], popularity: np.ndarray,
+                             targets: Sequence[str]) -> np.ndarray:
+  index = {item: i for i, item in enumerate(items)}
+  return np.asarray([popularity[index[t]] if t in index else len(items) for t in targets],
+                    np.int64)
 
 
 def play_example(user: str, history: Sequence[str], target: str, play_rate: float, intent: str,

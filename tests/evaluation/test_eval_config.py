@@ -28,35 +28,52 @@ def test_model_spec_reads_the_target_rank_signature():
   assert [list(s.feature_keys) for s in config.slicing_specs] == [[], [features.INTENT]]
 
 
+def _bounds(thresholds):
+  """(lower, upper) of each gated metric's single value threshold; None where unbounded."""
+  result = {}
+  for name, (threshold,) in thresholds.items():
+    value = threshold.value_threshold
+    assert not threshold.HasField('change_threshold'), name
+    result[name] = (value.lower_bound.value if value.HasField('lower_bound') else None,
+                    value.upper_bound.value if value.HasField('upper_bound') else None)
+  return result
+
+
 def test_only_the_gated_n_carries_thresholds_on_the_overall_slice():
   gate = settings.GateConfig(ns=(10, 50, 100), gate_n=50, pos_floor=0.1, pos_tolerance=0.02,
-                            neg_ceiling=0.4, neg_tolerance=0.03)
+                            neg_ceiling=0.4, neg_tolerance=0.03, popularity_margin=0.2,
+                            noise_standard_errors=3.0)
   thresholds = _thresholds_by_metric(eval_config_lib.make_eval_config(gate))
   gated = {name: t for name, t in thresholds.items() if t}
-  assert sorted(gated) == ['NegAtN{"top_n": 50}', 'PosAtN{"top_n": 50}']
-  (pos,), (neg,) = gated['PosAtN{"top_n": 50}'], gated['NegAtN{"top_n": 50}']
-  assert pos.value_threshold.lower_bound.value == pytest.approx(0.1)
-  assert pos.change_threshold.direction == tfma.MetricDirection.HIGHER_IS_BETTER
-  assert pos.change_threshold.absolute.value == pytest.approx(-0.02)
-  assert neg.value_threshold.upper_bound.value == pytest.approx(0.4)
-  assert neg.change_threshold.direction == tfma.MetricDirection.LOWER_IS_BETTER
-  assert neg.change_threshold.absolute.value == pytest.approx(0.03)
+  assert _bounds(gated) == {
+      'PosAtN{"top_n": 50}': (pytest.approx(0.1), None),
+      'NegAtN{"top_n": 50}': (None, pytest.approx(0.4)),
+      'PosLiftOverPopularity{"top_n": 50}': (pytest.approx(0.2), None),
+      'NegExcessOverPopularity{"top_n": 50}': (None, 0.0),
+      'PosDropBeyondNoise{"top_n": 50, "standard_errors": 3.0}': (None, pytest.approx(0.02)),
+      'NegRiseBeyondNoise{"top_n": 50, "standard_errors": 3.0}': (None, pytest.approx(0.03)),
+  }
+  # Most-popular's own POS@N / NEG@N are reported at every N.
+  assert 'PopularityPosAtN{"top_n": 10}' in thresholds
+  assert 'PopularityNegAtN{"top_n": 100}' in thresholds
 
 
 def test_several_n_can_be_gated():
   gate = dataclasses.replace(settings.GateConfig(), gate_n=(10, 100))
   thresholds = _thresholds_by_metric(eval_config_lib.make_eval_config(gate))
-  assert sorted(name for name, t in thresholds.items() if t) == [
-      'NegAtN{"top_n": 100}', 'NegAtN{"top_n": 10}', 'PosAtN{"top_n": 100}', 'PosAtN{"top_n": 10}']
+  gated = sorted(name for name, t in thresholds.items() if t)
+  assert len(gated) == 12
+  assert {name.split('"top_n": ')[1].split('}')[0].split(',')[0] for name in gated} == {
+      '10', '100'}
 
 
-def test_first_run_drops_change_thresholds_and_later_runs_add_the_baseline():
+def test_every_gate_is_a_value_threshold_so_first_and_later_runs_check_the_same_metrics():
   config = eval_config_lib.make_eval_config(settings.GateConfig())
   first = eval_config_lib.config_for_run(config, has_baseline=False)
   assert not tfma.utils.has_change_threshold(first)
   assert [s.name for s in first.model_specs] == ['']
   later = eval_config_lib.config_for_run(config, has_baseline=True)
-  assert tfma.utils.has_change_threshold(later)
+  assert not tfma.utils.has_change_threshold(later)
   assert [(s.name, s.is_baseline) for s in later.model_specs] == [
       (tfma.CANDIDATE_KEY, False), (tfma.BASELINE_KEY, True)]
   assert later.model_specs[1].signature_name == features.TARGET_RANK_SIGNATURE
@@ -68,6 +85,10 @@ def test_first_run_drops_change_thresholds_and_later_runs_add_the_baseline():
     ({'pos_floor': 1.5}, r'pos_floor: 1.5 is not allowed; must be in \[0.0, 1.0\]'),
     ({'neg_tolerance': -0.1}, r'neg_tolerance: -0.1 is not allowed; must be in \[0.0, 1.0\]'),
     ({'ns': (10, 0)}, r'ns: \[10, 0\] is not allowed; must be distinct Ns >= 1'),
+    ({'noise_standard_errors': -1.0},
+     r'noise_standard_errors: -1.0 is not allowed; must be in \[0.0, 10.0\]'),
+    ({'popularity_margin': -2.0},
+     r'popularity_margin: -2.0 is not allowed; must be in \[-1.0, 10.0\]'),
 ])
 def test_bad_gate_settings_are_named_before_an_eval_config_is_made(change, message):
   with pytest.raises(ValueError, match=message):

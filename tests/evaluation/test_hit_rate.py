@@ -58,3 +58,27 @@ def test_bad_input_is_named(ranks, labels, message):
 def test_bad_n_is_rejected(ns):
   with pytest.raises(ValueError, match='N'):
     hit_rate.hit_rates([0], [POS], ns=ns)
+
+
+def test_paired_hits_count_agreement_and_disagreement_by_hand():
+  P, N = features.LABEL_POSITIVE, features.LABEL_NEGATIVE
+  first = [0, 5, 20, 1, 30, 2]
+  second = [3, 40, 1, 25, 2, 0]
+  labels = [P, P, P, P, N, P]
+  # At N=10 over the five positives: both hit targets 0 and 5; only the first target 1 and 3;
+  # only the second target 2.
+  hits = hit_rate.paired_hits(first, second, labels, P, 10)
+  assert hits == hit_rate.PairedHits(num_targets=5, both=2, first_only=2, second_only=1)
+  assert hits.first_rate() == pytest.approx(4 / 5) and hits.second_rate() == pytest.approx(3 / 5)
+  # d = [0, 1, -1, 1, 0]: mean 0.2, mean square 0.6, variance 0.56, standard error sqrt(0.56 / 5).
+  assert hits.difference() == pytest.approx(0.2)
+  assert hits.difference_standard_error() == pytest.approx(np.sqrt(0.56 / 5))
+  halves = hit_rate.paired_hits(first[:3], second[:3], labels[:3], P, 10).merged(
+      hit_rate.paired_hits(first[3:], second[3:], labels[3:], P, 10))
+  assert halves == hits
+
+
+def test_identical_rankers_differ_by_nothing_with_no_error():
+  hits = hit_rate.paired_hits([1, 50, 3], [1, 50, 3], [1, 1, 0], features.LABEL_POSITIVE, 10)
+  assert hits.difference() == 0 and hits.difference_standard_error() == 0
+  assert hit_rate.PairedHits().difference_standard_error() == 0  # no targets at all

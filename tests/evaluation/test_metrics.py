@@ -5,18 +5,31 @@ import pytest
 
 from contract import features
 from evaluation import hit_rate
+from evaluation import metrics
 from evaluation import report
 from tests.evaluation import conftest
 from tests.evaluation import rank_models
 
 
 def _expected(eval_data, items, ranker, intent=None):
+  """The model's and most-popular's POS@N and NEG@N, by hand."""
   ranks = rank_models.ranks_by_hand(items, ranker.scores, eval_data.targets)
+  popular = rank_models.popularity_ranks_by_hand(items, ranker.popularity, eval_data.targets)
   labels = eval_data.labels
   if intent is not None:
     keep = eval_data.intents == intent
-    ranks, labels = ranks[keep], labels[keep]
-  return hit_rate.hit_rates(ranks, labels, conftest.GATE.ns)
+    ranks, popular, labels = ranks[keep], popular[keep], labels[keep]
+  expected = hit_rate.hit_rates(ranks, labels, conftest.GATE.ns)
+  for name, value in hit_rate.hit_rates(popular, labels, conftest.GATE.ns).items():
+    expected[metrics.POPULARITY_PREFIX + name] = value
+  return expected
+
+
+def _paired(eval_data, items, first, second, label):
+  """PairedHits at N=50 of two rankers, by hand."""
+  return hit_rate.paired_hits(rank_models.ranks_by_hand(items, first.scores, eval_data.targets),
+                              rank_models.ranks_by_hand(items, second.scores, eval_data.targets),
+                              eval_data.labels, label, 50)
 
 
 def _assert_metrics_equal(actual, expected):
@@ -48,10 +61,17 @@ def test_neither_targets_are_not_counted_as_negatives(good_alone, eval_data, ite
       _expected(eval_data, items, rankers['good'])['neg_at_100'])
 
 
-def test_good_model_without_baseline_is_blessed(good_alone):
+def test_good_model_without_baseline_is_blessed(good_alone, eval_data, items, rankers):
   run = report.load_run(good_alone)
   assert run.validation_ok, run.failures
-  assert run.baseline is None  # first model: only the floor and the ceiling apply
+  assert run.baseline is None  # first model: floor, ceiling and most-popular apply
+  expected = _expected(eval_data, items, rankers['good'])
+  overall = run.model.by_slice[report.OVERALL]
+  assert overall['pos_lift_over_popularity_at_50'] == pytest.approx(
+      expected['pos_at_50'] / expected['popularity_pos_at_50'] - 1)
+  assert overall['neg_excess_over_popularity_at_50'] == pytest.approx(
+      expected['neg_at_50'] - expected['popularity_neg_at_50'])
+  assert overall['pos_drop_beyond_noise_at_50'] == 0  # nothing to drop below
 
 
 def test_model_below_floor_and_above_ceiling_is_not_blessed(bad_alone, eval_data, items, rankers):
@@ -60,28 +80,55 @@ def test_model_below_floor_and_above_ceiling_is_not_blessed(bad_alone, eval_data
   assert expected['neg_at_50'] > conftest.GATE.neg_ceiling
   run = report.load_run(bad_alone)
   assert not run.validation_ok
-  assert sorted(run.failures) == [
-      f'neg_at_50 [Overall] = {expected["neg_at_50"]:.4f}, must be <= 0.3',
-      f'pos_at_50 [Overall] = {expected["pos_at_50"]:.4f}, must be >= 0.2',
-  ]
+  assert f'neg_at_50 [Overall] = {expected["neg_at_50"]:.4f}, must be <= 0.3' in run.failures
+  assert f'pos_at_50 [Overall] = {expected["pos_at_50"]:.4f}, must be >= 0.2' in run.failures
 
 
-def test_model_worse_than_baseline_beyond_tolerance_is_not_blessed(medium_vs_good, eval_data,
-                                                                    items, rankers):
+def test_model_worse_than_most_popular_is_not_blessed_on_a_first_run(medium_alone, eval_data,
+                                                                     items, rankers):
+  expected = _expected(eval_data, items, rankers['medium'])
+  # Premises: floor and ceiling cleared, most-popular not beaten by the margin.
+  assert expected['pos_at_50'] >= conftest.GATE.pos_floor
+  assert expected['neg_at_50'] <= conftest.GATE.neg_ceiling
+  lift = expected['pos_at_50'] / expected['popularity_pos_at_50'] - 1
+  assert lift < conftest.GATE.popularity_margin
+  run = report.load_run(medium_alone)
+  _assert_metrics_equal(run.model.by_slice[report.OVERALL], expected)
+  assert run.failures == [f'pos_lift_over_popularity_at_50 [Overall] = {lift:.4f}, must be '
+                          f'>= {conftest.GATE.popularity_margin:g}']
+
+
+def test_model_worse_than_baseline_beyond_noise_is_not_blessed(medium_vs_good, eval_data,
+                                                                items, rankers):
   medium = _expected(eval_data, items, rankers['medium'])
   good = _expected(eval_data, items, rankers['good'])
-  # Premises: the medium model passes floor and ceiling, and only the change thresholds stop it.
-  assert medium['pos_at_50'] >= conftest.GATE.pos_floor
-  assert medium['neg_at_50'] <= conftest.GATE.neg_ceiling
-  assert medium['pos_at_50'] - good['pos_at_50'] < -conftest.GATE.pos_tolerance
-  assert medium['neg_at_50'] - good['neg_at_50'] > conftest.GATE.neg_tolerance
+  pos = _paired(eval_data, items, rankers['medium'], rankers['good'], features.LABEL_POSITIVE)
+  neg = _paired(eval_data, items, rankers['medium'], rankers['good'], features.LABEL_NEGATIVE)
+  k = conftest.GATE.noise_standard_errors
+  # Premises: POS@50 fell by more than the noise; NEG@50 rose, but within it.
+  drop = -pos.difference() - k * pos.difference_standard_error()
+  assert drop > 0
+  assert 0 < neg.difference() <= k * neg.difference_standard_error()
   run = report.load_run(medium_vs_good)
   _assert_metrics_equal(run.model.by_slice[report.OVERALL], medium)
-  _assert_metrics_equal(run.baseline.by_slice[report.OVERALL], good)
+  # Most-popular is measured for the candidate only.
+  _assert_metrics_equal(run.baseline.by_slice[report.OVERALL],
+                        {name: value for name, value in good.items()
+                         if not name.startswith(metrics.POPULARITY_PREFIX)})
   assert not run.validation_ok
-  assert len(run.failures) == 2
-  assert all('change vs baseline' in failure for failure in run.failures)
-  assert {failure.split()[0] for failure in run.failures} == {'pos_at_50', 'neg_at_50'}
+  assert f'pos_drop_beyond_noise_at_50 [Overall] = {drop:.4f}, must be <= 0' in run.failures
+  assert not [f for f in run.failures if f.startswith('neg_rise_beyond_noise')]
+
+
+def test_a_drop_within_the_noise_is_not_rejected(near_good_vs_good, eval_data, items, rankers):
+  pos = _paired(eval_data, items, rankers['near_good'], rankers['good'], features.LABEL_POSITIVE)
+  # Premise: POS@50 is lower than the baseline's (the old 0.02 tolerance would reject it), by
+  # less than two standard errors of the paired difference.
+  assert -pos.difference() > 0.02
+  assert -pos.difference() < conftest.GATE.noise_standard_errors * pos.difference_standard_error()
+  run = report.load_run(near_good_vs_good)
+  assert run.validation_ok, run.failures
+  assert run.model.by_slice[report.OVERALL]['pos_drop_beyond_noise_at_50'] == 0
 
 
 def test_model_better_than_baseline_is_blessed(good_vs_medium):

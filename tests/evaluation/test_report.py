@@ -11,7 +11,8 @@ def _overall_row(out: str, metric: str) -> str:
               if line.startswith('Overall') and f' {metric} ' in line)
 
 
-def test_report_shows_model_baseline_change_and_failed_thresholds(medium_vs_good, tmp_path, capsys):
+def test_report_shows_model_popularity_baseline_change_and_failed_thresholds(medium_vs_good,
+                                                                           tmp_path, capsys):
   plot = str(tmp_path / 'hit_rates.png')
   assert report.main([medium_vs_good, '--plot', plot]) == 0
   out = capsys.readouterr().out
@@ -20,13 +21,22 @@ def test_report_shows_model_baseline_change_and_failed_thresholds(medium_vs_good
   for failure in run.failures:
     assert f'failed: {failure}' in out
   overall = run.model.by_slice[report.OVERALL]['pos_at_50']
+  popular = run.model.by_slice[report.OVERALL]['popularity_pos_at_50']
   base = run.baseline.by_slice[report.OVERALL]['pos_at_50']
   row = _overall_row(out, 'pos_at_50')
-  assert row.split()[2:5] == [f'{overall:.4f}', f'{base:.4f}', f'{overall - base:+.4f}']
-  assert row.endswith('>= 0.2, change >= -0.05')
-  neg_row = _overall_row(out, 'neg_at_50')
-  assert neg_row.endswith('<= 0.3, change <= +0.01')
+  assert row.split()[2:6] == [f'{overall:.4f}', f'{popular:.4f}', f'{base:.4f}',
+                              f'{overall - base:+.4f}']
+  assert row.endswith('>= 0.2')
+  assert _overall_row(out, 'neg_at_50').endswith('<= 0.3')
   assert run.gate['pos_at_50'].lower == pytest.approx(0.2)
+  # The comparisons the gate was made on, each with its bound.
+  drop = run.model.by_slice[report.OVERALL]['pos_drop_beyond_noise_at_50']
+  comparisons = {line.split()[0]: line.split()[1:] for line in out.splitlines()
+                 if line.startswith('  ') and 'must be' in line and 'failed:' not in line}
+  assert comparisons['pos_drop_beyond_noise_at_50'] == [f'{drop:+.4f}', 'must', 'be', '<=', '0']
+  assert set(comparisons) == {'pos_drop_beyond_noise_at_50', 'neg_rise_beyond_noise_at_50',
+                              'pos_lift_over_popularity_at_50',
+                              'neg_excess_over_popularity_at_50'}
   assert 'pos_at_10' not in run.gate  # only the gated N carries thresholds
   for intent_slice in ('intent:on_demand', 'intent:genre_request', 'intent:recommend'):
     assert intent_slice in out
@@ -40,8 +50,10 @@ def test_baseline_from_another_run(good_alone, bad_alone, capsys):
   assert 'Gate: BLESSED (no baseline model in this run' in out
   good = report.load_run(good_alone).model.by_slice[report.OVERALL]['neg_at_100']
   bad = report.load_run(bad_alone).model.by_slice[report.OVERALL]['neg_at_100']
+  popular = report.load_run(good_alone).model.by_slice[report.OVERALL]['popularity_neg_at_100']
   row = _overall_row(out, 'neg_at_100')
-  assert row.split()[2:] == [f'{good:.4f}', f'{bad:.4f}', f'{good - bad:+.4f}']  # not gated
+  assert row.split()[2:] == [f'{good:.4f}', f'{popular:.4f}', f'{bad:.4f}',
+                             f'{good - bad:+.4f}']  # not gated
 
 
 def test_missing_output_is_a_clear_error(tmp_path, capsys):

@@ -198,6 +198,17 @@ def test_target_rank_counts_items_scoring_strictly_higher(exported):
   assert ranks[-1] == NUM_SONGS  # an unknown target is never a hit
 
 
+def test_popularity_rank_is_the_targets_place_in_the_play_count_order(exported):
+  _, _, _, loaded = exported
+  targets = [f'song_{i}' for i in range(NUM_SONGS)] + ['never_seen']
+  requests = tf.constant([_serialized(['song_1'], [1.0], ['on_demand'], item_id=target)
+                          for target in targets])
+  ranks = loaded.signatures[features.TARGET_RANK_SIGNATURE](
+      **{features.SIGNATURE_INPUT: requests})[features.POPULARITY_RANK].numpy()
+  # The fixture plays song_i i + 1 times: the vocabulary puts the last song first.
+  assert list(ranks) == [NUM_SONGS - 1 - i for i in range(NUM_SONGS)] + [NUM_SONGS]
+
+
 HISTORY = ['song_7', 'never_seen', 'song_5']
 # What a history without play rates or intents must mean: every play heard (almost) to the end,
 # asked for on demand.
