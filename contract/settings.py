@@ -185,6 +185,11 @@ class HParams(Settings):
   num_shards: int = 1
   # Serving.
   top_k: int = 100
+  # An approximate nearest-neighbour (ScaNN) index is exported beside the model from this many
+  # vocabulary items on: below it, exact scoring of every item is cheap enough.
+  ann_min_items: int = 100_000
+  # The index is exported only if its recall@top_k against exact scoring is at least this.
+  ann_min_recall: float = 0.95
 
   def check(self) -> None:
     _one_of('variant', self.variant, VARIANTS)
@@ -193,11 +198,12 @@ class HParams(Settings):
     _one_of('optimizer', self.optimizer, OPTIMIZERS)
     for key in ('history_length', 'item_embedding_dim', 'hidden_dim', 'num_layers', 'num_heads',
                 'ffn_dim', 'num_sampled', 'batch_size', 'train_steps', 'steps_per_checkpoint',
-                'steps_per_log', 'num_shards', 'top_k'):
+                'steps_per_log', 'num_shards', 'top_k', 'ann_min_items'):
       _at_least(key, getattr(self, key), 1)
     require(0.0 <= self.dropout < 1.0, 'dropout', self.dropout, 'must be in [0, 1)')
     _at_least('neg_weight', self.neg_weight, 0.0)
     _within('pos_threshold', self.pos_threshold, 0.0, 1.0)
+    _within('ann_min_recall', self.ann_min_recall, 0.0, 1.0)
     require(self.learning_rate > 0, 'learning_rate', self.learning_rate, 'must be > 0')
     require(self.hidden_dim % self.num_heads == 0, 'hidden_dim', self.hidden_dim,
             f'must be divisible by num_heads ({self.num_heads})')

@@ -15,11 +15,19 @@ batch, and encodes the history:
 Beside the SavedModel, assets.extra/ holds the item vectors for an approximate nearest-neighbour
 index: item_vectors.npy [V, H] float32, item_bias.npy [V] float32 and item_ids.txt (line i is
 row i). Score = user_vector . item_vector + item_bias; a maximum-inner-product index over
-[item_vector, item_bias] queried with [user_vector, 1] ranks exactly as the model does.
+[item_vector, item_bias] queried with [user_vector, 1] ranks exactly as the model does. From
+hparams.ann_min_items items on, assets.extra/scann holds such an index (ScaNN), exported only if
+its measured recall@top_k reaches hparams.ann_min_recall, and assets.extra/ann_index.json says
+what was measured and why the index was or was not exported. A serving stack that cannot score
+every item per request loads it with scann.scann_ops_pybind.load_searcher(dir), asks the
+user_vector signature for the user vector, appends 1.0 and searches; row i is item_ids.txt's
+line i.
 """
 
+import dataclasses
+import json
 import os
-from typing import Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Union
 
 import numpy as np
 import tensorflow as tf
@@ -38,6 +46,9 @@ ITEM_VECTORS_FILE = 'item_vectors.npy'
 ITEM_BIAS_FILE = 'item_bias.npy'
 ITEM_IDS_FILE = 'item_ids.txt'
 SCANN_DIR = 'scann'
+ANN_REPORT_FILE = 'ann_index.json'
+_TREE_MIN_ITEMS = 10_000  # below it the index scores every item (still exact)
+_RECALL_QUERIES = 1000
 
 # The signature functions below name their argument after the contract's input name.
 assert features.SIGNATURE_INPUT == 'examples'
@@ -230,7 +241,7 @@ def export_serving_model(model: model_lib.DeepMatch,
                          hparams: settings.HParams,
                          export_dir: str,
                          raw_feature_spec: Optional[FeatureSpec] = None,
-                         scann_index: bool = False) -> str:
+                         log: Callable[[str], None] = print) -> str:
   """Writes the serving SavedModel and the ANN files to export_dir; returns export_dir.
 
   The model must hold plain (unsharded) variables: rebuild it outside any parameter-server
@@ -242,13 +253,18 @@ def export_serving_model(model: model_lib.DeepMatch,
     hparams: the model's hyper-parameters (history_length, variant, top_k, ...).
     export_dir: where to write; must not hold a SavedModel already.
     raw_feature_spec: the raw examples' feature spec; by default Transform's record of it.
-    scann_index: also build and write a ScaNN index under assets.extra/scann (needs scann).
+    log: where the ANN index's report line goes.
+
+  From hparams.ann_min_items vocabulary items on, an ANN index is built beside the item vectors
+  and exported if its recall reaches hparams.ann_min_recall (build_ann_index).
   """
   module = ServingModule(model, tf_transform_output, hparams, raw_feature_spec)
   tf.saved_model.save(module, export_dir, signatures=module.signatures())
   write_item_vectors(module, os.path.join(export_dir, ANN_DIR))
-  if scann_index:
-    build_scann_index(os.path.join(export_dir, ANN_DIR))
+  if module.num_vocabulary >= hparams.ann_min_items:
+    report = build_ann_index(os.path.join(export_dir, ANN_DIR), hparams.top_k,
+                             hparams.ann_min_recall, seed=hparams.seed)
+    log(f'ANN index over {report.num_items} items: {report.reason}')
   return export_dir
 
 
@@ -263,31 +279,83 @@ def write_item_vectors(module: ServingModule, directory: str) -> None:
       np.save(f, values.numpy().astype(np.float32))
 
 
-def build_scann_index(directory: str, num_neighbors: int = 100) -> str:
-  """Builds a ScaNN maximum-inner-product index over [item_vector, item_bias]; returns its dir.
+@dataclasses.dataclass(frozen=True)
+class AnnIndexReport:
+  """What build_ann_index did; written beside the index as ANN_REPORT_FILE."""
+  index_dir: Optional[str]  # the serialized ScaNN searcher; None when it was not exported
+  num_items: int
+  num_neighbors: int  # K of recall@K
+  recall_at_k: float  # mean share of the exact top-K the index returns, over the queries
+  num_queries: int
+  min_recall: float
+  reason: str
 
-  Query it with [user_vector, 1.0]. Small catalogues get an exact (brute-force) index; larger
-  ones a partitioned, asymmetric-hashing index re-scored exactly on the top candidates.
+
+def build_ann_index(directory: str, num_neighbors: int = 100, min_recall: float = 0.95,
+                    seed: int = 0) -> AnnIndexReport:
+  """Builds a ScaNN maximum-inner-product index over [item_vector, item_bias], measures it, and
+  exports it (under directory/scann) only if its recall@num_neighbors reaches min_recall.
+
+  Query it with [user_vector, 1.0]. Small catalogues (< _TREE_MIN_ITEMS) get an exact index;
+  larger ones a partitioned, asymmetric-hashing index re-scored exactly on its top candidates,
+  whose recall depends on how clustered the vectors are: random vectors give about 0.45 at 20k x
+  64, a trained model's far more. The recall is therefore measured on this model's own vectors:
+  up to _RECALL_QUERIES items, each queried as [item_vector, 1.0], against numpy's exact top-K.
+  The report (ANN_REPORT_FILE) is written either way, with the reason.
   """
-  import scann  # Optional: only this function needs it.
+  import scann  # pylint: disable=g-import-not-at-top  # only the index needs it
 
-  with tf.io.gfile.GFile(os.path.join(directory, ITEM_VECTORS_FILE), 'rb') as f:
-    item_vectors = np.load(f)
-  with tf.io.gfile.GFile(os.path.join(directory, ITEM_BIAS_FILE), 'rb') as f:
-    item_bias = np.load(f)
-  database = np.concatenate([item_vectors, item_bias[:, np.newaxis]], axis=1).astype(np.float32)
+  database = _ann_database(directory)
   num_items = database.shape[0]
-  builder = scann.scann_ops_pybind.builder(database, min(num_neighbors, num_items), 'dot_product')
-  if num_items < 10000:
+  k = min(num_neighbors, num_items)
+  builder = scann.scann_ops_pybind.builder(database, k, 'dot_product')
+  if num_items < _TREE_MIN_ITEMS:
     searcher = builder.score_brute_force().build()
   else:
     num_leaves = int(np.sqrt(num_items))
     searcher = (builder.tree(num_leaves=num_leaves, num_leaves_to_search=max(num_leaves // 10, 1),
                              training_sample_size=min(num_items, 250000))
                 .score_ah(2, anisotropic_quantization_threshold=0.2)
-                .reorder(min(10 * num_neighbors, num_items))
+                .reorder(min(10 * k, num_items))
                 .build())
-  index_dir = os.path.join(directory, SCANN_DIR)
-  tf.io.gfile.makedirs(index_dir)
-  searcher.serialize(index_dir)
-  return index_dir
+  rows = np.random.default_rng(seed).choice(num_items, min(_RECALL_QUERIES, num_items),
+                                            replace=False)
+  queries = np.concatenate([database[rows, :-1], np.ones([len(rows), 1], np.float32)], axis=1)
+  found, _ = searcher.search_batched(queries)
+  recall = recall_at_k(np.asarray(found), exact_top_k(queries, database, k))
+  if recall >= min_recall:
+    index_dir = os.path.join(directory, SCANN_DIR)
+    tf.io.gfile.makedirs(index_dir)
+    searcher.serialize(index_dir)
+    reason = f'recall@{k} {recall:.4f} >= ann_min_recall {min_recall:g}: exported'
+  else:
+    index_dir = None
+    reason = (f'recall@{k} {recall:.4f} < ann_min_recall {min_recall:g}: not exported; serve '
+              'with exact scoring (serving_default) or tune the index')
+  report = AnnIndexReport(index_dir, num_items, k, recall, len(rows), min_recall, reason)
+  with tf.io.gfile.GFile(os.path.join(directory, ANN_REPORT_FILE), 'w') as f:
+    json.dump(dataclasses.asdict(report), f, indent=2)
+  return report
+
+
+def exact_top_k(queries: np.ndarray, database: np.ndarray, k: int) -> np.ndarray:
+  """The ids [Q, k] of each query's k highest inner products with the database rows, by numpy."""
+  scores = queries @ database.T
+  top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+  order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1)
+  return np.take_along_axis(top, order, axis=1)
+
+
+def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
+  """The mean share of each row of exact [Q, k] that the same row of found [Q, k] holds."""
+  hits = [len(set(f.tolist()) & set(e.tolist())) for f, e in zip(found, exact)]
+  return float(np.sum(hits)) / exact.size if exact.size else 1.0
+
+
+def _ann_database(directory: str) -> np.ndarray:
+  """[item_vector, item_bias] [V, H + 1] float32 from the files write_item_vectors wrote."""
+  with tf.io.gfile.GFile(os.path.join(directory, ITEM_VECTORS_FILE), 'rb') as f:
+    item_vectors = np.load(f)
+  with tf.io.gfile.GFile(os.path.join(directory, ITEM_BIAS_FILE), 'rb') as f:
+    item_bias = np.load(f)
+  return np.concatenate([item_vectors, item_bias[:, np.newaxis]], axis=1).astype(np.float32)

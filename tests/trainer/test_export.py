@@ -1,5 +1,6 @@
 """Round trip of the serving SavedModel built on a real Transform output."""
 
+import json
 import os
 import subprocess
 import re
@@ -29,8 +30,9 @@ RAW_FEATURE_SPEC = features.raw_feature_spec()
 # plays, so intent id 0 is genre_request, not the default on_demand: a history whose missing
 # intents were padded to id 0 cannot pass for one with the default.
 NUM_SONGS = 8
+# ann_min_items: the export builds its ANN index even for this tiny catalogue.
 HPARAMS = settings.HParams(history_length=4, item_embedding_dim=4, hidden_dim=8, num_layers=1,
-                              num_heads=2, ffn_dim=8, top_k=100)
+                              num_heads=2, ffn_dim=8, top_k=100, ann_min_items=NUM_SONGS)
 
 
 def _raw_examples():
@@ -312,15 +314,18 @@ def test_item_vector_files_follow_the_vocabulary(exported):
   np.testing.assert_allclose(vectors, model.all_item_vectors().numpy()[:NUM_SONGS], rtol=1e-6)
 
 
-def test_scann_index_finds_the_exact_top_items(exported):
+def test_the_export_holds_an_ann_index_that_finds_the_exact_top_items(exported):
   scann = pytest.importorskip('scann')
   export_dir, _, _, loaded = exported
   ann_dir = os.path.join(export_dir, export.ANN_DIR)
-  index_dir = export.build_scann_index(ann_dir, num_neighbors=3)
-  searcher = scann.scann_ops_pybind.load_searcher(index_dir)
+  with open(os.path.join(ann_dir, export.ANN_REPORT_FILE)) as f:
+    report = json.load(f)
+  assert report['index_dir'] == os.path.join(ann_dir, export.SCANN_DIR)
+  assert report['num_items'] == NUM_SONGS and report['recall_at_k'] == 1.0
+  searcher = scann.scann_ops_pybind.load_searcher(report['index_dir'])
   users = loaded.signatures[features.USER_VECTOR_SIGNATURE](
       **{features.SIGNATURE_INPUT: tf.constant([REQUESTS['known']])})[features.USER_VECTOR].numpy()
-  neighbors, _ = searcher.search(np.append(users[0], 1.0).astype(np.float32))
+  neighbors, _ = searcher.search(np.append(users[0], 1.0).astype(np.float32), final_num_neighbors=3)
   np.testing.assert_array_equal(neighbors, np.argsort(-_scores(export_dir, users)[0])[:3])
 
 
