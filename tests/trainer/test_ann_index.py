@@ -65,3 +65,12 @@ def test_recall_by_hand():
   queries = np.array([[1.0, 0.0]], np.float32)
   database = np.array([[0.1, 5], [0.9, 0], [0.5, 1], [0.7, 0]], np.float32)
   np.testing.assert_array_equal(export.exact_top_k(queries, database, 3), [[1, 3, 2]])
+
+
+def test_exact_top_k_scores_in_blocks_as_in_one_go(monkeypatch):
+  rng = np.random.default_rng(3)
+  queries, database = rng.standard_normal([7, 5]), rng.standard_normal([40, 5])
+  whole = export.exact_top_k(queries, database, 6)
+  monkeypatch.setattr(export, '_SCORES_PER_BLOCK', 2 * 40)  # two queries per block
+  np.testing.assert_array_equal(export.exact_top_k(queries, database, 6), whole)
+  np.testing.assert_array_equal(whole, np.argsort(-(queries @ database.T), axis=1)[:, :6])
