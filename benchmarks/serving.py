@@ -96,7 +96,9 @@ from transform import preprocessing
 _QUIET_LOAD = 0.5  # 1-minute load average above which the machine is not quiet enough
 _PUBLISHED_CALLS = 100  # fewer timed calls per pass give no p99 worth publishing
 _TRANSFORMED_SHARDS = 4  # files, as Transform writes several: the trainer's reader interleaves them
-SERVING, USER_VECTOR, FLOOR, ANN = 'serving_default', 'user_vector', 'numpy floor', 'ANN (ScaNN)'
+# The rows of the tables: the two signatures by their contract names, then the references.
+SERVING, ENCODER = features.SERVING_SIGNATURE, features.USER_VECTOR_SIGNATURE
+FLOOR, ANN = 'numpy floor', 'ANN (ScaNN)'
 # The goals.
 _GOAL_BATCH = 64
 _GOAL_SERVING_OVER_FLOOR = 1.5
@@ -437,7 +439,7 @@ def timed_rows(deployment: Deployment, batch_size: int) -> Dict[str, Call]:
     else:
       searcher.search_batched(queries[i])
 
-  return {SERVING: serving, USER_VECTOR: user_vector, FLOOR: floor, ANN: ann}
+  return {SERVING: serving, ENCODER: user_vector, FLOOR: floor, ANN: ann}
 
 
 def exact_top_k(deployment: Deployment) -> np.ndarray:
@@ -616,14 +618,14 @@ def print_summary(results: Sequence[CatalogueResult], warning: Optional[str]) ->
   print(f'\nSummary: p50 latency in ms (median over the passes); top {k}')
   if warning:
     print(warning)
-  header = (f'{"items":>10} {"batch":>5} {SERVING:>15} {USER_VECTOR:>11} {"floor":>9} {"ANN":>8} '
+  header = (f'{"items":>10} {"batch":>5} {SERVING:>15} {ENCODER:>11} {"floor":>9} {"ANN":>8} '
             f'{"serving/floor":>13} {"floor/ANN":>9} {"recall@" + str(k):>10} {"peak GB":>7}')
   print(header)
   for result in results:
     for batch_size, figures in result.figures.items():
       p50 = {name: row.p50_ms.median for name, row in figures.items()}
       print(f'{result.num_items:>10,} {batch_size:>5} {p50[SERVING]:>15.2f} '
-            f'{p50[USER_VECTOR]:>11.2f} {p50[FLOOR]:>9.2f} {p50[ANN]:>8.3f} '
+            f'{p50[ENCODER]:>11.2f} {p50[FLOOR]:>9.2f} {p50[ANN]:>8.3f} '
             f'{_ratio(figures, SERVING, FLOOR):>12.2f}x {_ratio(figures, FLOOR, ANN):>8.1f}x '
             f'{result.recall:>10.4f} {result.peak_memory_gb:>7.1f}')
   for result in results:
