@@ -291,7 +291,8 @@ class GateConfig(Settings):
   popularity_margin: float = 0.1
   # A change vs the baseline model smaller than this many standard errors (computed from the
   # eval targets on which the two models disagree) is noise: with 2, a retrain of the same
-  # quality passes about 97.7 % of the time, whatever the size of the eval set.
+  # quality passes each of the two checks (POS@N, NEG@N) about 97.7 % of the time, whatever the
+  # size of the eval set.
   noise_standard_errors: float = 2.0
   # Room beyond the noise; 0 rejects any drop the eval set can tell apart from noise.
   pos_tolerance: float = 0.0
