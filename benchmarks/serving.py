@@ -75,7 +75,7 @@ from tensorflow_transform.tf_metadata import metadata_io
 from tensorflow_transform.tf_metadata import schema_utils
 from tfx_bsl.public import tfxio
 
-from benchmarks.train_speed import Spread, code_version, load_average_text
+from benchmarks.train_speed import Spread, code_version, load_average_text, publication_warning
 from components.play_log_example_gen import user_examples
 from contract import features
 from contract import settings
@@ -93,7 +93,6 @@ from trainer import vocabulary
 from transform import preprocessing
 # pylint: enable=g-import-not-at-top
 
-_QUIET_LOAD = 0.5  # 1-minute load average above which the machine is not quiet enough
 _PUBLISHED_CALLS = 100  # fewer timed calls per pass give no p99 worth publishing
 _TRANSFORMED_SHARDS = 4  # files, as Transform writes several: the trainer's reader interleaves them
 # The rows of the tables: the two signatures by their contract names, then the references.
@@ -160,17 +159,6 @@ def reproducing_command(args: argparse.Namespace) -> str:
                'seed'):
     words += ['--' + name.replace('_', '-'), str(getattr(args, name))]
   return ' '.join(words)
-
-
-def publication_warning(one_minute_load: float, calls: int) -> Optional[str]:
-  """Why this run's figures must not be published, or None."""
-  reasons = []
-  if one_minute_load > _QUIET_LOAD:
-    reasons.append(f'the 1-minute load average was {one_minute_load:.2f} (> {_QUIET_LOAD}) at the '
-                   'start: other work shares the cores')
-  if calls < _PUBLISHED_CALLS:
-    reasons.append(f'passes of {calls} calls (< {_PUBLISHED_CALLS})')
-  return f'WARNING: {"; ".join(reasons)}. DO NOT PUBLISH these figures.' if reasons else None
 
 
 def peak_memory_gb() -> float:
@@ -667,7 +655,7 @@ def main(argv=None) -> None:
   header = {'command': ' '.join(shlex.quote(word) for word in [sys.executable] + sys.argv),
             'reproduce': reproducing_command(args), 'code': code_version(),
             'load_at_start': load_average_text()}
-  warning = publication_warning(os.getloadavg()[0], args.calls)
+  warning = publication_warning(os.getloadavg()[0], args.calls, _PUBLISHED_CALLS, 'calls')
   print(f'command: {header["command"]}')
   print(f'reproduce: {header["reproduce"]}   (code {header["code"]})')
   print(f'load average (1/5/15 min) at the start: {header["load_at_start"]}')

@@ -167,14 +167,16 @@ def load_average_text() -> str:
   return '{:.2f} / {:.2f} / {:.2f}'.format(*os.getloadavg())
 
 
-def publication_warning(one_minute_load: float, steps: int) -> Optional[str]:
-  """Why this run's figures must not be published, or None."""
+def publication_warning(one_minute_load: float, timed: int, minimum: int = _PUBLISHED_STEPS,
+                        unit: str = 'steps') -> Optional[str]:
+  """Why this run's figures must not be published, or None: a busy machine, or passes of fewer
+  than minimum timed units (steps here; calls for the serving benchmark)."""
   reasons = []
   if one_minute_load > _QUIET_LOAD:
     reasons.append(f'the 1-minute load average was {one_minute_load:.2f} (> {_QUIET_LOAD}) at the '
                    'start: other work shares the cores')
-  if steps < _PUBLISHED_STEPS:
-    reasons.append(f'passes of {steps} steps (< {_PUBLISHED_STEPS})')
+  if timed < minimum:
+    reasons.append(f'passes of {timed} {unit} (< {minimum})')
   if not reasons:
     return None
   return f'WARNING: {"; ".join(reasons)}. DO NOT PUBLISH these figures.'
