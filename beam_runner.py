@@ -17,6 +17,7 @@ from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 
 from contract import settings
 from pipeline import local_paths
+import storage
 
 
 def main(beam_pipeline_args) -> None:
@@ -26,4 +27,4 @@ def main(beam_pipeline_args) -> None:
 
 if __name__ == '__main__':
   logging.set_verbosity(logging.INFO)
-  main(sys.argv[1:])
+  storage.run(lambda: main(sys.argv[1:]))  # past tensorflow-io's crash at exit after s3://

@@ -3,7 +3,9 @@
   tfx pipeline create --engine local --pipeline_path local_runner.py
   tfx run create --engine local --pipeline_name playrecall
 
-Paths come from $PLAYRECALL_HOME and $PLAYRECALL_DATA (pipeline/local_paths.py), settings from
+Paths come from $PLAYRECALL_HOME and $PLAYRECALL_DATA, or any of them on an object store
+from $PLAYRECALL_PIPELINE_ROOT, $PLAYRECALL_DATA and $PLAYRECALL_SERVING_MODEL_DIR
+(pipeline/local_paths.py; s3:// credentials and endpoint in docs/kubeflow.md), settings from
 contract/settings.py and the JSON file in $PLAYRECALL_CONFIG.
 """
 
@@ -16,6 +18,7 @@ from tfx import v1 as tfx
 
 from contract import settings
 from pipeline import local_paths
+import storage
 
 
 def main() -> None:
@@ -25,4 +28,4 @@ def main() -> None:
 
 if __name__ == '__main__':
   logging.set_verbosity(logging.INFO)
-  main()
+  storage.run(main)  # past tensorflow-io's crash at exit after s3:// (storage.exit_process)

@@ -14,6 +14,6 @@ setuptools.setup(
     python_requires='>=3.10,<3.12',
     packages=setuptools.find_packages(
         include=['contract', 'pipeline', 'components', 'components.*', 'transform', 'trainer',
-                 'evaluation', 'datagen']),
+                 'evaluation', 'datagen', 'storage']),
     install_requires=[],
 )

@@ -1,10 +1,13 @@
-"""The local and Beam runners' pipeline: paths under $PLAYRECALL_HOME, Beam arguments passed on."""
+"""The local and Beam runners' pipeline: paths under $PLAYRECALL_HOME or on an object store, Beam
+arguments passed on."""
 
 import json
 import os
 
 from contract import settings
+from contract import storage as storage_names
 from pipeline import local_paths
+import storage
 
 NODES = {'PlayLogExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator', 'Transform',
          'Trainer', 'latest_blessed_model_resolver', 'Evaluator', 'Pusher'}
@@ -34,3 +37,18 @@ def test_data_directory_and_beam_arguments_pass_through(tmp_path):
   assert built.beam_pipeline_args == beam_args
   (example_gen,) = [node for node in built.components if node.id == 'PlayLogExampleGen']
   assert example_gen.exec_properties['input_base'] == str(tmp_path / 'logs')
+
+
+def test_object_store_paths_are_kept_as_given_and_beam_workers_get_s3(tmp_path):
+  home = str(tmp_path / 'home')
+  environ = {local_paths.HOME_ENV: home,
+             storage_names.PIPELINE_ROOT_ENV: 's3://bucket/playrecall/root',
+             local_paths.DATA_ENV: 's3://bucket/playrecall/plays/',
+             storage_names.SERVING_MODEL_DIR_ENV: 's3://bucket/playrecall/serving'}
+  built = local_paths.create_local_pipeline(settings.PipelineConfig(), environ=environ)
+  paths = local_paths.LocalPaths.from_env(settings.PIPELINE_NAME, environ)
+  assert built.pipeline_info.pipeline_root == 's3://bucket/playrecall/root'
+  assert paths.data_root == 's3://bucket/playrecall/plays/'
+  assert paths.serving_model_dir == 's3://bucket/playrecall/serving'
+  assert paths.metadata_path.startswith(home), 'the metadata store stays a local file'
+  assert built.beam_pipeline_args == [f'--beam_plugins={storage.BEAM_PLUGIN}']
