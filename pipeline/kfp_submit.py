@@ -118,7 +118,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument('--run_name', help='display name of the run or recurring run '
                       '(default: pipeline name, and the time for one-off runs)')
   parser.add_argument('--pipeline_root', help='override the spec\'s pipeline root '
-                      '(gs://...)')
+                      '(gs://... or s3://...)')
   parser.add_argument('--param', action='append', default=[], metavar='NAME=VALUE',
                       help='a pipeline parameter (repeatable)')
   parser.add_argument('--service_account', default=PIPELINE_SERVICE_ACCOUNT,

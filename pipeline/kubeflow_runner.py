@@ -1,11 +1,16 @@
 r"""Compiles the pipeline for Kubeflow Pipelines v2 (KubeflowV2DagRunner) into a pipeline spec YAML.
 
   python -m pipeline.kubeflow_runner --image=REGISTRY/playrecall@sha256:DIGEST \
-      --pipeline_root=gs://BUCKET/playrecall/root --data_root=gs://BUCKET/playrecall/plays \
+      --pipeline_root=gs://BUCKET/playrecall/root --data_root=gs://BUCKET/playrecall/plays/ \
       --serving_model_dir=gs://BUCKET/playrecall/serving --output=build/playrecall.yaml \
       [--runner=DataflowRunner ... any Beam argument]
 
-Every flag can also come from the environment (PLAYRECALL_IMAGE, PLAYRECALL_PIPELINE_ROOT,
+The paths are gs:// or s3:// (AWS S3, or MinIO such as the one a standalone KFP install runs).
+With s3:// paths every step's container gets the endpoint and region as environment variables
+(--s3_endpoint, --s3_region) and its credentials from a Kubernetes Secret (--s3_secret, by
+default KFP's own MinIO credentials); see docs/kubeflow.md.
+
+Every path flag can also come from the environment (PLAYRECALL_IMAGE, PLAYRECALL_PIPELINE_ROOT,
 PLAYRECALL_DATA_ROOT, PLAYRECALL_SERVING_MODEL_DIR); settings from contract/settings.py and the
 JSON file in $PLAYRECALL_CONFIG (or --config). Arguments this command does not know are Beam
 arguments, passed to every Beam-based component as in beam_runner.py.
@@ -29,12 +34,13 @@ from tfx import v1 as tfx
 import yaml
 
 from contract import settings
+from contract import storage as storage_names
 from pipeline import pipeline
+import storage
+from storage import kfp_executor
 
-# Every pipeline pod reads and writes these, and pods share no filesystem. TFX reads and writes
-# artifact URIs with tf.io.gfile, which in this TensorFlow build speaks gs:// (S3 left TensorFlow
-# for tensorflow-io, which the image does not carry; see docs/kubeflow.md).
-OBJECT_STORE_SCHEMES = ('gs://',)
+# Every pipeline pod reads and writes these, and pods share no filesystem.
+OBJECT_STORE_SCHEMES = storage_names.OBJECT_STORE_SCHEMES
 # Tasks whose output depends on more than their inputs and parameters: ExampleGen reads whatever
 # files are in data_root now, the baseline reads whatever is in the serving directory now. A KFP
 # cache hit would replay an old answer, so they always run (everything downstream of a new
@@ -42,10 +48,39 @@ OBJECT_STORE_SCHEMES = ('gs://',)
 UNCACHEABLE_TASKS = ('PlayLogExampleGen', 'pushed_model_baseline')
 ENV_DEFAULTS = {
     'image': 'PLAYRECALL_IMAGE',
-    'pipeline_root': 'PLAYRECALL_PIPELINE_ROOT',
+    'pipeline_root': storage_names.PIPELINE_ROOT_ENV,
     'data_root': 'PLAYRECALL_DATA_ROOT',
-    'serving_model_dir': 'PLAYRECALL_SERVING_MODEL_DIR',
+    'serving_model_dir': storage_names.SERVING_MODEL_DIR_ENV,
 }
+# The platform section of the spec that KFP's Kubernetes driver reads (what kfp-kubernetes'
+# use_secret_as_env writes): per executor, Secret keys as environment variables.
+KUBERNETES_PLATFORM = 'kubernetes'
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Access:
+  """How every step's container reaches s3:// paths: endpoint and region as plain environment
+  variables, the credentials from the keys of a Kubernetes Secret in the run's namespace."""
+  endpoint: str = storage_names.KFP_MINIO_ENDPOINT
+  region: str = storage_names.DEFAULT_REGION
+  secret: str = storage_names.KFP_MINIO_SECRET
+  access_key_key: str = storage_names.KFP_MINIO_ACCESS_KEY
+  secret_key_key: str = storage_names.KFP_MINIO_SECRET_KEY
+
+  def env(self) -> List[Dict[str, str]]:
+    """Both SDKs' names for each setting (boto3's and tensorflow-io's), so that whatever reads
+    them in the pod finds them, with or without storage.share_environment."""
+    values = {storage_names.REGION_ENV: self.region,
+              storage_names.BOTO_REGION_ENV: self.region}
+    if self.endpoint:  # none for AWS S3 itself
+      values[storage_names.BOTO_ENDPOINT_ENV] = self.endpoint
+      values[storage_names.TFIO_ENDPOINT_ENV] = self.endpoint
+    return [{'name': name, 'value': value} for name, value in sorted(values.items())]
+
+  def secret_as_env(self) -> List[Dict[str, Any]]:
+    return [{'secretName': self.secret, 'keyToEnv': [
+        {'secretKey': self.access_key_key, 'envVar': storage_names.ACCESS_KEY_ID_ENV},
+        {'secretKey': self.secret_key_key, 'envVar': storage_names.SECRET_ACCESS_KEY_ENV}]}]
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -58,12 +93,25 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
       + ' '.join(settings.BEAM_PIPELINE_ARGS) + ').')
   parser.add_argument('--image', help='the pipeline image every step runs in, by digest: '
                       'REGISTRY/playrecall@sha256:DIGEST (default $PLAYRECALL_IMAGE)')
-  parser.add_argument('--pipeline_root', help='gs:// root of every step\'s outputs '
-                      '(default $PLAYRECALL_PIPELINE_ROOT)')
-  parser.add_argument('--data_root', help='gs:// directory (or glob) of play logs '
-                      '(default $PLAYRECALL_DATA_ROOT)')
-  parser.add_argument('--serving_model_dir', help='gs:// TF Serving model directory '
-                      'Pusher writes versions into (default $PLAYRECALL_SERVING_MODEL_DIR)')
+  parser.add_argument('--pipeline_root', help='gs:// or s3:// root of every step\'s outputs '
+                      f'(default ${storage_names.PIPELINE_ROOT_ENV})')
+  parser.add_argument('--data_root', help='gs:// or s3:// directory of play logs, with its '
+                      'trailing slash, or a glob (default $PLAYRECALL_DATA_ROOT)')
+  parser.add_argument('--serving_model_dir', help='gs:// or s3:// TF Serving model directory '
+                      'Pusher writes versions into '
+                      f'(default ${storage_names.SERVING_MODEL_DIR_ENV})')
+  parser.add_argument('--s3_endpoint', default=S3Access.endpoint,
+                      help='with s3:// paths: the S3 endpoint URL the steps\' pods use, \'\' for '
+                      'AWS S3 itself (default %(default)s, the MinIO of a standalone KFP)')
+  parser.add_argument('--s3_region', default=S3Access.region,
+                      help='with s3:// paths: the region requests are signed for (default '
+                      '%(default)s; MinIO accepts any)')
+  parser.add_argument('--s3_secret', default=S3Access.secret,
+                      help='with s3:// paths: the Kubernetes Secret, in the namespace the runs '
+                      f'run in, whose keys {S3Access.access_key_key!r} and '
+                      f'{S3Access.secret_key_key!r} become {storage_names.ACCESS_KEY_ID_ENV} '
+                      f'and {storage_names.SECRET_ACCESS_KEY_ENV} in every step (default '
+                      '%(default)s, KFP\'s own MinIO credentials)')
   parser.add_argument('--output', default='playrecall_pipeline.yaml',
                       help='the pipeline spec to write (.yaml; default %(default)s)')
   parser.add_argument('--config', help='JSON settings file (default $PLAYRECALL_CONFIG, else '
@@ -90,6 +138,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   except ValueError as e:
     parser.error(str(e))
   args.beam_pipeline_args = beam_pipeline_args or list(settings.BEAM_PIPELINE_ARGS)
+  args.s3_access = S3Access(endpoint=args.s3_endpoint, region=args.s3_region,
+                            secret=args.s3_secret)
   return args
 
 
@@ -104,10 +154,13 @@ def check_image(image: str) -> None:
 
 def compile_pipeline_spec(*, image: str, pipeline_root: str, data_root: str,
                           serving_model_dir: str, config: settings.PipelineConfig,
-                          beam_pipeline_args: List[str], enable_cache: bool = True
-                          ) -> Dict[str, Any]:
-  """Returns the KFP PipelineSpec (as a dict) of the pipeline with the pushed-model baseline."""
+                          beam_pipeline_args: List[str], enable_cache: bool = True,
+                          s3_access: S3Access = S3Access()) -> Dict[str, Any]:
+  """Returns the KFP PipelineSpec (as a dict) of the pipeline with the pushed-model baseline;
+  with s3:// paths, every container also gets s3_access.env() (its Secret is in
+  kubernetes_platform_spec())."""
   check_image(image)
+  uris = (pipeline_root, data_root, serving_model_dir)
   config = with_tfjob_image(config, image)
   tfx_pipeline = pipeline.create_pipeline(
       pipeline_name=config.pipeline_name,
@@ -116,11 +169,13 @@ def compile_pipeline_spec(*, image: str, pipeline_root: str, data_root: str,
       serving_model_dir=serving_model_dir,
       config=config,
       baseline='pushed_model',  # KFP v2 cannot execute the Resolver the local runner uses
-      beam_pipeline_args=beam_pipeline_args,
+      beam_pipeline_args=storage.beam_pipeline_args(beam_pipeline_args, uris),
       enable_cache=enable_cache)
   runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
       config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
           default_image=image,
+          # TFX's executor entrypoint, with s3:// registered first (storage.kfp_executor).
+          default_commands=list(kfp_executor.COMMAND),
           # Schema 2.1 is what the KFP 2.x SDK emits and the KFP 2.x backend reads: parameters
           # as `parameterType` and `constant` values (2.0's `constantValue` is not resolved).
           use_pipeline_spec_2_1=True))
@@ -130,7 +185,22 @@ def compile_pipeline_spec(*, image: str, pipeline_root: str, data_root: str,
   pipeline_spec['defaultPipelineRoot'] = pipeline_root
   for task in UNCACHEABLE_TASKS:
     pipeline_spec['root']['dag']['tasks'][task]['cachingOptions'] = {'enableCache': False}
+  if storage.uses_s3(uris):
+    for executor in pipeline_spec['deploymentSpec']['executors'].values():
+      executor['container']['env'] = s3_access.env()
   return pipeline_spec
+
+
+def kubernetes_platform_spec(pipeline_spec: Dict[str, Any],
+                             s3_access: S3Access) -> Optional[Dict[str, Any]]:
+  """The spec's platform section: every executor gets the credentials of s3_access.secret as
+  environment variables when its container reaches s3:// (has s3_access.env()); else None."""
+  executors = {name: {'secretAsEnv': s3_access.secret_as_env()}
+               for name, executor in pipeline_spec['deploymentSpec']['executors'].items()
+               if executor['container'].get('env')}
+  if not executors:
+    return None
+  return {'platforms': {KUBERNETES_PLATFORM: {'deploymentSpec': {'executors': executors}}}}
 
 
 def with_tfjob_image(config: settings.PipelineConfig, image: str) -> settings.PipelineConfig:
@@ -143,14 +213,17 @@ def with_tfjob_image(config: settings.PipelineConfig, image: str) -> settings.Pi
       config.train, tfjob=dataclasses.replace(tfjob, image=image)))
 
 
-def write_pipeline_spec(pipeline_spec: Dict[str, Any], path: str) -> None:
+def write_pipeline_spec(pipeline_spec: Dict[str, Any], path: str,
+                        platform_spec: Optional[Dict[str, Any]] = None) -> None:
+  """Writes the spec, and its platform section as a second YAML document (as the KFP SDK does)."""
   directory = os.path.dirname(path)
   if directory:
     os.makedirs(directory, exist_ok=True)
   with open(path, 'w') as f:
     f.write(f'# PIPELINE DEFINITION\n# Name: {pipeline_spec["pipelineInfo"]["name"]}\n'
             '# Compiled by pipeline/kubeflow_runner.py; submit with pipeline/kfp_submit.py.\n')
-    yaml.safe_dump(pipeline_spec, f, sort_keys=True)
+    yaml.safe_dump_all([pipeline_spec] + ([platform_spec] if platform_spec else []), f,
+                       sort_keys=True)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -160,8 +233,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   pipeline_spec = compile_pipeline_spec(
       image=args.image, pipeline_root=args.pipeline_root, data_root=args.data_root,
       serving_model_dir=args.serving_model_dir, config=config,
-      beam_pipeline_args=args.beam_pipeline_args, enable_cache=not args.disable_caching)
-  write_pipeline_spec(pipeline_spec, args.output)
+      beam_pipeline_args=args.beam_pipeline_args, enable_cache=not args.disable_caching,
+      s3_access=args.s3_access)
+  write_pipeline_spec(pipeline_spec, args.output,
+                      kubernetes_platform_spec(pipeline_spec, args.s3_access))
   tasks = sorted(pipeline_spec['root']['dag']['tasks'])
   print(f'Wrote {args.output}: pipeline {config.pipeline_name!r}, {len(tasks)} tasks '
         f'({", ".join(tasks)}), image {args.image}')

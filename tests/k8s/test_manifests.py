@@ -22,6 +22,7 @@ import yaml
 from contract import settings
 from pipeline import kfp_submit
 from pipeline import pipeline
+from storage import kfp_executor
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 K8S_DIR = os.path.join(REPO_ROOT, 'k8s')
@@ -221,7 +222,7 @@ def test_dockerfile_base_environment_and_copies():
   assert not missing, f'the Dockerfile copies files that do not exist: {missing}'
   # Every package the compiled pipeline imports by module path is in the image.
   needed = {path.split('.')[0] for path in (pipeline.PREPROCESSING_FN, pipeline.RUN_FN)}
-  needed |= {'pipeline', 'components', 'evaluation'}
+  needed |= {'pipeline', 'components', 'evaluation', kfp_executor.COMMAND[-1].split('.')[0]}
   assert needed <= set(sources)
   with open(os.path.join(K8S_DIR, 'Dockerfile.dockerignore')) as f:
     included = {line[1:].rstrip('/') for line in f.read().splitlines() if line.startswith('!')}

@@ -33,6 +33,7 @@ import pytest
 import yaml
 
 from contract import settings
+from contract import storage as storage_names
 from pipeline import kfp_submit
 from pipeline import kubeflow_runner
 
@@ -138,11 +139,15 @@ def handle(api: FakeKfpApi, method: str, path: str, query, headers, body: bytes)
     documents = list(yaml.safe_load_all(_multipart_file(headers, body, 'uploadfile')))
     try:
       spec = json_format.ParseDict(documents[0], pipeline_spec_pb2.PipelineSpec())
+      # A second document is the platform section (e.g. Kubernetes Secrets as env).
+      platform_spec = json_format.ParseDict(documents[1] if len(documents) > 1 else {},
+                                            pipeline_spec_pb2.PlatformSpec())
     except json_format.ParseError as e:
       raise ApiError(400, f'invalid pipeline spec: {e}') from e
     version = dict(pipeline_id=pipeline_id, pipeline_version_id=api.new_id('version'),
                    display_name=name, created_at=_now())
-    api.versions[version['pipeline_version_id']] = dict(version, pipeline_spec=spec)
+    api.versions[version['pipeline_version_id']] = dict(version, pipeline_spec=spec,
+                                                        platform_spec=platform_spec)
     return version
   if (method, path) == ('GET', f'{API}/experiments'):
     name = _name_filter(query)
@@ -311,6 +316,29 @@ def test_one_run_adds_a_version_to_an_existing_pipeline(kfp_api, package):
                  for t in v2['pipeline_spec'].root.dag.tasks.values())
   v1 = next(v for v in api.versions.values() if v['display_name'] == 'v1')
   assert v1['pipeline_spec'].root.dag.tasks['Trainer'].caching_options.enable_cache
+
+
+def test_an_s3_package_is_scheduled_with_its_credentials_secret(kfp_api, tmp_path):
+  """The platform section (every step's Secret as env) reaches the uploaded version, also when
+  the package is rewritten to set caching."""
+  path = str(tmp_path / 'playrecall.yaml')
+  kubeflow_runner.main(['--image=registry.example.com/playrecall@sha256:' + 'ab' * 32,
+                        '--pipeline_root=s3://mlpipeline/playrecall/root',
+                        '--data_root=s3://mlpipeline/playrecall/plays/',
+                        '--serving_model_dir=s3://mlpipeline/playrecall/serving',
+                        f'--output={path}'])
+  api, host = kfp_api
+  kfp_submit.main([f'--host={host}', f'--package={path}', '--schedule=0 0 3 * * *',
+                   '--version_name=s3', '--disable_caching'])
+  [version] = api.versions.values()
+  assert version['pipeline_spec'].default_pipeline_root == 's3://mlpipeline/playrecall/root'
+  executors = json_format.MessageToDict(version['platform_spec'])['platforms']['kubernetes'][
+      'deploymentSpec']['executors']
+  assert set(executors) == set(json_format.MessageToDict(
+      version['pipeline_spec'].deployment_spec)['executors'])
+  assert {e['secretAsEnv'][0]['secretName'] for e in executors.values()} == {
+      storage_names.KFP_MINIO_SECRET}
+  assert len(api.recurring_runs) == 1
 
 
 def test_a_five_field_cron_is_refused_before_any_request(kfp_api, package, capsys):

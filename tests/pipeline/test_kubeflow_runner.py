@@ -3,7 +3,8 @@
 The spec is read with the function kfp.Client.upload_pipeline and run_pipeline use to read a
 package (kfp.client.client._extract_pipeline_yaml: YAML -> pipeline_spec_pb2.PipelineSpec, which
 rejects unknown fields). No cluster runs here; the last test runs one compiled container command
-(the pushed-model baseline's) exactly as a KFP pod would, on local paths instead of gs://.
+(the pushed-model baseline's) exactly as a KFP pod would, on local paths instead of gs://, and
+on s3:// against a real S3-protocol server (moto's) on loopback.
 """
 
 import dataclasses
@@ -22,7 +23,11 @@ from tfx.utils import import_utils
 
 from components.pushed_model_baseline import executor as baseline_executor
 from contract import settings
+from contract import storage as storage_names
 from pipeline import kubeflow_runner
+import storage
+from storage import kfp_executor
+from tests.s3_server import S3Server, keys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IMAGE = 'registry.example.com/ml/playrecall@sha256:' + '0123456789abcdef' * 4
@@ -33,7 +38,8 @@ SERVING_MODEL_DIR = f'{BUCKET}/serving/playrecall'
 BEAM_ARGS = ['--runner=DataflowRunner', '--project=ml-prod', '--region=europe-west4']
 EXPECTED_TASKS = {'PlayLogExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator',
                   'Transform', 'Trainer', 'pushed_model_baseline', 'Evaluator', 'Pusher'}
-ENTRYPOINT = ['python', '-m', 'tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor']
+ENTRYPOINT = list(kfp_executor.COMMAND)
+S3_BUCKET = 'playrecall-kfp'
 
 
 @pytest.fixture(scope='module')
@@ -67,7 +73,7 @@ def test_every_component_is_a_task_and_there_is_no_resolver(spec):
                      executors)))
 
 
-def test_every_container_runs_the_image_with_the_tfx_entrypoint_and_beam_args(spec):
+def test_every_container_runs_the_image_with_the_tfx_entrypoint_and_beam_args(spec_path, spec):
   executors = json_format.MessageToDict(spec.deployment_spec)['executors']
   assert len(executors) == len(EXPECTED_TASKS)
   for name, executor in executors.items():
@@ -80,6 +86,42 @@ def test_every_container_runs_the_image_with_the_tfx_entrypoint_and_beam_args(sp
     # The class each pod imports must exist in the code the image carries (this checkout).
     executor_class = args[args.index('--executor_class_path') + 1]
     assert import_utils.import_class_by_path(executor_class), executor_class
+    assert 'env' not in container, 'gs:// needs no settings in the pod: it has its identity'
+  assert kfp_client._extract_pipeline_yaml(spec_path).platform_spec == (
+      pipeline_spec_pb2.PlatformSpec())
+  # The command wraps TFX's executor entrypoint (storage.kfp_executor), which must exist.
+  assert import_utils.import_func_from_module(kfp_executor.TFX_EXECUTOR_ENTRYPOINT, 'main')
+
+
+def test_s3_paths_give_every_container_the_endpoint_and_the_credentials_secret(tmp_path):
+  path = str(tmp_path / 'playrecall.yaml')
+  kubeflow_runner.main([f'--image={IMAGE}', f'--pipeline_root=s3://{S3_BUCKET}/root',
+                        f'--data_root=s3://{S3_BUCKET}/plays/',
+                        f'--serving_model_dir=s3://{S3_BUCKET}/serving', f'--output={path}',
+                        '--s3_secret=playrecall-s3'])
+  document = kfp_client._extract_pipeline_yaml(path)  # as kfp.Client reads an upload
+  executors = json_format.MessageToDict(document.pipeline_spec.deployment_spec)['executors']
+  platform = json_format.MessageToDict(document.platform_spec)['platforms']['kubernetes']
+  assert set(platform['deploymentSpec']['executors']) == set(executors)
+  for name, executor in executors.items():
+    container = executor['container']
+    assert container['command'] == ENTRYPOINT
+    assert f'--beam_plugins={storage.BEAM_PLUGIN}' in container['args'], name
+    assert {e['name']: e['value'] for e in container['env']} == {
+        'AWS_ENDPOINT_URL': storage_names.KFP_MINIO_ENDPOINT,
+        'S3_ENDPOINT': storage_names.KFP_MINIO_ENDPOINT,
+        'AWS_REGION': storage_names.DEFAULT_REGION,
+        'AWS_DEFAULT_REGION': storage_names.DEFAULT_REGION}, name
+    assert platform['deploymentSpec']['executors'][name] == {'secretAsEnv': [{
+        'secretName': 'playrecall-s3',
+        'keyToEnv': [{'secretKey': 'accesskey', 'envVar': 'AWS_ACCESS_KEY_ID'},
+                     {'secretKey': 'secretkey', 'envVar': 'AWS_SECRET_ACCESS_KEY'}]}]}, name
+
+
+def test_aws_s3_itself_needs_no_endpoint():
+  env = kubeflow_runner.S3Access(endpoint='', region='eu-west-1').env()
+  assert {e['name']: e['value'] for e in env} == {'AWS_REGION': 'eu-west-1',
+                                                  'AWS_DEFAULT_REGION': 'eu-west-1'}
 
 
 def test_every_artifact_type_is_importable_by_the_kfp_entrypoint(spec):
@@ -197,6 +239,23 @@ def _executor_input(spec, task: str, inputs: dict, parameters: dict, outputs: di
                   'outputFile': output_file}})
 
 
+def _run_baseline_container(spec, serving_model_dir, output_uri, candidate_uri, output_file,
+                            env):
+  """Runs the pushed_model_baseline container's command and arguments as KFP's launcher would."""
+  component = spec.components[spec.root.dag.tasks['pushed_model_baseline'].component_ref.name]
+  container = json_format.MessageToDict(spec.deployment_spec)['executors'][
+      component.executor_label]['container']
+  invocation = _executor_input(
+      spec, 'pushed_model_baseline', inputs={'candidate_model': candidate_uri},
+      parameters={'serving_model_dir': serving_model_dir}, outputs={'model': output_uri},
+      output_file=output_file)
+  args = [invocation if a == '{{$}}' else a for a in container['args']]
+  command = [sys.executable] + container['command'][1:] + args
+  result = subprocess.run(command, cwd=REPO_ROOT, timeout=300, capture_output=True, text=True,
+                          env=dict(env, PYTHONPATH=REPO_ROOT, TF_USE_LEGACY_KERAS='1'))
+  assert result.returncode == 0, result.stderr[-5000:]
+
+
 def test_baseline_container_command_runs_as_a_kfp_pod_would(spec, tmp_path):
   serving_model_dir = str(tmp_path / 'serving')
   pushed = tf.Module()
@@ -204,17 +263,8 @@ def test_baseline_container_command_runs_as_a_kfp_pod_would(spec, tmp_path):
   tf.saved_model.save(pushed, os.path.join(serving_model_dir, '1700000000'))
   output_uri = str(tmp_path / 'baseline')
   output_file = str(tmp_path / 'task' / 'executor_output.json')
-  component = spec.components[spec.root.dag.tasks['pushed_model_baseline'].component_ref.name]
-  container = json_format.MessageToDict(spec.deployment_spec)['executors'][
-      component.executor_label]['container']
-  invocation = _executor_input(
-      spec, 'pushed_model_baseline', inputs={'candidate_model': str(tmp_path / 'candidate')},
-      parameters={'serving_model_dir': serving_model_dir}, outputs={'model': output_uri},
-      output_file=output_file)
-  args = [invocation if a == '{{$}}' else a for a in container['args']]
-  command = [sys.executable] + container['command'][1:] + args
-  subprocess.run(command, check=True, cwd=REPO_ROOT, timeout=300, env=dict(
-      os.environ, PYTHONPATH=REPO_ROOT, TF_USE_LEGACY_KERAS='1'))
+  _run_baseline_container(spec, serving_model_dir, output_uri, str(tmp_path / 'candidate'),
+                          output_file, os.environ)
 
   assert tf.saved_model.load(os.path.join(output_uri, 'Format-Serving')).v.numpy() == 3.0
   with open(output_file) as f:
@@ -222,4 +272,36 @@ def test_baseline_container_command_runs_as_a_kfp_pod_would(spec, tmp_path):
   [model] = executor_output['artifacts']['model']['artifacts']
   assert model['uri'] == output_uri
   assert model['metadata'][baseline_executor.BASELINE_SOURCE_PROPERTY] == 'pushed'
+  assert model['metadata'][baseline_executor.PUSHED_VERSION_PROPERTY] == 1700000000
+
+
+def test_baseline_container_command_reads_and_writes_s3_as_a_kfp_pod_would(tmp_path):
+  """The same container compiled for s3://, as in a KFP install whose artifacts are in its
+  MinIO: the pod has the endpoint and credentials in its environment (here the test server's),
+  and ends with exit status 0."""
+  spec = json_format.ParseDict(kubeflow_runner.compile_pipeline_spec(
+      image=IMAGE, pipeline_root=f's3://{S3_BUCKET}/root', data_root=f's3://{S3_BUCKET}/plays/',
+      serving_model_dir=f's3://{S3_BUCKET}/serving', config=settings.PipelineConfig(),
+      beam_pipeline_args=[]), pipeline_spec_pb2.PipelineSpec())
+  server = S3Server().start()
+  try:
+    client = server.create_bucket(S3_BUCKET)
+    model_dir = tmp_path / 'model'
+    pushed = tf.Module()
+    pushed.v = tf.Variable(3.0)
+    tf.saved_model.save(pushed, str(model_dir))
+    for path in model_dir.rglob('*'):
+      if path.is_file():
+        client.upload_file(str(path), S3_BUCKET,
+                           f'serving/1700000000/{path.relative_to(model_dir)}')
+    output_file = str(tmp_path / 'task' / 'executor_output.json')
+    _run_baseline_container(spec, f's3://{S3_BUCKET}/serving', f's3://{S3_BUCKET}/root/baseline',
+                            f's3://{S3_BUCKET}/root/candidate', output_file,
+                            dict(os.environ, **server.env))
+    copied = keys(client, S3_BUCKET, 'root/baseline/Format-Serving/')
+  finally:
+    server.stop()
+  assert 'root/baseline/Format-Serving/saved_model.pb' in copied
+  with open(output_file) as f:
+    [model] = json.load(f)['artifacts']['model']['artifacts']
   assert model['metadata'][baseline_executor.PUSHED_VERSION_PROPERTY] == 1700000000
