@@ -17,6 +17,7 @@ from tfx import v1 as tfx
 from contract import settings
 from evaluation import report
 from pipeline import local_paths
+import storage
 
 # Artifact types in pipeline order, with the properties worth a line each.
 _SHOWN = (
@@ -99,6 +100,7 @@ def main(argv=None) -> None:
   parser.add_argument('--metadata_path', help='MLMD sqlite file (default: from $PLAYRECALL_HOME)')
   args = parser.parse_args(argv)
   paths = local_paths.LocalPaths.from_env(args.pipeline_name)
+  storage.register_filesystems(paths.uris())  # the outputs it reads may be on s3://
   path = args.metadata_path or paths.metadata_path
   if not os.path.exists(path):
     raise SystemExit(f'no metadata store at {path}: run the pipeline first (make demo)')
@@ -108,4 +110,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  storage.run(main)  # past tensorflow-io's crash at exit after s3:// (storage.exit_process)

@@ -3,9 +3,10 @@ directory on s3://, against a real S3-protocol server (moto's) on loopback.
 
 Every step reads and writes the bucket: PlayLogExampleGen lists and reads the logs through Beam's
 s3:// (boto3), TFX's components and the Trainer (checkpoints, export) through tf.io.gfile with
-tensorflow-io's s3://, in the runner process and in Beam's worker processes; Pusher publishes into
-the bucket. Only the metadata store (SQLite) and the CLI's records are local. The endpoint is
-given the way boto3 reads it (AWS_ENDPOINT_URL) only: storage shares it with tensorflow-io.
+tensorflow-io's s3://, all in the runner process (LocalDagRunner, and Beam's in-memory
+DirectRunner; Beam's worker processes are tested in tests/storage); Pusher publishes into the
+bucket. Only the metadata store (SQLite) and the CLI's records are local. The endpoint is given
+the way boto3 reads it (AWS_ENDPOINT_URL) only: storage shares it with tensorflow-io.
 """
 
 import json
@@ -72,6 +73,15 @@ def test_every_step_writes_its_outputs_to_the_bucket(run, workspace, bucket):
   assert keys(bucket, BUCKET, 'playrecall/root/checkpoints/'), 'the Trainer checkpoints there'
   assert not os.path.exists(os.path.join(workspace.root, 'home', 'pipelines')), \
       'nothing of the pipeline root is written locally'
+
+
+def test_summary_reads_the_outputs_from_the_bucket(run, workspace):
+  result = subprocess.run([sys.executable, '-m', 'pipeline.summary'], env=workspace.env,
+                          cwd=REPO_ROOT, capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr[-5000:]
+  assert 'rows_read = 12000' in result.stdout
+  assert 'Gate: BLESSED' in result.stdout
+  assert f'pushed_destination = s3://{BUCKET}/{SERVING_PREFIX}' in result.stdout
 
 
 def test_the_blessed_model_is_pushed_into_the_bucket_and_serves(run, workspace, bucket):
