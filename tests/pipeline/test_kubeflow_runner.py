@@ -295,9 +295,10 @@ def test_baseline_container_command_reads_and_writes_s3_as_a_kfp_pod_would(tmp_p
         client.upload_file(str(path), S3_BUCKET,
                            f'serving/1700000000/{path.relative_to(model_dir)}')
     output_file = str(tmp_path / 'task' / 'executor_output.json')
+    pod_env = {k: v for k, v in os.environ.items() if k != storage_names.TFIO_ENDPOINT_ENV}
     _run_baseline_container(spec, f's3://{S3_BUCKET}/serving', f's3://{S3_BUCKET}/root/baseline',
                             f's3://{S3_BUCKET}/root/candidate', output_file,
-                            dict(os.environ, **server.env))
+                            dict(pod_env, **server.env))
     copied = keys(client, S3_BUCKET, 'root/baseline/Format-Serving/')
   finally:
     server.stop()

@@ -37,7 +37,8 @@ def s3_env(s3_server, monkeypatch):
   for name, value in s3_server.env.items():
     monkeypatch.setenv(name, value)
   for name in (storage_names.TFIO_ENDPOINT_ENV, storage_names.BOTO_REGION_ENV):
-    monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(name, '')  # so that what storage.share_environment sets is undone
+    monkeypatch.delenv(name)
   return dict(os.environ, PYTHONPATH=REPO_ROOT, TF_USE_LEGACY_KERAS='1')
 
 
