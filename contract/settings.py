@@ -48,6 +48,13 @@ TS_UNITS = {'s': 1000, 'ms': 1}
 # quarantined. The defaults accept any plausible epoch-ms log; narrow them to catch unit errors.
 MIN_TS_MS = 0  # 1970-01-01T00:00:00Z
 MAX_FUTURE_MS = 24 * 60 * 60 * 1000  # clock skew margin
+# Placeholders of a partition pattern, as in TFX ExampleGen's input patterns: a partition's name
+# carries a span number ({SPAN}) or a date ({YYYY}, {MM} and {DD}, all three).
+SPAN_PLACEHOLDER = '{SPAN}'
+DATE_PLACEHOLDERS = ('{YYYY}', '{MM}', '{DD}')
+# Daily partitions as the generator writes them (and the demo reads them): 2024-01-31/.
+DAILY_PARTITION_PATTERN = '{YYYY}-{MM}-{DD}'
+DAILY_PARTITION_FORMAT = '%Y-%m-%d'  # the same, for strftime
 
 # The Ns of POS@N and NEG@N reported by the Evaluator, the trainer's checkpoints and benchmarks.
 METRIC_NS = (10, 50, 100)
@@ -69,6 +76,8 @@ TRAINER_TFJOB_KEY = 'tfjob'  # the TFJobConfig fields, when training runs on a T
 # Where checkpoints outlive the Trainer execution that wrote them (trainer/checkpoints.py):
 # the pipeline's own folder, so a re-run of the same training resumes.
 TRAINER_CHECKPOINT_ROOT_KEY = 'checkpoint_root'
+# Steps to train when warm-started from a base model (train.warm_start_steps).
+TRAINER_WARM_START_STEPS_KEY = 'warm_start_steps'
 CHECKPOINT_ROOT_DIR = 'checkpoints'  # under the pipeline root
 _DNS_LABEL = r'[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?'
 
@@ -105,6 +114,13 @@ class IngestConfig(Settings):
   ts_unit: str = TS_UNIT
   min_ts_ms: int = MIN_TS_MS
   max_ts_ms: Optional[int] = None
+  # Partitioned input: the top-level folders (or files) of the input whose names match this
+  # pattern, e.g. '{YYYY}-{MM}-{DD}' or 'span-{SPAN}', are partitions, ordered by date or span.
+  # None reads every file under the input as one log.
+  partition_pattern: Optional[str] = None
+  # A rolling window: read only the newest this many partitions. Histories reach back into the
+  # window's earlier partitions, and a run's cost stays flat as partitions accumulate. None: all.
+  window_partitions: Optional[int] = None
 
   def check(self) -> None:
     _one_of('input_format', self.input_format, INPUT_FORMATS)
@@ -127,6 +143,22 @@ class IngestConfig(Settings):
     _at_least('min_ts_ms', self.min_ts_ms, 0)
     if self.max_ts_ms is not None:
       _at_least('max_ts_ms', self.max_ts_ms, self.min_ts_ms)
+    if self.partition_pattern is not None:
+      _check_partition_pattern(self.partition_pattern)
+    if self.window_partitions is not None:
+      _at_least('window_partitions', self.window_partitions, 1)
+      require(self.partition_pattern is not None, 'window_partitions', self.window_partitions,
+              'needs partition_pattern (which names are partitions)')
+
+
+def _check_partition_pattern(pattern: str) -> None:
+  has_span = pattern.count(SPAN_PLACEHOLDER)
+  has_date = [pattern.count(p) for p in DATE_PLACEHOLDERS]
+  require((has_span, has_date) in ((1, [0, 0, 0]), (0, [1, 1, 1])), 'partition_pattern', pattern,
+          f'must hold {SPAN_PLACEHOLDER} once, or each of {" ".join(DATE_PLACEHOLDERS)} once')
+  require('/' not in pattern and not pattern.startswith(('.', '_')), 'partition_pattern',
+          pattern, 'names one top-level folder or file: no "/", and no leading "." or "_" '
+          '(those names are never data)')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,10 +299,21 @@ class TrainConfig(Settings):
   # None trains in the Trainer's own pod. A TFJobConfig (JSON: an object, possibly empty) trains
   # on a TFJob of k8s/tfjob.yaml launched by the Trainer (Kubeflow only).
   tfjob: Optional[TFJobConfig] = None
+  # Start from the model in service: the latest blessed model (local and Beam runners) or the
+  # newest pushed version (Kubeflow), its item rows remapped to the new vocabulary
+  # (trainer/warm_start.py). The first run, with no such model, starts cold.
+  warm_start: bool = False
+  # Steps when warm-started (None: train_steps): a day of new plays on top of a trained model
+  # needs fewer steps than a model from scratch.
+  warm_start_steps: Optional[int] = None
 
   def check(self) -> None:
     _at_least('train_steps', self.train_steps, 1)
     _at_least('eval_steps', self.eval_steps, 1)
+    if self.warm_start_steps is not None:
+      _at_least('warm_start_steps', self.warm_start_steps, 1)
+      require(self.warm_start, 'warm_start_steps', self.warm_start_steps,
+              'needs warm_start: true')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,15 +6,24 @@ Writes plays-NNNNN-of-MMMMM.<csv|jsonl|parquet>[.gz] in the canonical play-log s
 (user_id, item_id, ts, play_ms, duration_ms, intent) plus _ground_truth.json/.npz. The generative
 model is described in docs/data_generator.md. Output is deterministic by seed and does not depend
 on --chunk_events or on the number of shards (rows are the same; only file boundaries move).
+
+  python -m datagen.generate --out_dir /tmp/plays --num_events 600000 --days 6
+
+writes one partition a day instead, YYYY-MM-DD/plays-00000-of-00001.csv (the pipeline's
+partition_pattern '{YYYY}-{MM}-{DD}'), with the catalogue drifting: songs released and fading
+during the days (--set released_share=... faded_share=...; 0.1 each by default with --days).
 """
 
 import argparse
 import dataclasses
+import datetime
 import math
 import os
+import re
+import shutil
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +38,16 @@ from datagen.random_streams import Streams
 DEFAULT_CHUNK_EVENTS = 250_000
 DEFAULT_SHARD_EVENTS = 1_000_000
 DEFAULT_EVENTS_PER_USER = 100
+# With --days, the model runs in a steady state: users join over the first DAILY_LEAD_IN_DAYS,
+# their sessions are spread over the whole span (the gap is bounded by the span, not by hours),
+# and the written days are the DAILY_LEAD_IN_DAYS..+days after that, with DAILY_TAIL_DAYS more
+# of span behind them, so that every written day has about as many plays. Songs are released
+# and fade during the written days (DAILY_DRIFT, unless --set says otherwise).
+DAILY_LEAD_IN_DAYS = 30
+DAILY_TAIL_DAYS = 45
+DAILY_DRIFT = {'released_share': 0.1, 'faded_share': 0.1}
+_MS_PER_DAY = 86_400_000
+_DAY_FOLDER = re.compile(r'\d{4}-\d{2}-\d{2}')
 
 
 def _shard_user_bounds(num_events_per_user: np.ndarray, num_shards: int) -> List[int]:
@@ -102,8 +121,50 @@ def _id_array(prefix: str, first: int, end: int, total: int) -> pa.Array:
 
 def _previous_output(out_dir: str) -> List[str]:
   return sorted(name for name in os.listdir(out_dir)
-                if name.startswith('plays-')
+                if name.startswith('plays-') or _DAY_FOLDER.fullmatch(name)
                 or name in (ground_truth.JSON_NAME, ground_truth.NPZ_NAME))
+
+
+def day_folder(epoch_day: int) -> str:
+  """The partition of a day (UTC, counted from 1970-01-01) in a daily log:
+  settings.DAILY_PARTITION_PATTERN."""
+  return (datetime.date(1970, 1, 1) + datetime.timedelta(days=epoch_day)).strftime(
+      settings.DAILY_PARTITION_FORMAT)
+
+
+def _written_time_range(config: model.GeneratorConfig,
+                        days: Optional[int]) -> Tuple[int, int]:
+  """[first, end) epoch ms of the plays written: everything, or the days (whole UTC days)."""
+  if not days:
+    return 0, np.iinfo(np.int64).max
+  first_day = config.start_ts_ms // _MS_PER_DAY + DAILY_LEAD_IN_DAYS
+  return first_day * _MS_PER_DAY, (first_day + days) * _MS_PER_DAY
+
+
+class _DayWriters:
+  """Writes each play into the partition of its day, one file a day."""
+
+  def __init__(self, out_dir: str, fmt: str, play_field: str, use_gzip: bool, gzip_level: int):
+    self._out_dir = out_dir
+    self._fmt, self._play_field, self._use_gzip, self._gzip_level = (fmt, play_field, use_gzip,
+                                                                      gzip_level)
+    self._writers: Dict[int, writers.ShardWriter] = {}
+
+  def write(self, ts: np.ndarray, table: pa.Table) -> None:
+    day = ts // _MS_PER_DAY
+    for d in np.unique(day).tolist():
+      if d not in self._writers:
+        folder = os.path.join(self._out_dir, day_folder(d))
+        os.makedirs(folder)
+        self._writers[d] = writers.ShardWriter(
+            os.path.join(folder, writers.shard_name(0, 1, self._fmt, self._use_gzip)),
+            self._fmt, self._play_field, self._use_gzip, self._gzip_level)
+      self._writers[d].write(table.filter(pa.array(day == d)))
+
+  def close(self) -> List[str]:
+    for writer in self._writers.values():
+      writer.close()
+    return [self._writers[d].path for d in sorted(self._writers)]
 
 
 def _progress(message: str) -> None:
@@ -123,6 +184,7 @@ def generate(out_dir: str,
              chunk_events: int = DEFAULT_CHUNK_EVENTS,
              overwrite: bool = False,
              progress: bool = False,
+             days: Optional[int] = None,
              **model_knobs) -> Dict[str, Any]:
   """Writes a synthetic play log and its ground truth into out_dir; returns a summary.
 
@@ -134,6 +196,10 @@ def generate(out_dir: str,
     num_shards: defaults to one shard per million plays.
     chunk_events: plays generated per step; bounds memory, never changes the output.
     overwrite: replace an earlier log in out_dir (otherwise that is an error).
+    days: write one partition a day for this many days (YYYY-MM-DD/, num_shards ignored) from
+      a steady state of the model, with the catalogue drifting (DAILY_* above); num_events are
+      generated over the whole span, and only the plays of the days are written (about
+      days / (days + 75) of them).
     **model_knobs: any other field of model.GeneratorConfig.
 
   Returns:
@@ -153,6 +219,14 @@ def generate(out_dir: str,
     raise ValueError(f'unknown generator parameter(s): {sorted(unknown)}')
   if num_users is None:
     num_users = max(1, num_events // DEFAULT_EVENTS_PER_USER)
+  if days is not None:
+    if days < 1:
+      raise ValueError(f'days must be >= 1, got {days}')
+    model_knobs = {**DAILY_DRIFT, 'start_spread_days': float(DAILY_LEAD_IN_DAYS),
+                   'span_days': float(DAILY_LEAD_IN_DAYS + days + DAILY_TAIL_DAYS),
+                   'mean_session_gap_hours': 24.0 * (DAILY_LEAD_IN_DAYS + days + DAILY_TAIL_DAYS),
+                   'drift_start_day': float(DAILY_LEAD_IN_DAYS), 'drift_days': float(days),
+                   **model_knobs}
   config = model.GeneratorConfig(num_events=num_events, num_users=num_users,
                                  num_items=num_items, seed=seed, **model_knobs)
   config.validate()
@@ -167,7 +241,8 @@ def generate(out_dir: str,
     raise FileExistsError(f'{out_dir} already holds a generated log ({previous[0]}, ...); '
                           'pass overwrite=True (--overwrite) to replace it')
   for name in previous:  # stale shards of another shard count would otherwise mix in
-    os.remove(os.path.join(out_dir, name))
+    path = os.path.join(out_dir, name)
+    shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
   streams = Streams(seed)
   catalogue = model.make_catalogue(config, streams)
@@ -176,28 +251,47 @@ def generate(out_dir: str,
   intent_names = pa.array(model.INTENT_NAMES, type=pa.string())
   stats = _Stats()
 
-  shard_bounds = _shard_user_bounds(users.num_events, num_shards)
-  files, written, last_report = [], 0, time.time()
+  shard_bounds = _shard_user_bounds(users.num_events, 1 if days else num_shards)
+  day_writers = _DayWriters(out_dir, fmt, play_field, use_gzip, gzip_level) if days else None
+  first_ts_ms, end_ts_ms = _written_time_range(config, days)
+  files, generated, written, out_of_catalogue, outside_days = [], 0, 0, 0, 0
+  last_report = time.time()
   for shard in range(len(shard_bounds) - 1):
     path = os.path.join(out_dir, writers.shard_name(shard, len(shard_bounds) - 1, fmt, use_gzip))
-    writer = writers.ShardWriter(path, fmt, play_field, use_gzip, gzip_level)
+    writer = day_writers or writers.ShardWriter(path, fmt, play_field, use_gzip, gzip_level)
     chunks = _chunk_user_bounds(users.num_events, shard_bounds[shard], shard_bounds[shard + 1],
                                 chunk_events)
     for first_user, end_user in zip(chunks[:-1], chunks[1:]):
       chunk = model.generate_chunk(config, streams, catalogue, users, first_user, end_user)
+      generated += len(chunk['user'])
+      alive = model.in_catalogue(catalogue, chunk['item'], chunk['ts'])
+      in_days = (chunk['ts'] >= first_ts_ms) & (chunk['ts'] < end_ts_ms)
+      out_of_catalogue += int((~alive & in_days).sum())
+      outside_days += int((alive & ~in_days).sum())
+      chunk = {name: values[alive & in_days] for name, values in chunk.items()}
       stats.add(chunk)
-      writer.write(writers.plays_table(chunk, _id_array('u', first_user, end_user, num_users),
-                                       item_ids, intent_names, first_user, play_field))
+      table = writers.plays_table(chunk, _id_array('u', first_user, end_user, num_users),
+                                  item_ids, intent_names, first_user, play_field)
+      if day_writers:
+        day_writers.write(chunk['ts'], table)
+      else:
+        writer.write(table)
       written += len(chunk['user'])
       if progress and time.time() - last_report > 2:
         last_report = time.time()
-        _progress(f'  {written:,} / {num_events:,} plays ({100 * written / num_events:.0f}%), '
-                  f'{written / (last_report - started):,.0f} plays/s')
-    writer.close()
-    files.append(path)
+        _progress(f'  {generated:,} / {num_events:,} plays generated '
+                  f'({100 * generated / num_events:.0f}%), {written:,} written, '
+                  f'{generated / (last_report - started):,.0f} plays/s')
+    if not day_writers:
+      writer.close()
+      files.append(path)
+  if day_writers:
+    files = day_writers.close()
 
   output = {'format': fmt, 'gzip': use_gzip, 'play_field': play_field,
-            'files': [os.path.basename(p) for p in files]}
+            'files': [os.path.relpath(p, out_dir) for p in files],
+            'plays_of_songs_not_yet_released_or_faded': out_of_catalogue,
+            'plays_outside_the_days': outside_days}
   gt_path = ground_truth.write(out_dir, config, streams, catalogue, users, output, stats.as_dict())
   seconds = time.time() - started
   return {
@@ -237,6 +331,12 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument('--set', dest='knobs', action='append', default=[], metavar='NAME=VALUE',
                       help='any other model parameter, e.g. --set recommend_share=0.5 '
                            '(repeatable; names and defaults in docs/data_generator.md)')
+  parser.add_argument('--days', type=int, default=None,
+                      help='write one partition a day (YYYY-MM-DD/) for this many days, with '
+                           'songs released and fading; --num_events are generated over a longer '
+                           f'span and only the days\' plays written (about days / (days + '
+                           f'{DAILY_LEAD_IN_DAYS + DAILY_TAIL_DAYS}) of them; default: one log, '
+                           'no partitions)')
   parser.add_argument('--quiet', action='store_true', help='no progress output')
   return parser
 
@@ -268,7 +368,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                        use_gzip=args.use_gzip, gzip_level=args.gzip_level,
                        play_field=args.play_field, num_shards=args.num_shards,
                        chunk_events=args.chunk_events, overwrite=args.overwrite,
-                       progress=not args.quiet, **knobs)
+                       progress=not args.quiet, days=args.days, **knobs)
   except (ValueError, FileExistsError) as e:
     parser.error(str(e))
   stats = summary['stats']

@@ -73,6 +73,13 @@ class GeneratorConfig:
   mean_session_gap_hours: float = 18.0  # light users; heavy users' gaps shrink to fit the span
   min_session_gap_minutes: float = 30.0
   max_gap_in_session_s: float = 10.0
+  # Catalogue drift: this share of the songs is released (never played before its release),
+  # this share fades (never played from then on), each at a uniform random time of the drift_days
+  # days from drift_start_day (0: the whole span). Plays of a song outside its life are dropped.
+  released_share: float = 0.0
+  faded_share: float = 0.0
+  drift_start_day: float = 0.0
+  drift_days: float = 0.0
 
   def validate(self) -> None:
     """Raises ValueError naming the first bad knob."""
@@ -105,6 +112,9 @@ class GeneratorConfig:
       value = getattr(self, name)
       require(0 <= value <= 1, f'{name} must be in [0, 1], got {value}')
     require(0 < self.max_skip_play_rate <= 1, 'max_skip_play_rate must be in (0, 1]')
+    for name in ('released_share', 'faded_share'):
+      value = getattr(self, name)
+      require(0 <= value < 1, f'{name} must be in [0, 1), got {value}')
 
 
 def genre_names(num_genres: int) -> Tuple[str, ...]:
@@ -156,6 +166,8 @@ class Catalogue:
   global_cdf: np.ndarray  # float64 [num_items]: cumulative popularity, for global hits
   personal: GenreSampler  # users' own picks within a genre
   system: GenreSampler  # the system's picks within a genre (follows popularity fully)
+  released_ts_ms: np.ndarray  # int64 [num_items]: no play before (the span's start for most)
+  faded_ts_ms: np.ndarray  # int64 [num_items]: no play at or after (int64 max for most)
 
 
 def make_catalogue(config: GeneratorConfig, streams: Streams) -> Catalogue:
@@ -172,6 +184,7 @@ def make_catalogue(config: GeneratorConfig, streams: Streams) -> Catalogue:
   duration_ms = config.min_duration_ms + np.floor(
       streams.uniform('item_duration', items) * (span + 1)).astype(np.int64)
   item_genre = item_genre.astype(np.int32)
+  released_ts_ms, faded_ts_ms = _item_lives(config, streams, items)
   return Catalogue(
       item_genre=item_genre,
       popularity=popularity,
@@ -179,7 +192,27 @@ def make_catalogue(config: GeneratorConfig, streams: Streams) -> Catalogue:
       global_cdf=np.cumsum(popularity) / popularity.sum(),
       personal=GenreSampler(item_genre, popularity, config.personal_popularity_exponent,
                             config.num_genres),
-      system=GenreSampler(item_genre, popularity, 1.0, config.num_genres))
+      system=GenreSampler(item_genre, popularity, 1.0, config.num_genres),
+      released_ts_ms=released_ts_ms, faded_ts_ms=faded_ts_ms)
+
+
+def _item_lives(config: GeneratorConfig, streams: Streams,
+                items: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+  """When each song is released and fades: for released_share / faded_share of the songs, a
+  uniform random time of the drift days; the others live before and after them."""
+  start_ms = config.start_ts_ms + config.drift_start_day * _MS_PER_DAY
+  span_ms = (config.drift_days or config.span_days) * _MS_PER_DAY
+  def random_time(stream: str) -> np.ndarray:
+    return np.floor(start_ms + streams.uniform(stream, items) * span_ms).astype(np.int64)
+  released = streams.uniform('item_is_released', items) < config.released_share
+  faded = streams.uniform('item_fades', items) < config.faded_share
+  return (np.where(released, random_time('item_release_time'), 0),
+          np.where(faded, random_time('item_fade_time'), np.iinfo(np.int64).max))
+
+
+def in_catalogue(catalogue: Catalogue, item: np.ndarray, ts: np.ndarray) -> np.ndarray:
+  """Whether each play falls within its song's life (catalogue drift)."""
+  return (ts >= catalogue.released_ts_ms[item]) & (ts < catalogue.faded_ts_ms[item])
 
 
 @dataclasses.dataclass

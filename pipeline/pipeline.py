@@ -67,7 +67,9 @@ def create_pipeline(
       max_bad_fraction=ingest.max_bad_fraction,
       ts_unit=ingest.ts_unit,
       min_ts_ms=ingest.min_ts_ms,
-      max_ts_ms=ingest.max_ts_ms)
+      max_ts_ms=ingest.max_ts_ms,
+      partition_pattern=ingest.partition_pattern,
+      window_partitions=ingest.window_partitions)
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
   schema_gen = tfx.components.SchemaGen(
       statistics=statistics_gen.outputs['statistics'], infer_feature_shape=True)
@@ -88,6 +90,15 @@ def create_pipeline(
   }
   if config.train.tfjob is not None:
     trainer_config[settings.TRAINER_TFJOB_KEY] = dataclasses.asdict(config.train.tfjob)
+  resolver = _latest_blessed_model() if baseline == 'resolver' else None
+  base_model_node = None
+  if config.train.warm_start:
+    trainer_config[settings.TRAINER_WARM_START_STEPS_KEY] = (config.train.warm_start_steps
+                                                             or config.train.train_steps)
+    # The model in service is the base: the latest blessed model, or on Kubeflow the newest
+    # pushed version (a node of its own: the Evaluator's baseline node waits for the candidate).
+    base_model_node = resolver or PushedModelBaseline(
+        serving_model_dir=serving_model_dir).with_id('pushed_model_base')
   trainer = tfx.components.Trainer(
       run_fn=RUN_FN if config.train.tfjob is None else TFJOB_RUN_FN,
       examples=transform.outputs['transformed_examples'],
@@ -95,8 +106,12 @@ def create_pipeline(
       schema=schema_gen.outputs['schema'],
       train_args=tfx.proto.TrainArgs(num_steps=config.train.train_steps),
       eval_args=tfx.proto.EvalArgs(num_steps=config.train.eval_steps),
+      base_model=base_model_node.outputs['model'] if base_model_node else None,
       custom_config=trainer_config)
-  baseline_node = _baseline_model(baseline, serving_model_dir, trainer.outputs['model'])
+  # Nothing pushed yet: the candidate is its own baseline, so only absolute thresholds gate it.
+  baseline_node = resolver or PushedModelBaseline(
+      candidate_model=trainer.outputs['model'], serving_model_dir=serving_model_dir,
+  ).with_id('pushed_model_baseline')
   evaluator = tfx.components.Evaluator(
       # The exported model takes raw tf.Examples (Transform's graph is inside it).
       examples=example_gen.outputs['examples'],
@@ -114,20 +129,16 @@ def create_pipeline(
       pipeline_name=pipeline_name,
       pipeline_root=pipeline_root,
       components=[example_gen, statistics_gen, schema_gen, example_validator, transform,
-                  trainer, baseline_node, evaluator, pusher],
+                  trainer, baseline_node, evaluator, pusher]
+      + ([base_model_node] if base_model_node not in (None, baseline_node) else []),
       enable_cache=enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=beam_pipeline_args or [])
 
 
-def _baseline_model(baseline: str, serving_model_dir: str, candidate_model):
-  if baseline == 'resolver':
-    return tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id('latest_blessed_model_resolver')
-  # Nothing pushed yet: the candidate is its own baseline, so only absolute thresholds gate it.
-  return PushedModelBaseline(
-      candidate_model=candidate_model, serving_model_dir=serving_model_dir,
-  ).with_id('pushed_model_baseline')
+def _latest_blessed_model() -> tfx.dsl.Resolver:
+  return tfx.dsl.Resolver(
+      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+  ).with_id('latest_blessed_model_resolver')

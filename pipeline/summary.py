@@ -18,6 +18,7 @@ from contract import settings
 from evaluation import report
 from pipeline import local_paths
 import storage
+from trainer import warm_start
 
 # Artifact types in pipeline order, with the properties worth a line each.
 _SHOWN = (
@@ -76,6 +77,9 @@ def print_summary(store: metadata_store.MetadataStore, pipeline_name: str, repor
       for name in sorted(shown):
         if not name.startswith(_HIDDEN_PROPERTIES):
           print(f'  {"":18s}   {name} = {shown[name]}', file=out)
+      started = warm_start.read_record(artifact.uri) if type_name == 'ModelRun' else None
+      if started:
+        print(f'  {"":18s}   {started.summary()}', file=out)
   for evaluation in by_type.get('ModelEvaluation', []):
     run = report.load_run(evaluation.uri)
     print('\n' + report.format_report(run, run.baseline), file=out)

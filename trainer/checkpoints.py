@@ -4,7 +4,7 @@ TFX gives every Trainer execution a new model_run directory, so checkpoints kept
 seen again: a Trainer killed at step 700 and re-run starts at step 0. With a checkpoint root
 (the pipeline's, set by pipeline/pipeline.py), checkpoints go to a folder named for what
 determines the training instead (resumable_dir): the training and eval files, Transform's
-output and every hyper-parameter. A re-run of the same training (a retried step, a new
+output, every hyper-parameter and the base model a warm start begins from. A re-run of the same training (a retried step, a new
 pipeline run after a crash) finds the folder and resumes; new examples, a new vocabulary or a
 changed setting name a new folder and start fresh.
 
@@ -33,11 +33,13 @@ _RESTORE_ERRORS = (tf.errors.OpError, IndexError, ValueError, AssertionError)
 
 
 def inputs_key(train_files: Sequence[str], eval_files: Sequence[str], transform_output: str,
-               hparams_json: str) -> str:
-  """A short digest of what determines a training run (its step target included)."""
+               hparams_json: str, base_model: Optional[str] = None) -> str:
+  """A short digest of what determines a training run (its step target and the model it
+  warm-starts from included)."""
   described = json.dumps({'train_files': sorted(train_files), 'eval_files': sorted(eval_files),
                           'transform_output': transform_output,
-                          'hparams': json.loads(hparams_json)}, sort_keys=True)
+                          'hparams': json.loads(hparams_json), 'base_model': base_model},
+                         sort_keys=True)
   return hashlib.sha256(described.encode()).hexdigest()[:16]
 
 

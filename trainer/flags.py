@@ -39,6 +39,8 @@ FLAGS = (
     Flag('serving_model_dir', 'serving_model_dir', 'where the serving SavedModel is written',
          required=True),
     Flag('train_steps', 'train_steps', "overrides the hparams' train_steps"),
+    Flag('base_model', 'base_model', 'a served SavedModel to warm-start from (its weights, '
+         'remapped to this training\'s vocabularies: trainer/warm_start.py)'),
 )
 # Flags for the Trainer's custom_config: JSON objects or plain strings, by key.
 HPARAMS_FLAG = Flag('hparams', settings.TRAINER_HPARAMS_KEY,
@@ -47,10 +49,15 @@ CHECKPOINT_ROOT_FLAG = Flag(
     'checkpoint_root', settings.TRAINER_CHECKPOINT_ROOT_KEY,
     'checkpoints go to a folder under it named for the inputs and settings, so a re-run of the '
     'same training (a retried step, a new pipeline run) resumes where the last one stopped')
+WARM_START_STEPS_FLAG = Flag(
+    'warm_start_steps', settings.TRAINER_WARM_START_STEPS_KEY,
+    "steps to train when warm-started from --base_model (default: the hparams' train_steps)")
+_INTEGER_FIELDS = ('train_steps', settings.TRAINER_WARM_START_STEPS_KEY)
 
 
 def parser() -> argparse.ArgumentParser:
-  """The command's parser: every flag of FLAGS, HPARAMS_FLAG and CHECKPOINT_ROOT_FLAG."""
+  """The command's parser: every flag of FLAGS, HPARAMS_FLAG, CHECKPOINT_ROOT_FLAG and
+  WARM_START_STEPS_FLAG."""
   result = argparse.ArgumentParser(
       prog=PROG,
       description='Train and export the DeepMatch model without TFX around it (TFX calls '
@@ -58,9 +65,11 @@ def parser() -> argparse.ArgumentParser:
       'task: the chief trains, workers and parameter servers serve.')
   for flag in FLAGS:
     result.add_argument(f'--{flag.flag}', nargs='+' if flag.many else None,
-                        type=int if flag.field == 'train_steps' else str, help=flag.help)
+                        type=int if flag.field in _INTEGER_FIELDS else str, help=flag.help)
   result.add_argument(f'--{HPARAMS_FLAG.flag}', default='{}', help=HPARAMS_FLAG.help)
-  result.add_argument(f'--{CHECKPOINT_ROOT_FLAG.flag}', help=CHECKPOINT_ROOT_FLAG.help)
+  for flag in (CHECKPOINT_ROOT_FLAG, WARM_START_STEPS_FLAG):
+    result.add_argument(f'--{flag.flag}', help=flag.help,
+                        type=int if flag.field in _INTEGER_FIELDS else str)
   return result
 
 
@@ -75,8 +84,9 @@ def to_flags(fn_args) -> List[str]:
   config = fn_args.custom_config or {}
   args += [f'--{HPARAMS_FLAG.flag}',
            json.dumps(config.get(HPARAMS_FLAG.field) or {}, sort_keys=True)]
-  if config.get(CHECKPOINT_ROOT_FLAG.field):
-    args += [f'--{CHECKPOINT_ROOT_FLAG.flag}', config[CHECKPOINT_ROOT_FLAG.field]]
+  for flag in (CHECKPOINT_ROOT_FLAG, WARM_START_STEPS_FLAG):
+    if config.get(flag.field):
+      args += [f'--{flag.flag}', str(config[flag.field])]
   return args
 
 
@@ -101,8 +111,9 @@ def fn_args_from_args(args: argparse.Namespace):
   fields['eval_files'] = fields['eval_files'] or []
   fields['transform_graph_path'] = fields['transform_output']
   custom_config = {HPARAMS_FLAG.field: _hparams(args.hparams)}
-  if args.checkpoint_root:
-    custom_config[CHECKPOINT_ROOT_FLAG.field] = args.checkpoint_root
+  for flag in (CHECKPOINT_ROOT_FLAG, WARM_START_STEPS_FLAG):
+    if getattr(args, flag.flag):
+      custom_config[flag.field] = getattr(args, flag.flag)
   return FnArgs(custom_config=custom_config, **fields)
 
 

@@ -37,13 +37,20 @@ def hparams_from_fn_args(fn_args) -> settings.HParams:
   return hparams
 
 
-def checkpoint_dir(fn_args, hparams: settings.HParams) -> str:
-  """Where this training's checkpoints are: found again by a re-run of the same training."""
+def checkpoint_dir(fn_args, hparams: settings.HParams, base_model: Optional[str] = None) -> str:
+  """Where this training's checkpoints are: found again by a re-run of the same training (from
+  the same base model, when it warm-starts)."""
   key = checkpoints.inputs_key(fn_args.train_files, fn_args.eval_files or [],
-                               fn_args.transform_output, hparams.to_json())
+                               fn_args.transform_output, hparams.to_json(), base_model)
   return checkpoints.resumable_dir(
       (fn_args.custom_config or {}).get(settings.TRAINER_CHECKPOINT_ROOT_KEY),
       fn_args.model_run_dir, key)
+
+
+def warm_start_steps(fn_args, hparams: settings.HParams) -> int:
+  """Steps to train on top of a base model: the Trainer's warm_start_steps, else train_steps."""
+  steps = (fn_args.custom_config or {}).get(settings.TRAINER_WARM_START_STEPS_KEY)
+  return int(steps) if steps else hparams.train_steps
 
 
 def run_fn(fn_args) -> None:
@@ -63,11 +70,17 @@ def run_fn(fn_args) -> None:
   from trainer import samplers  # pylint: disable=g-import-not-at-top
   from trainer import train_loop  # pylint: disable=g-import-not-at-top
   from trainer import vocabulary  # pylint: disable=g-import-not-at-top
+  from trainer import warm_start  # pylint: disable=g-import-not-at-top
 
   hparams = hparams_from_fn_args(fn_args)
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
   num_items = vocabulary.num_items(tf_transform_output)
   num_intents = vocabulary.num_intents(tf_transform_output)
+  started = warm_start.initial_weights(
+      getattr(fn_args, 'base_model', None), hparams,
+      vocabulary.vocabularies(tf_transform_output), fn_args.model_run_dir, logging.info)
+  if started.warm:
+    hparams = hparams.replace(train_steps=warm_start_steps(fn_args, hparams))
   logging.info('training %s on %d items (%s)', 'a cluster' if task else 'one process', num_items,
                hparams.to_json())
   strategy, coordinator = distribution.training_strategy(task, hparams, num_items)
@@ -84,7 +97,9 @@ def run_fn(fn_args) -> None:
 
   result = train_loop.train(
       strategy, lambda: model_lib.build_model(hparams, num_items, num_intents), dataset_fn,
-      loss_fn, hparams, fn_args.model_run_dir, checkpoint_dir=checkpoint_dir(fn_args, hparams),
+      loss_fn, hparams, fn_args.model_run_dir,
+      checkpoint_dir=checkpoint_dir(fn_args, hparams, started.base_model),
+      initial_weights=started.initial_weights,
       coordinator=coordinator, log=logging.info,
       evaluate=None if task else checkpoint_eval.evaluate_on_files(
           fn_args.eval_files, fn_args.eval_steps, tf_transform_output, hparams))

@@ -64,7 +64,8 @@ def train(strategy: tf.distribute.Strategy,
           coordinator: Optional[tf.distribute.experimental.coordinator.ClusterCoordinator] = None,
           log: Callable[[str], None] = logging.info,
           optimizer_fn: Callable[[settings.HParams], tf_keras.optimizers.Optimizer] = None,
-          evaluate: Optional[checkpoint_eval.Evaluate] = None) -> TrainResult:
+          evaluate: Optional[checkpoint_eval.Evaluate] = None,
+          initial_weights: Optional[str] = None) -> TrainResult:
   """Trains until the step reaches hparams.train_steps, resuming from the newest valid checkpoint.
 
   Args:
@@ -84,6 +85,8 @@ def train(strategy: tf.distribute.Strategy,
     evaluate: called with the model after every checkpoint (checkpoint_eval.make_evaluate); its
       metrics go to the progress lines and TensorBoard ('eval/<name>') beside the training
       seconds so far ('training_seconds'), and its time is not counted as training time.
+    initial_weights: a model-only checkpoint (warm_start.py) the model starts from when there
+      is no checkpoint to resume; None starts from the model's own initial weights.
   """
   with strategy.scope():
     model = build_model()
@@ -102,7 +105,10 @@ def train(strategy: tf.distribute.Strategy,
   if restored:
     log(f'resuming from {restored} at step {int(optimizer.iterations.numpy())}')
   else:
-    log(f'no checkpoint in {checkpoint_dir}: starting at step 0')
+    log(f'no checkpoint in {checkpoint_dir}: starting at step 0'
+        + (f' from the weights in {initial_weights}' if initial_weights else ''))
+    if initial_weights:
+      tf.train.Checkpoint(model=model).read(initial_weights).assert_existing_objects_matched()
   # Created after the restore, which rewrote the state file this manager reads.
   manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=_CHECKPOINTS_KEPT,
                                        checkpoint_name=checkpoints.CHECKPOINT_PREFIX)

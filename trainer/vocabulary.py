@@ -1,6 +1,6 @@
 """Item and intent vocabularies written by Transform, as the trainer and the export need them."""
 
-from typing import List
+from typing import Dict, List
 
 import numpy as np
 import tensorflow as tf
@@ -11,7 +11,7 @@ from contract import features
 
 def item_vocabulary(tf_transform_output: tft.TFTransformOutput) -> List[str]:
   """Item ids by descending training frequency: line i of the vocabulary is model id i."""
-  return [item.decode('utf-8') for item in tf_transform_output.vocabulary_by_name(features.ITEM_VOCAB)]
+  return vocabularies(tf_transform_output)[features.ITEM_VOCAB]
 
 
 def item_vocabulary_file(tf_transform_output: tft.TFTransformOutput) -> str:
@@ -57,3 +57,9 @@ def num_items(tf_transform_output: tft.TFTransformOutput) -> int:
 def num_intents(tf_transform_output: tft.TFTransformOutput) -> int:
   """Rows of the intent table: the vocabulary plus its OOV bucket(s)."""
   return tf_transform_output.vocabulary_size_by_name(features.INTENT_VOCAB) + features.NUM_OOV_BUCKETS
+
+
+def vocabularies(tf_transform_output: tft.TFTransformOutput) -> Dict[str, List[str]]:
+  """The vocabularies that index the model's tables, by name: items and intents, in id order."""
+  return {name: [term.decode('utf-8') for term in tf_transform_output.vocabulary_by_name(name)]
+          for name in (features.ITEM_VOCAB, features.INTENT_VOCAB)}

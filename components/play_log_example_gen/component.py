@@ -27,6 +27,8 @@ MAX_BAD_FRACTION_KEY = 'max_bad_fraction'
 TS_UNIT_KEY = 'ts_unit'
 MIN_TS_MS_KEY = 'min_ts_ms'
 MAX_TS_MS_KEY = 'max_ts_ms'
+PARTITION_PATTERN_KEY = driver.PARTITION_PATTERN_KEY
+WINDOW_PARTITIONS_KEY = driver.WINDOW_PARTITIONS_KEY
 EXAMPLES_KEY = executor.EXAMPLES_KEY
 QUARANTINE_KEY = executor.QUARANTINE_KEY
 
@@ -48,6 +50,8 @@ class PlayLogExampleGenSpec(component_spec.ComponentSpec):
       TS_UNIT_KEY: component_spec.ExecutionParameter(type=str),
       MIN_TS_MS_KEY: component_spec.ExecutionParameter(type=int),
       MAX_TS_MS_KEY: component_spec.ExecutionParameter(type=int, optional=True),
+      PARTITION_PATTERN_KEY: component_spec.ExecutionParameter(type=str, optional=True),
+      WINDOW_PARTITIONS_KEY: component_spec.ExecutionParameter(type=int, optional=True),
       # Set by the driver at run time: a digest of the input files, part of the cache key.
       driver.INPUT_FINGERPRINT_KEY: component_spec.ExecutionParameter(type=str, optional=True),
   }
@@ -90,7 +94,9 @@ class PlayLogExampleGen(base_beam_component.BaseBeamComponent):
                max_bad_fraction: float = settings.MAX_BAD_FRACTION,
                ts_unit: str = settings.TS_UNIT,
                min_ts_ms: int = settings.MIN_TS_MS,
-               max_ts_ms: Optional[int] = None):
+               max_ts_ms: Optional[int] = None,
+               partition_pattern: Optional[str] = None,
+               window_partitions: Optional[int] = None):
     """Constructs a PlayLogExampleGen.
 
     Args:
@@ -114,6 +120,12 @@ class PlayLogExampleGen(base_beam_component.BaseBeamComponent):
       min_ts_ms: plays before this epoch ms are quarantined (default 1970-01-01).
       max_ts_ms: plays after this epoch ms are quarantined (default: one day after the run
         starts).
+      partition_pattern: e.g. '{YYYY}-{MM}-{DD}' or 'span-{SPAN}': the top-level folders (or
+        files) of input_base whose names match are partitions, ordered by date or span; the
+        others are ignored and listed. The examples record the partitions read (`partitions`)
+        and the newest one's span (`span`; days since 1970-01-01 for dates).
+      window_partitions: read only the newest this many partitions (a rolling window); None
+        reads them all.
     """
     executor.validate_parameters(input_format=input_format, column_mapping=column_mapping,
                                  history_length=history_length, pos_threshold=pos_threshold,
@@ -121,7 +133,9 @@ class PlayLogExampleGen(base_beam_component.BaseBeamComponent):
                                  eval_plays_per_user=eval_plays_per_user,
                                  eval_start_ts=eval_start_ts, eval_fraction=eval_fraction,
                                  max_bad_fraction=max_bad_fraction, ts_unit=ts_unit,
-                                 min_ts_ms=min_ts_ms, max_ts_ms=max_ts_ms)
+                                 min_ts_ms=min_ts_ms, max_ts_ms=max_ts_ms,
+                                 partition_pattern=partition_pattern,
+                                 window_partitions=window_partitions)
     spec = PlayLogExampleGenSpec(
         input_base=input_base,
         input_format=input_format,
@@ -136,6 +150,8 @@ class PlayLogExampleGen(base_beam_component.BaseBeamComponent):
         ts_unit=ts_unit,
         min_ts_ms=min_ts_ms,
         max_ts_ms=max_ts_ms,
+        partition_pattern=partition_pattern,
+        window_partitions=window_partitions,
         examples=channel.Channel(type=standard_artifacts.Examples),
         quarantine=channel.Channel(type=artifacts.Quarantine))
     super().__init__(spec=spec)

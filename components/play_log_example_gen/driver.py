@@ -21,13 +21,20 @@ from tfx.proto.orchestration import driver_output_pb2
 from components.play_log_example_gen import input_files
 
 INPUT_BASE_KEY = 'input_base'
+PARTITION_PATTERN_KEY = 'partition_pattern'
+WINDOW_PARTITIONS_KEY = 'window_partitions'
 INPUT_FINGERPRINT_KEY = 'input_fingerprint'
 
 
-def input_fingerprint(input_base: str) -> str:
-  """Returns a digest of the input files' paths, sizes and modification times."""
+def input_fingerprint(exec_properties: Dict[str, Any]) -> str:
+  """Returns a digest of the paths, sizes and modification times of the files a run reads (with
+  a rolling window, those of its partitions: a new partition changes it, an old one leaving the
+  window too)."""
   digest = hashlib.sha256()
-  files = input_files.find_input_files(input_base).data
+  window = exec_properties.get(WINDOW_PARTITIONS_KEY)
+  files = input_files.find_input_files(
+      exec_properties[INPUT_BASE_KEY], exec_properties.get(PARTITION_PATTERN_KEY) or None,
+      int(window) if window else None).data
   for match in FileSystems.match(files):
     for entry in match.metadata_list:
       digest.update(f'{entry.path}\t{entry.size_in_bytes}\t{entry.last_updated_in_seconds}\n'
@@ -46,7 +53,7 @@ class Driver(base_driver.BaseDriver, ir_base_driver.BaseDriver):
                               pipeline_info: data_types.PipelineInfo,
                               component_info: data_types.ComponentInfo) -> Dict[str, Any]:
     del pipeline_info, component_info
-    exec_properties[INPUT_FINGERPRINT_KEY] = input_fingerprint(exec_properties[INPUT_BASE_KEY])
+    exec_properties[INPUT_FINGERPRINT_KEY] = input_fingerprint(exec_properties)
     return exec_properties
 
   def run(self, execution_info: portable_data_types.ExecutionInfo
@@ -54,5 +61,5 @@ class Driver(base_driver.BaseDriver, ir_base_driver.BaseDriver):
     result = driver_output_pb2.DriverOutput()
     data_types_utils.set_metadata_value(
         result.exec_properties[INPUT_FINGERPRINT_KEY],
-        input_fingerprint(execution_info.exec_properties[INPUT_BASE_KEY]))
+        input_fingerprint(execution_info.exec_properties))
     return result

@@ -29,6 +29,9 @@ QUARANTINE_KEY = 'quarantine'
 COUNTS_FILE = 'ingestion_counts.json'
 EVAL_START_FILE = 'eval_start_ts.json'
 QUARANTINE_PREFIX = 'quarantine'
+# Properties of the examples of a partitioned input (besides TFX's own `span`).
+PARTITIONS_PROPERTY = 'partitions'
+PARTITIONS_OUTSIDE_WINDOW_PROPERTY = 'partitions_outside_window'
 
 
 def validate_parameters(**parameters: Any) -> settings.IngestConfig:
@@ -126,6 +129,21 @@ def _record_counts(artifact: types.Artifact, counts: Mapping[str, Any]) -> None:
     artifact.set_int_custom_property(f'{split}_examples', count)
 
 
+def _partition_names(partitions: Sequence[input_files.Partition]) -> str:
+  names = [p.name for p in partitions]
+  return ', '.join(names) if len(names) <= 6 else f'{names[0]} ... {names[-1]} ({len(names)})'
+
+
+def _record_partitions(examples: types.Artifact, found: input_files.InputFiles) -> None:
+  """Records the partitions read on the examples: the newest one's span as the artifact's
+  `span` (TFX's Examples property), all of them by name, and how many were left out."""
+  examples.span = found.partitions[-1].span
+  examples.set_string_custom_property(
+      PARTITIONS_PROPERTY, json.dumps([p.name for p in found.partitions]))
+  examples.set_int_custom_property(PARTITIONS_OUTSIDE_WINDOW_PROPERTY,
+                                   len(found.partitions_outside_window))
+
+
 def format_counts(counts: Mapping[str, Any]) -> str:
   by_reason = ', '.join(f'{r}={e["count"]}'
                         for r, e in sorted(counts[beam_stages.QUARANTINED].items()))
@@ -185,9 +203,16 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     if (ingest.eval_plays_per_user, ingest.eval_start_ts, eval_fraction) == (None, None, None):
       eval_fraction = settings.EVAL_FRACTION
     input_base = exec_properties['input_base']
-    found = input_files.find_input_files(input_base)
+    found = input_files.find_input_files(input_base, ingest.partition_pattern,
+                                         ingest.window_partitions)
     for path in found.ignored:
-      logging.info('PlayLogExampleGen ignores %s (a name starting with "." or "_")', path)
+      logging.info('PlayLogExampleGen ignores %s (a name starting with "." or "_"%s)', path,
+                   f', or in no partition named {ingest.partition_pattern!r}'
+                   if ingest.partition_pattern else '')
+    if ingest.partition_pattern:
+      print(f'PlayLogExampleGen: partitions {_partition_names(found.partitions)} '
+            f'({len(found.partitions_outside_window)} older outside the window of '
+            f'{ingest.window_partitions or "all"})', flush=True)
     num_buckets = num_user_buckets(found.data)
     logging.info('PlayLogExampleGen reading %d %s file(s) with column mapping %s into %d user '
                  'buckets; eval split: %s', len(found.data), input_format, column_mapping,
@@ -252,6 +277,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                                             example_gen_pb2.FORMAT_TFRECORDS_GZIP))
     for artifact in (examples, quarantine):
       _record_counts(artifact, counts)
+    if found.partitions:
+      _record_partitions(examples, found)
     summary = format_counts(counts)
     logging.info('PlayLogExampleGen: %s; quarantine in %s', summary, quarantine.uri)
     print(f'PlayLogExampleGen: {summary}; quarantine in {quarantine.uri}', flush=True)

@@ -11,11 +11,15 @@ Nothing pushed yet (the first run, or a push directory emptied by a rollback): t
 itself becomes the baseline. Every change threshold then compares the candidate with itself
 (difference 0, inside any tolerance), so the gate reduces to the absolute thresholds, exactly what
 the Evaluator does when a Resolver finds no blessed model. The artifact records which case it was.
+Without a candidate (the Trainer's warm-start base, which the Trainer waits for), nothing pushed
+leaves the artifact empty, and the Trainer starts cold.
 
     baseline = PushedModelBaseline(
         candidate_model=trainer.outputs['model'], serving_model_dir=serving_model_dir)
     evaluator = Evaluator(..., baseline_model=baseline.outputs['model'])
 """
+
+from typing import Optional
 
 from tfx import types
 from tfx.dsl.components.base import base_component
@@ -37,7 +41,8 @@ class PushedModelBaselineSpec(types.ComponentSpec):
       SERVING_MODEL_DIR_KEY: component_spec.ExecutionParameter(type=str),
   }
   INPUTS = {
-      CANDIDATE_MODEL_KEY: component_spec.ChannelParameter(type=standard_artifacts.Model),
+      CANDIDATE_MODEL_KEY: component_spec.ChannelParameter(type=standard_artifacts.Model,
+                                                           optional=True),
   }
   OUTPUTS = {
       MODEL_KEY: component_spec.ChannelParameter(type=standard_artifacts.Model),
@@ -50,18 +55,21 @@ class PushedModelBaseline(base_component.BaseComponent):
   Outputs:
     model: a Model artifact holding a copy of `<serving_model_dir>/<newest version>` (or of the
       candidate when nothing has been pushed), with custom properties `baseline_source`
-      ('pushed' | 'candidate'), `pushed_version` and `pushed_model_path`.
+      ('pushed' | 'candidate' | 'none'), `pushed_version` and `pushed_model_path`.
   """
 
   SPEC_CLASS = PushedModelBaselineSpec
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
-  def __init__(self, candidate_model: types.BaseChannel, serving_model_dir: str):
+  def __init__(self, serving_model_dir: str,
+               candidate_model: Optional[types.BaseChannel] = None):
     """Args:
 
-      candidate_model: the Trainer's model; the baseline when nothing has been pushed yet.
       serving_model_dir: the directory Pusher pushes numbered versions into (local path, gs://,
         s3://); may not exist yet.
+      candidate_model: the Trainer's model: the baseline when nothing has been pushed yet.
+        Without it (the Trainer's warm-start base, which the Trainer waits for) the output is
+        left empty then, and `baseline_source` says 'none'.
     """
     super().__init__(spec=PushedModelBaselineSpec(
         candidate_model=candidate_model,

@@ -19,6 +19,7 @@ PUSHED_VERSION_PROPERTY = 'pushed_version'
 PUSHED_MODEL_PATH_PROPERTY = 'pushed_model_path'
 SOURCE_PUSHED = 'pushed'
 SOURCE_CANDIDATE = 'candidate'
+SOURCE_NONE = 'none'
 
 
 def newest_pushed_version(serving_model_dir: str) -> Optional[int]:
@@ -59,6 +60,11 @@ class Executor(base_executor.BaseExecutor):
     serving_model_dir = exec_properties[SERVING_MODEL_DIR_KEY]
     baseline = artifact_utils.get_single_instance(output_dict[MODEL_KEY])
     version = newest_pushed_version(serving_model_dir)
+    if version is None and not input_dict.get(CANDIDATE_MODEL_KEY):
+      logging.info('Nothing pushed to %s yet, and no candidate: the model artifact stays empty.',
+                   serving_model_dir)
+      baseline.set_string_custom_property(BASELINE_SOURCE_PROPERTY, SOURCE_NONE)
+      return
     if version is None:
       candidate = artifact_utils.get_single_instance(input_dict[CANDIDATE_MODEL_KEY])
       source = path_utils.serving_model_path(

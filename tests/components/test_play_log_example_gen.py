@@ -555,13 +555,83 @@ def test_driver_fingerprint_changes_with_the_input_files(tmp_path):
   execution = portable_data_types.ExecutionInfo(exec_properties={'input_base': str(logs)})
   first = driver.Driver(None).run(execution).exec_properties[driver.INPUT_FINGERPRINT_KEY]
   assert first.string_value.startswith('files:1,sha256:')
-  assert driver.input_fingerprint(str(logs)) == first.string_value  # stable
+  properties = {'input_base': str(logs)}
+  assert driver.input_fingerprint(properties) == first.string_value  # stable
   write_csv(logs / 'b.csv', [['u2', 'i1', T0, 1000, 200_000, 'on_demand']])
-  second = driver.input_fingerprint(str(logs))
+  second = driver.input_fingerprint(properties)
   assert second.startswith('files:2,') and second != first.string_value
   with open(logs / 'b.csv', 'a') as f:
     f.write('u2,i2,1700000001000,1000,200000,on_demand\n')
-  assert driver.input_fingerprint(str(logs)) != second
+  assert driver.input_fingerprint(properties) != second
+
+
+DAILY = {'partition_pattern': settings.DAILY_PARTITION_PATTERN}
+
+
+def write_partitions(logs, days):
+  """One file per day folder: {day: [(item, ts)]} plays of user u1, each played to the end."""
+  for day, plays in days.items():
+    os.makedirs(logs / day, exist_ok=True)
+    write_csv(logs / day / 'part-0.csv',
+              [['u1', item, ts, 190_000, 200_000, 'on_demand'] for item, ts in plays])
+
+
+def test_partitions_are_ordered_by_date_or_span_and_the_window_keeps_the_newest(tmp_path):
+  logs = tmp_path / 'logs'
+  write_partitions(logs, {day: [('i1', T0)] for day in (
+      '2026-11-29', '2026-12-01', '2026-11-30', '2026-02-30', 'notes')})
+  found = input_files.find_input_files(str(logs), settings.DAILY_PARTITION_PATTERN, 2)
+  assert [p.name for p in found.partitions] == ['2026-11-30', '2026-12-01']
+  assert found.partitions[-1].span == (np.datetime64('2026-12-01') - np.datetime64('1970-01-01')
+                                       ).astype(int)
+  assert [p.name for p in found.partitions_outside_window] == ['2026-11-29']
+  assert found.data == [str(logs / day / 'part-0.csv') for day in ('2026-11-30', '2026-12-01')]
+  # No date (Feb 30th) and no match are not partitions: ignored and listed, never read.
+  assert found.ignored == [str(logs / day / 'part-0.csv') for day in ('2026-02-30', 'notes')]
+
+  spans = tmp_path / 'spans'
+  write_partitions(spans, {f'span-{n}': [('i1', T0)] for n in (2, 10, 9)})
+  found = input_files.find_input_files(str(spans), 'span-{SPAN}')
+  assert [(p.name, p.span) for p in found.partitions] == [('span-2', 2), ('span-9', 9),
+                                                          ('span-10', 10)]
+  write_partitions(spans, {'span-09': [('i1', T0)]})
+  with pytest.raises(ValueError, match="partitions 'span-09' and 'span-9' have the same span"):
+    input_files.find_input_files(str(spans), 'span-{SPAN}')
+  with pytest.raises(ValueError, match="holds no play-log files in partitions named 'day-{SPAN}'"):
+    input_files.find_input_files(str(spans), 'day-{SPAN}')
+
+
+def test_a_window_of_days_builds_histories_across_them_and_records_what_it_read(tmp_path):
+  logs = tmp_path / 'logs'
+  day = 24 * 3600 * 1000
+  write_partitions(logs, {
+      '2023-11-13': [('old0', T0 - day), ('old1', T0 - day + 1000)],
+      '2023-11-14': [(f'i{k}', T0 + k * 1000) for k in range(4)],
+      '2023-11-15': [(f'i{k}', T0 + day + k * 1000) for k in range(4, 7)],
+      'README': [('x', T0)]})
+  examples, quarantine = run_executor(tmp_path, logs, window_partitions=2,
+                                      eval_plays_per_user=1, **DAILY)
+  [last] = read_split(examples, 'eval')
+  # The newest play's history reaches back into the day before, not into the day outside.
+  assert last[features.ITEM_ID] == 'i6'
+  assert last[features.HISTORY_ITEM_ID] == ['i0', 'i1', 'i2', 'i3', 'i4', 'i5']
+  assert counts_of(examples)['rows_read'] == 7
+  assert examples.span == (np.datetime64('2023-11-15') - np.datetime64('1970-01-01')).astype(int)
+  assert json.loads(examples.get_string_custom_property(executor.PARTITIONS_PROPERTY)) == [
+      '2023-11-14', '2023-11-15']
+  assert examples.get_int_custom_property(executor.PARTITIONS_OUTSIDE_WINDOW_PROPERTY) == 1
+  assert examples.get_int_custom_property('files_ignored') == 1  # README/part-0.csv
+
+
+def test_the_fingerprint_follows_the_window(tmp_path):
+  logs = tmp_path / 'logs'
+  write_partitions(logs, {'2023-11-14': [('i1', T0)], '2023-11-15': [('i2', T0 + 1)]})
+  properties = {'input_base': str(logs), 'window_partitions': 1, **DAILY}
+  first = driver.input_fingerprint(properties)
+  write_partitions(logs, {'2023-11-13': [('i0', T0 - 1)]})  # an older day: outside the window
+  assert driver.input_fingerprint(properties) == first
+  write_partitions(logs, {'2023-11-16': [('i3', T0 + 2)]})  # a new day
+  assert driver.input_fingerprint(properties) != first
 
 
 def test_in_a_local_pipeline_statistics_gen_reads_it_and_new_files_bust_the_cache(tmp_path):

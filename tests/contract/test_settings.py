@@ -84,6 +84,17 @@ BAD_CONFIGS = [
     ({'pipeline_name': '../elsewhere'},
      r"pipeline_name: '\.\./elsewhere' is not allowed; letters, digits, _ and - only"),
     ({'ingest': []}, r'ingest: expected an object with keys from'),
+    ({'ingest': {'partition_pattern': '{YYYY}-{MM}'}},
+     r"ingest\.partition_pattern: '\{YYYY\}-\{MM\}' is not allowed; must hold \{SPAN\} once, "
+     r'or each of \{YYYY\} \{MM\} \{DD\} once'),
+    ({'ingest': {'partition_pattern': 'logs/span-{SPAN}'}},
+     r"ingest\.partition_pattern: .* names one top-level folder or file: no \"/\""),
+    ({'ingest': {'window_partitions': 3}},
+     r'ingest\.window_partitions: 3 is not allowed; needs partition_pattern'),
+    ({'ingest': {'partition_pattern': 'span-{SPAN}', 'window_partitions': 0}},
+     r'ingest\.window_partitions: 0 is not allowed; must be >= 1'),
+    ({'train': {'warm_start_steps': 100}},
+     r'train\.warm_start_steps: 100 is not allowed; needs warm_start: true'),
 ]
 
 

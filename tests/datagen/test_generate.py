@@ -259,3 +259,30 @@ def test_command_line(tmp_path):
   assert result.returncode == 2 and "--set 'nope=1'" in result.stderr
   result = _run_cli('--out_dir', out_dir, '--num_events', '3000')
   assert result.returncode == 2 and 'already holds a generated log' in result.stderr
+
+
+def test_days_are_partitions_of_about_equal_plays_over_a_drifting_catalogue(tmp_path):
+  summary = _generate(tmp_path, 'daily', num_events=400_000, num_users=400, num_items=3_000,
+                      days=4)
+  out_dir = str(tmp_path / 'daily')
+  assert [os.path.dirname(os.path.relpath(p, out_dir)) for p in summary['files']] == [
+      '2024-01-31', '2024-02-01', '2024-02-02', '2024-02-03']
+  days = [pd.read_csv(path) for path in summary['files']]
+  sizes = np.array([len(day) for day in days])
+  assert sizes.sum() == summary['events']
+  assert sizes.min() > 0.8 * sizes.mean(), sizes  # a steady state: no day far below the others
+  for day_number, day in enumerate(days):  # each file holds its own day's plays only
+    day_start = np.datetime64('2024-01-31', 'ms').astype(np.int64) + day_number * 86_400_000
+    assert day['ts'].between(day_start, day_start + 86_400_000 - 1).all()
+
+  truth = ground_truth_lib.load(out_dir)
+  plays = pd.concat(days)
+  item = truth.item_index(plays['item_id'].tolist())
+  ts = plays['ts'].to_numpy()
+  assert (ts >= truth.item_released_ts_ms[item]).all()  # no song played before its release
+  assert (ts < truth.item_faded_ts_ms[item]).all()  # nor after it faded
+  first, last = set(days[0]['item_id']), set(days[-1]['item_id'])
+  assert len(last - first) > 0.02 * len(first) and len(first - last) > 0.02 * len(first), (
+      'songs come and go between the first and the last day')
+  output = json.load(open(summary['ground_truth']))['output']
+  assert output['plays_of_songs_not_yet_released_or_faded'] > 0

@@ -63,6 +63,22 @@ class Workspace:
       if name.startswith('plays-'):
         shutil.copy(os.path.join(out_dir, name), os.path.join(self.data, f'{day}-{name}'))
 
+  def generate_days(self, days, seed, events):
+    """Generates a daily log of `days` partitions (YYYY-MM-DD/) to ship one at a time; returns
+    their names, oldest first. `events` are generated over the generator's whole span, of which
+    the days hold about days / (days + 75)."""
+    out_dir = os.path.join(self.root, 'generated-days')
+    subprocess.run([sys.executable, '-m', 'datagen.generate', '--out_dir', out_dir,
+                    '--num_events', str(events), '--num_users', '300',
+                    '--num_items', str(NUM_ITEMS), '--seed', str(seed), '--days', str(days),
+                    '--quiet'], check=True, env=self.env, cwd=REPO_ROOT)
+    return sorted(name for name in os.listdir(out_dir) if not name.startswith('_'))
+
+  def ship_day(self, name):
+    """Adds a generated day's partition to the data directory, as a log shipper would."""
+    shutil.copytree(os.path.join(self.root, 'generated-days', name),
+                    os.path.join(self.data, name))
+
   def cli(self, *args):
     result = subprocess.run([TFX_CLI, *args], env=self.env, cwd=REPO_ROOT,
                             capture_output=True, text=True)
@@ -92,9 +108,10 @@ class Workspace:
 class Run:
   """What one pipeline run recorded in MLMD: each node's execution state and outputs."""
 
-  def __init__(self, states, outputs):
+  def __init__(self, states, outputs, inputs):
     self.states = states  # {node id: Execution.State}
     self.outputs = outputs  # {(node id, output key): [Artifact]}
+    self.inputs = inputs  # {(node id, input key): [Artifact]}
 
   def output(self, node, key):
     (artifact,) = self.outputs[(node, key)]
@@ -119,11 +136,12 @@ def latest_run(store):
         node_id = node.name.split('.', 1)[1]
         node_of[execution.id] = node_id
         states[node_id] = execution.last_known_state
-  events = [e for e in store.get_events_by_execution_ids(list(run_executions))
-            if e.type == metadata_store_pb2.Event.OUTPUT]
+  events = store.get_events_by_execution_ids(list(run_executions))
   artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
-  outputs = {}
+  by_type = {metadata_store_pb2.Event.OUTPUT: {}, metadata_store_pb2.Event.INPUT: {}}
   for event in events:
-    key = (node_of[event.execution_id], event.path.steps[0].key)
-    outputs.setdefault(key, []).append(artifacts[event.artifact_id])
-  return Run(states, outputs)
+    if event.type in by_type:
+      key = (node_of[event.execution_id], event.path.steps[0].key)
+      by_type[event.type].setdefault(key, []).append(artifacts[event.artifact_id])
+  return Run(states, by_type[metadata_store_pb2.Event.OUTPUT],
+             by_type[metadata_store_pb2.Event.INPUT])

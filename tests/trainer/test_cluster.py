@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import psutil
 import pytest
 import tensorflow as tf
@@ -20,6 +21,7 @@ from contract import features
 from tests.trainer import cluster_testing
 from tests.trainer import tiny_data
 from trainer import cluster as cluster_lib
+from trainer import warm_start
 
 POS_N = 10
 
@@ -70,8 +72,8 @@ def _checkpoint_steps(model_dir):
 
 
 @pytest.fixture(scope='module')
-def single_process_pos(tiny_transform, tmp_path_factory):
-  """POS@N of the same training in one process (the reference the cluster must match)."""
+def single_process_export(tiny_transform, tmp_path_factory):
+  """The serving export of the tiny training in one process."""
   root = str(tmp_path_factory.mktemp('single'))
   output = os.path.join(root, 'chief.log')
   with open(output, 'wb') as log:
@@ -84,7 +86,13 @@ def single_process_pos(tiny_transform, tmp_path_factory):
       if process.poll() is None:
         process.kill()
   assert process.returncode == 0, cluster_testing.read(output)[-3000:]
-  return cluster_testing.pos_at_n(os.path.join(root, 'serving'), tiny_transform, POS_N)
+  return os.path.join(root, 'serving')
+
+
+@pytest.fixture(scope='module')
+def single_process_pos(tiny_transform, single_process_export):
+  """POS@N of the same training in one process (the reference the cluster must match)."""
+  return cluster_testing.pos_at_n(single_process_export, tiny_transform, POS_N)
 
 
 def test_two_ps_two_workers_shard_the_item_tables_and_match_single_process_quality(
@@ -125,6 +133,33 @@ def test_two_ps_two_workers_shard_the_item_tables_and_match_single_process_quali
   # on the same machine were within 0.1. Within 0.15, far above chance, still says the sharded
   # tables learnt what one process learns.
   assert cluster_pos >= single_process_pos - 0.15, (cluster_pos, single_process_pos)
+
+
+def test_a_warm_started_cluster_trains_from_the_remapped_weights_in_its_shards(
+    drifted_transform, single_process_export, tmp_path):
+  """The chief remaps the base's rows to the new vocabulary, and the sharded tables start from
+  them: with a learning rate too small to move them, the export holds the initial weights."""
+  root = str(tmp_path)
+  args = cluster_testing.trainer_args(drifted_transform, root, num_shards=2, learning_rate=1e-9,
+                                      steps_per_checkpoint=2)
+  output = os.path.join(root, 'cluster.log')
+  command = [sys.executable, '-m', 'trainer.cluster', '--num_ps', '2', '--num_workers', '1',
+             '--log_dir', os.path.join(root, 'logs'), '--'] + args + [
+                 '--base_model', single_process_export, '--warm_start_steps', '2']
+  returncode, _, left_running = _run_cluster_command(command, output)
+  text = cluster_testing.read(output)
+  assert returncode == 0, text[-3000:]
+  assert not left_running, left_running
+  assert 'item_embedding is sharded in 2' in text, text[-3000:]
+  kept = tiny_data.NUM_GENRES * (tiny_data.SONGS_PER_GENRE - tiny_data.DRIFT)
+  assert f'{kept} items keep their vectors' in text, text[-3000:]
+  assert 'trained to step 2' in text, text[-3000:]
+  initial = tf.train.load_checkpoint(os.path.join(root, 'model', warm_start.INITIAL_WEIGHTS_PREFIX))
+  exported = tf.train.load_checkpoint(os.path.join(root, 'serving', 'variables', 'variables'))
+  for name in ('item_embedding', 'item_bias', 'position_embedding'):
+    key = f'model/{name}/.ATTRIBUTES/VARIABLE_VALUE'
+    np.testing.assert_allclose(exported.get_tensor(key), initial.get_tensor(key), atol=1e-6,
+                               err_msg=name)
 
 
 def test_the_cluster_command_stops_every_process_on_ctrl_c(tiny_transform, tmp_path):

@@ -13,6 +13,7 @@ import tensorflow as tf
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from contract import features
+from contract import settings
 from evaluation import hit_rate
 from tests.trainer import cluster_testing
 from trainer import distribution
@@ -90,6 +91,20 @@ def test_a_changed_setting_starts_afresh(exported, tiny_transform, root, caplog)
   assert any(line.endswith('starting at step 0') for line in lines), lines
   assert run.checkpoint_dir(changed, run.hparams_from_fn_args(changed)) != run.checkpoint_dir(
       exported, run.hparams_from_fn_args(exported))
+
+
+def test_a_warm_start_trains_its_own_steps_from_the_base_in_its_own_folder(
+    exported, drifted_transform, root, caplog):
+  warm = _fn_args(drifted_transform, root, '4')
+  warm.base_model = exported.serving_model_dir
+  warm.custom_config[settings.TRAINER_WARM_START_STEPS_KEY] = 10
+  lines = _logged_run_fn(warm, caplog)
+  assert any(line.startswith(f'warm start from {exported.serving_model_dir}: ') for line in lines)
+  assert any(line.startswith('trained to step 10 (10 steps this run') for line in lines), lines
+  hparams = run.hparams_from_fn_args(warm).replace(train_steps=10)
+  warm_dir = run.checkpoint_dir(warm, hparams, warm.base_model)
+  assert warm_dir != run.checkpoint_dir(warm, hparams)  # never resumed by a cold training
+  assert tf.train.get_checkpoint_state(warm_dir).model_checkpoint_path.endswith('ckpt-10')
 
 
 def test_run_fn_measures_the_eval_split_at_every_checkpoint_as_the_evaluator_would(

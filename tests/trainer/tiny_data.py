@@ -30,6 +30,9 @@ NUM_TRAIN_EXAMPLES = 600
 NUM_EVAL_EXAMPLES = 150
 HISTORY_LENGTH = 8
 SEED = 11
+# first_song of the drifted catalogue (conftest's drifted_transform): each genre's songs 0-2 are
+# gone, 10-12 are new, 3-9 stay.
+DRIFT = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,15 +48,17 @@ def song(genre: int, index: int) -> str:
   return f'genre{genre}_song{index}'
 
 
-def _example(rng: random.Random, user: int) -> dict:
+def _example(rng: random.Random, user: int, first_song: int) -> dict:
   genre = user % NUM_GENRES
   disliked = (genre + 1) % NUM_GENRES
   length = rng.randint(0, HISTORY_LENGTH)
-  history = [song(genre, rng.randrange(SONGS_PER_GENRE)) for _ in range(length)]
+  def any_song(of_genre: int) -> str:
+    return song(of_genre, first_song + rng.randrange(SONGS_PER_GENRE))
+  history = [any_song(genre) for _ in range(length)]
   if rng.random() < 0.7:
-    target, play_rate, label = song(genre, rng.randrange(SONGS_PER_GENRE)), 1.0, features.LABEL_POSITIVE
+    target, play_rate, label = any_song(genre), 1.0, features.LABEL_POSITIVE
   else:
-    target, play_rate, label = song(disliked, rng.randrange(SONGS_PER_GENRE)), 0.1, features.LABEL_NEGATIVE
+    target, play_rate, label = any_song(disliked), 0.1, features.LABEL_NEGATIVE
   return {
       features.USER_ID: f'user{user}', features.TS: 1000 * user + length,
       features.HISTORY_ITEM_ID: history,
@@ -67,9 +72,11 @@ def _example(rng: random.Random, user: int) -> dict:
   }
 
 
-def raw_examples(count: int, seed: int) -> List[dict]:
+def raw_examples(count: int, seed: int, first_song: int = 0) -> List[dict]:
+  """Examples whose songs are numbered first_song .. first_song + SONGS_PER_GENRE - 1 in each
+  genre: another first_song is a catalogue that drifted (songs gone, songs new)."""
   rng = random.Random(seed)
-  return [_example(rng, rng.randrange(10 * NUM_GENRES)) for _ in range(count)]
+  return [_example(rng, rng.randrange(10 * NUM_GENRES), first_song) for _ in range(count)]
 
 
 def serialize_raw(example: dict) -> bytes:
@@ -77,12 +84,13 @@ def serialize_raw(example: dict) -> bytes:
   return coder.encode(example)
 
 
-def build_tiny_transform(root: str) -> TinyTransform:
+def build_tiny_transform(root: str, first_song: int = 0) -> TinyTransform:
   """Runs the project's preprocessing_fn over generated examples into root; returns the paths."""
   metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(RAW_FEATURE_SPEC))
   transform_output = os.path.join(root, 'transform_graph')
   examples_dir = os.path.join(root, 'transformed_examples')
-  train, evaluation = raw_examples(NUM_TRAIN_EXAMPLES, SEED), raw_examples(NUM_EVAL_EXAMPLES, SEED + 1)
+  train = raw_examples(NUM_TRAIN_EXAMPLES, SEED, first_song)
+  evaluation = raw_examples(NUM_EVAL_EXAMPLES, SEED + 1, first_song)
   with beam.Pipeline() as pipeline:
     with tft_beam.Context(temp_dir=os.path.join(root, 'tft_tmp'), force_tf_compat_v1=False):
       raw_train = pipeline | 'Train' >> beam.Create(train)

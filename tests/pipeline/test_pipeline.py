@@ -1,0 +1,56 @@
+"""create_pipeline's wiring of the warm start: which node gives the Trainer its base model."""
+
+import json
+
+from kfp.client import client as kfp_client
+
+from contract import settings
+from pipeline import kubeflow_runner
+from pipeline import pipeline
+
+WARM = settings.PipelineConfig.from_dict({'train': {'warm_start': True, 'warm_start_steps': 50}})
+
+
+def _build(config, baseline):
+  return pipeline.create_pipeline(
+      pipeline_name='p', pipeline_root='/tmp/root', data_root='/tmp/data',
+      serving_model_dir='/tmp/serving', config=config, baseline=baseline)
+
+
+def _node(built, node_id):
+  [node] = [c for c in built.components if c.id == node_id]
+  return node
+
+
+def test_local_and_beam_warm_start_from_the_resolvers_latest_blessed_model():
+  built = _build(WARM, 'resolver')
+  trainer = _node(built, 'Trainer')
+  resolver = _node(built, 'latest_blessed_model_resolver')
+  assert trainer.inputs['base_model'] is resolver.outputs['model']
+  assert _node(built, 'Evaluator').inputs['baseline_model'] is resolver.outputs['model']
+  custom_config = json.loads(trainer.exec_properties['custom_config'])
+  assert custom_config[settings.TRAINER_WARM_START_STEPS_KEY] == 50
+
+
+def test_kubeflow_warm_starts_from_the_pushed_model_and_compiles(tmp_path):
+  built = _build(WARM, 'pushed_model')
+  base = _node(built, 'pushed_model_base')
+  assert _node(built, 'Trainer').inputs['base_model'] is base.outputs['model']
+  assert 'candidate_model' not in base.inputs  # it cannot wait for the model it is the base of
+
+  config = tmp_path / 'warm.json'
+  config.write_text(json.dumps({'train': {'warm_start': True}}))
+  spec_path = tmp_path / 'spec.yaml'
+  kubeflow_runner.main([
+      '--image=registry.example.com/playrecall@sha256:' + '0' * 64,
+      '--pipeline_root=gs://b/root', '--data_root=gs://b/plays',
+      '--serving_model_dir=gs://b/serving', f'--output={spec_path}', f'--config={config}'])
+  tasks = kfp_client._extract_pipeline_yaml(str(spec_path)).pipeline_spec.root.dag.tasks
+  base_input = tasks['Trainer'].inputs.artifacts['base_model'].task_output_artifact
+  assert base_input.producer_task == 'pushed_model_base'
+
+
+def test_without_warm_start_the_trainer_has_no_base():
+  built = _build(settings.PipelineConfig(), 'pushed_model')
+  assert 'base_model' not in _node(built, 'Trainer').inputs
+  assert 'pushed_model_base' not in {c.id for c in built.components}
