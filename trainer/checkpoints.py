@@ -4,9 +4,9 @@ TFX gives every Trainer execution a new model_run directory, so checkpoints kept
 seen again: a Trainer killed at step 700 and re-run starts at step 0. With a checkpoint root
 (the pipeline's, set by pipeline/pipeline.py), checkpoints go to a folder named for what
 determines the training instead (resumable_dir): the training and eval files, Transform's
-output, every hyper-parameter and the base model a warm start begins from. A re-run of the same training (a retried step, a new
-pipeline run after a crash) finds the folder and resumes; new examples, a new vocabulary or a
-changed setting name a new folder and start fresh.
+output, every hyper-parameter and the base model a warm start begins from. A re-run of the same
+training (a retried step, a new pipeline run after a crash) finds the folder and resumes; new
+examples, a new vocabulary, another base or a changed setting name a new folder and start fresh.
 
 Resuming trusts the checkpoint files, not the 'checkpoint' state file that lists them: a
 garbled state file would otherwise read as "no checkpoints", and the restarted run would write

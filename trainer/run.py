@@ -77,8 +77,8 @@ def run_fn(fn_args) -> None:
   num_items = vocabulary.num_items(tf_transform_output)
   num_intents = vocabulary.num_intents(tf_transform_output)
   started = warm_start.initial_weights(
-      getattr(fn_args, 'base_model', None), hparams,
-      vocabulary.vocabularies(tf_transform_output), fn_args.model_run_dir, logging.info)
+      fn_args.base_model, hparams, vocabulary.vocabularies(tf_transform_output),
+      fn_args.model_run_dir, logging.info)
   if started.warm:
     hparams = hparams.replace(train_steps=warm_start_steps(fn_args, hparams))
   logging.info('training %s on %d items (%s)', 'a cluster' if task else 'one process', num_items,
