@@ -143,16 +143,16 @@ def generate_log(out_dir: str, args: argparse.Namespace, seed: int) -> None:
            f'{summary["items"]:,} items')
 
 
-def _artifact(artifact_type, uri: str):
-  artifact = artifact_type()
-  artifact.uri = uri
-  return artifact
+def artifact(artifact_type, uri: str):
+  made = artifact_type()
+  made.uri = uri
+  return made
 
 
-def _examples_artifact(uri: str):
+def examples_artifact(uri: str):
   from tfx.types import artifact_utils  # pylint: disable=g-import-not-at-top
   from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
-  examples = _artifact(standard_artifacts.Examples, uri)
+  examples = artifact(standard_artifacts.Examples, uri)
   examples.split_names = artifact_utils.encode_split_names(['train', 'eval'])
   return examples
 
@@ -165,8 +165,8 @@ def run_example_gen(out_dir: str, log_dir: str, args: argparse.Namespace) -> Non
   context = base_beam_executor.BaseBeamExecutor.Context(
       beam_pipeline_args=args.beam_pipeline_args, tmp_dir=os.path.join(out_dir, 'tmp'))
   executor.Executor(context).Do(
-      {}, {'examples': [_artifact(standard_artifacts.Examples, os.path.join(out_dir, 'examples'))],
-           'quarantine': [_artifact(artifacts.Quarantine, os.path.join(out_dir, 'quarantine'))]},
+      {}, {'examples': [artifact(standard_artifacts.Examples, os.path.join(out_dir, 'examples'))],
+           'quarantine': [artifact(artifacts.Quarantine, os.path.join(out_dir, 'quarantine'))]},
       {'input_base': log_dir, 'input_format': 'csv',
        'eval_plays_per_user': args.eval_plays_per_user})
 
@@ -188,11 +188,11 @@ def run_transform(out_dir: str, examples_uri: str, args: argparse.Namespace) -> 
   context = base_beam_executor.BaseBeamExecutor.Context(
       beam_pipeline_args=args.beam_pipeline_args, tmp_dir=os.path.join(out_dir, 'tmp'))
   executor.Executor(context).Do(
-      {'examples': [_examples_artifact(examples_uri)],
-       'schema': [_artifact(standard_artifacts.Schema, schema_dir)]},
-      {'transform_graph': [_artifact(standard_artifacts.TransformGraph,
+      {'examples': [examples_artifact(examples_uri)],
+       'schema': [artifact(standard_artifacts.Schema, schema_dir)]},
+      {'transform_graph': [artifact(standard_artifacts.TransformGraph,
                                      os.path.join(out_dir, 'transform_graph'))],
-       'transformed_examples': [_examples_artifact(os.path.join(out_dir, 'transformed'))]},
+       'transformed_examples': [examples_artifact(os.path.join(out_dir, 'transformed'))]},
       {'preprocessing_fn': PREPROCESSING_FN, 'custom_config': json.dumps({}),
        'force_tf_compat_v1': 0, 'disable_statistics': 1})
 
@@ -206,12 +206,12 @@ def train_variant(out_dir: str, variant: str, transform_dir: str, args: argparse
   hparams = dict(args.extra_hparams, variant=variant, train_steps=args.train_steps, seed=seed,
                  steps_per_checkpoint=args.checkpoint_steps)
   executor.GenericExecutor().Do(
-      {'examples': [_examples_artifact(os.path.join(transform_dir, 'transformed'))],
-       'transform_graph': [_artifact(standard_artifacts.TransformGraph,
+      {'examples': [examples_artifact(os.path.join(transform_dir, 'transformed'))],
+       'transform_graph': [artifact(standard_artifacts.TransformGraph,
                                      os.path.join(transform_dir, 'transform_graph'))],
-       'schema': [_artifact(standard_artifacts.Schema, os.path.join(transform_dir, 'schema'))]},
-      {'model': [_artifact(standard_artifacts.Model, os.path.join(out_dir, 'model'))],
-       'model_run': [_artifact(standard_artifacts.ModelRun, os.path.join(out_dir, 'model_run'))]},
+       'schema': [artifact(standard_artifacts.Schema, os.path.join(transform_dir, 'schema'))]},
+      {'model': [artifact(standard_artifacts.Model, os.path.join(out_dir, 'model'))],
+       'model_run': [artifact(standard_artifacts.ModelRun, os.path.join(out_dir, 'model_run'))]},
       {'run_fn': RUN_FN,
        'train_args': proto_utils.proto_to_json(trainer_pb2.TrainArgs(num_steps=args.train_steps)),
        'eval_args': proto_utils.proto_to_json(trainer_pb2.EvalArgs(num_steps=EVAL_BATCHES)),

@@ -1,0 +1,255 @@
+"""Daily operation: ingestion cost as days accumulate, and warm against cold start on a new day.
+
+  TF_USE_LEGACY_KERAS=1 PYTHONPATH=. python benchmarks/daily.py --days 6 --seeds 0,1,2
+
+With the project's real code (the executors TFX runs; Beam's DirectRunner):
+  1. datagen.generate writes --days daily partitions (YYYY-MM-DD/), songs released and fading.
+  2. Ingestion: the days arrive one at a time. After each arrival PlayLogExampleGen runs with the
+     rolling window (--window partitions) and, interleaved with it in the same process, with
+     every day so far (the reference: what the pipeline did before partitions). Each is timed
+     --repeats times; the table gives the median seconds with their range and the plays read.
+  3. Warm against cold, on day 3 (for each trainer seed): a model is trained cold on the window
+     ending on day 2 (the base, as the pipeline's latest blessed model); on the window ending on
+     day 3 one model trains cold for --train_steps and one warm-starts from the base for as many
+     steps. POS@50 is measured on the day-3 window's eval split at every --checkpoint_steps; the
+     warm run's figure is the training time at its first checkpoint reaching the cold run's final
+     POS@50, as a share of the cold run's training time (goal: at most 1/3).
+
+The load average is printed at the start and beside each table; figures taken above a load of 1
+are marked not for publishing.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional, Sequence
+
+from benchmarks import quality
+from benchmarks.train_speed import load_average_text, publication_warning
+from contract import settings
+from datagen import generate as generate_lib
+
+# Users play about this many songs a day in the generated log (heavy users more).
+PLAYS_PER_USER_PER_DAY = 20
+WARM_START_DAY = 3
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--days', type=int, default=6, help='days generated and ingested (>= 5)')
+  parser.add_argument('--window', type=int, default=2, help='window_partitions (days)')
+  parser.add_argument('--plays_per_day', type=int, default=40_000)
+  parser.add_argument('--num_items', type=int, default=5_000)
+  parser.add_argument('--repeats', type=int, default=3, help='timed ExampleGen runs per day')
+  parser.add_argument('--seeds', default='0,1,2', help='trainer seeds of the warm/cold runs')
+  parser.add_argument('--train_steps', type=int, default=1500,
+                      help='steps of each cold run, and the warm run\'s budget')
+  parser.add_argument('--checkpoint_steps', type=int, default=100)
+  parser.add_argument('--skip', choices=('ingestion', 'warm_start'), default=None,
+                      help='leave one of the two measurements out')
+  parser.add_argument('--work_dir', default=None, help='default: a temp dir, deleted after')
+  parser.add_argument('beam_pipeline_args', nargs='*',
+                      help='Beam pipeline args after "--" (default: the DirectRunner in one '
+                      'process per core, as the local runner)')
+  args = parser.parse_args(argv)
+  if args.days < WARM_START_DAY:
+    parser.error(f'--days must be >= {WARM_START_DAY} (the warm start is measured on day 3)')
+  args.seeds = [int(seed) for seed in args.seeds.split(',') if seed]
+  args.beam_pipeline_args = args.beam_pipeline_args or list(settings.BEAM_PIPELINE_ARGS)
+  # What quality.py's stages read.
+  args.eval_plays_per_user, args.extra_hparams = None, {}
+  return args
+
+
+def progress(message: str) -> None:
+  print(message, file=sys.stderr, flush=True)
+
+
+def generate_days(out_dir: str, args: argparse.Namespace) -> List[str]:
+  # The generator spreads the plays over a span longer than the days it writes.
+  events = args.plays_per_day * (args.days + generate_lib.DAILY_LEAD_IN_DAYS
+                                 + generate_lib.DAILY_TAIL_DAYS)
+  summary = generate_lib.generate(
+      out_dir, num_events=events, num_users=max(1, args.plays_per_day // PLAYS_PER_USER_PER_DAY),
+      num_items=args.num_items, seed=0, days=args.days, overwrite=True)
+  progress(f'  {summary["events"]:,} plays written over {args.days} days')
+  return sorted(name for name in os.listdir(out_dir) if not name.startswith('_'))
+
+
+def example_gen(out_dir: str, data_dir: str, args: argparse.Namespace,
+                window: Optional[int]) -> Dict[str, float]:
+  """Runs PlayLogExampleGen's executor; returns its seconds and the plays it read."""
+  from tfx.dsl.components.base import base_beam_executor  # pylint: disable=g-import-not-at-top
+  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+  from components.play_log_example_gen import artifacts  # pylint: disable=g-import-not-at-top
+  from components.play_log_example_gen import executor  # pylint: disable=g-import-not-at-top
+  shutil.rmtree(out_dir, ignore_errors=True)
+  examples = quality.artifact(standard_artifacts.Examples, os.path.join(out_dir, 'examples'))
+  context = base_beam_executor.BaseBeamExecutor.Context(
+      beam_pipeline_args=args.beam_pipeline_args, tmp_dir=os.path.join(out_dir, 'tmp'))
+  properties = {'input_base': data_dir, 'input_format': 'csv',
+                'partition_pattern': settings.DAILY_PARTITION_PATTERN}
+  if window:
+    properties['window_partitions'] = window
+  started = time.perf_counter()
+  executor.Executor(context).Do(
+      {}, {'examples': [examples],
+           'quarantine': [quality.artifact(artifacts.Quarantine,
+                                            os.path.join(out_dir, 'quarantine'))]}, properties)
+  return {'seconds': time.perf_counter() - started,
+          'plays': examples.get_int_custom_property('rows_read')}
+
+
+def measure_ingestion(work_dir: str, days: List[str], args: argparse.Namespace) -> List[Dict]:
+  data_dir = os.path.join(work_dir, 'arrived')
+  os.makedirs(data_dir, exist_ok=True)
+  rows = []
+  for number, day in enumerate(days, start=1):
+    shutil.copytree(os.path.join(work_dir, 'generated', day), os.path.join(data_dir, day))
+    times = {'window': [], 'all': []}
+    plays = {}
+    for _ in range(args.repeats):
+      for variant, window in (('window', args.window), ('all', None)):  # interleaved
+        result = example_gen(os.path.join(work_dir, 'ingest', variant), data_dir, args, window)
+        times[variant].append(result['seconds'])
+        plays[variant] = result['plays']
+    rows.append({'day': number, 'name': day, 'load': load_average_text(), **{
+        f'{variant}_{key}': value for variant in times for key, value in (
+            ('seconds', times[variant]), ('plays', plays[variant]))}})
+    progress(f'  day {number}: window {statistics.median(times["window"]):.1f} s '
+             f'({plays["window"]:,} plays), all days {statistics.median(times["all"]):.1f} s '
+             f'({plays["all"]:,} plays)')
+  return rows
+
+
+def train(out_dir: str, transform_dir: str, args: argparse.Namespace, seed: int,
+          base_model: Optional[str] = None) -> List[Dict[str, float]]:
+  """Trains (warm from base_model's Model artifact directory when given) through the Trainer's
+  executor and run_fn; returns the POS@50 curve of time_to_quality."""
+  from tfx.components.trainer import executor  # pylint: disable=g-import-not-at-top
+  from tfx.proto import trainer_pb2  # pylint: disable=g-import-not-at-top
+  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+  from tfx.utils import proto_utils  # pylint: disable=g-import-not-at-top
+  shutil.rmtree(out_dir, ignore_errors=True)
+  inputs = {
+      'examples': [quality.examples_artifact(os.path.join(transform_dir, 'transformed'))],
+      'transform_graph': [quality.artifact(standard_artifacts.TransformGraph,
+                                            os.path.join(transform_dir, 'transform_graph'))],
+      'schema': [quality.artifact(standard_artifacts.Schema,
+                                   os.path.join(transform_dir, 'schema'))]}
+  custom_config = {settings.TRAINER_HPARAMS_KEY: {
+      'train_steps': args.train_steps, 'seed': seed, 'steps_per_checkpoint': args.checkpoint_steps,
+      'steps_per_log': args.checkpoint_steps}}
+  if base_model:
+    inputs['base_model'] = [quality.artifact(standard_artifacts.Model, base_model)]
+    custom_config[settings.TRAINER_WARM_START_STEPS_KEY] = args.train_steps
+  executor.GenericExecutor().Do(
+      inputs,
+      {'model': [quality.artifact(standard_artifacts.Model, os.path.join(out_dir, 'model'))],
+       'model_run': [quality.artifact(standard_artifacts.ModelRun,
+                                       os.path.join(out_dir, 'model_run'))]},
+      {'run_fn': quality.RUN_FN,
+       'train_args': proto_utils.proto_to_json(trainer_pb2.TrainArgs(num_steps=args.train_steps)),
+       'eval_args': proto_utils.proto_to_json(trainer_pb2.EvalArgs(
+           num_steps=quality.EVAL_BATCHES)),
+       'custom_config': json.dumps(custom_config)})
+  return quality.time_to_quality(os.path.join(out_dir, 'model_run'))
+
+
+def window_transform(work_dir: str, days: List[str], last_day: int,
+                     args: argparse.Namespace) -> str:
+  """ExampleGen and Transform over the window ending on day last_day (1-based); their dir."""
+  data_dir = os.path.join(work_dir, f'window-{last_day}', 'data')
+  for day in days[max(0, last_day - args.window):last_day]:
+    shutil.copytree(os.path.join(work_dir, 'generated', day), os.path.join(data_dir, day))
+  out_dir = os.path.join(work_dir, f'window-{last_day}')
+  example_gen(os.path.join(out_dir, 'example_gen'), data_dir, args, args.window)
+  quality.run_transform(out_dir, os.path.join(out_dir, 'example_gen', 'examples'), args)
+  return out_dir
+
+
+def measure_warm_start(work_dir: str, days: List[str], args: argparse.Namespace) -> List[Dict]:
+  before = window_transform(work_dir, days, WARM_START_DAY - 1, args)
+  today = window_transform(work_dir, days, WARM_START_DAY, args)
+  rows = []
+  for seed in args.seeds:
+    runs = os.path.join(work_dir, f'seed-{seed}')
+    progress(f'  seed {seed}: the base (cold, window to day {WARM_START_DAY - 1})')
+    train(os.path.join(runs, 'base'), before, args, seed)
+    progress(f'  seed {seed}: cold and warm on the window to day {WARM_START_DAY}')
+    cold = train(os.path.join(runs, 'cold'), today, args, seed)
+    warm = train(os.path.join(runs, 'warm'), today, args, seed,
+                 base_model=os.path.join(runs, 'base', 'model'))
+    target = cold[-1]['pos_at_50']
+    reached = quality.seconds_to_reach(warm, target)
+    rows.append({'seed': seed, 'load': load_average_text(), 'cold_pos_at_50': target,
+                 'cold_seconds': cold[-1]['seconds'], 'warm_first_pos_at_50': warm[0]['pos_at_50'],
+                 'warm_final_pos_at_50': warm[-1]['pos_at_50'], 'warm_seconds_to_cold': reached,
+                 'share_of_cold_time': reached / cold[-1]['seconds']})
+    progress(f'  seed {seed}: cold POS@50 {target:.4f} in {cold[-1]["seconds"]:.0f} s; warm '
+             f'reaches it in {reached:.0f} s ({rows[-1]["share_of_cold_time"]:.2f} of it)')
+  return rows
+
+
+def _spread(values: Sequence[float]) -> str:
+  return f'{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})'
+
+
+def print_ingestion(rows: List[Dict], args: argparse.Namespace) -> None:
+  print(f'\nIngestion (PlayLogExampleGen, {args.repeats} interleaved runs per cell; median s '
+        f'(min-max))')
+  print('| day | window of ' + str(args.window) + ' days: s | plays | every day so far: s | plays '
+        '| load 1/5/15 min |')
+  print('|---|---|---|---|---|---|')
+  for row in rows:
+    print(f'| {row["day"]} ({row["name"]}) | {_spread(row["window_seconds"])} | '
+          f'{row["window_plays"]:,} | {_spread(row["all_seconds"])} | {row["all_plays"]:,} | '
+          f'{row["load"]} |')
+
+
+def print_warm_start(rows: List[Dict]) -> None:
+  print(f'\nWarm against cold start on day {WARM_START_DAY} (one row per trainer seed)')
+  print('| seed | cold POS@50 (final) | cold s | warm POS@50 at its 1st checkpoint | warm final '
+        '| warm s to cold POS@50 | share of cold time | load 1/5/15 min |')
+  print('|---|---|---|---|---|---|---|---|')
+  for row in rows:
+    print(f'| {row["seed"]} | {row["cold_pos_at_50"]:.4f} | {row["cold_seconds"]:.0f} | '
+          f'{row["warm_first_pos_at_50"]:.4f} | {row["warm_final_pos_at_50"]:.4f} | '
+          f'{row["warm_seconds_to_cold"]:.0f} | {row["share_of_cold_time"]:.2f} | {row["load"]} |')
+  shares = [row['share_of_cold_time'] for row in rows]
+  mean, error = quality.mean_and_error(shares)
+  print(f'share of the cold run\'s time: mean {mean:.2f} +- {error:.2f} (standard error over '
+        f'{len(shares)} seeds); goal <= 0.33')
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  args = parse_args(argv)
+  warning = publication_warning(os.getloadavg()[0], args.train_steps)
+  print(f'load average at the start: {load_average_text()}')
+  work_dir = args.work_dir or tempfile.mkdtemp(prefix='playrecall-daily-')
+  try:
+    progress('generating the days')
+    days = generate_days(os.path.join(work_dir, 'generated'), args)
+    if args.skip != 'ingestion':
+      progress('ingestion, day by day')
+      print_ingestion(measure_ingestion(work_dir, days, args), args)
+    if args.skip != 'warm_start':
+      progress('warm against cold start')
+      print_warm_start(measure_warm_start(work_dir, days, args))
+  finally:
+    if not args.work_dir:
+      shutil.rmtree(work_dir, ignore_errors=True)
+  print(f'\nload average at the end: {load_average_text()}')
+  if warning:
+    print(warning)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
