@@ -42,10 +42,11 @@ from storage import kfp_executor
 # Every pipeline pod reads and writes these, and pods share no filesystem.
 OBJECT_STORE_SCHEMES = storage_names.OBJECT_STORE_SCHEMES
 # Tasks whose output depends on more than their inputs and parameters: ExampleGen reads whatever
-# files are in data_root now, the baseline reads whatever is in the serving directory now. A KFP
-# cache hit would replay an old answer, so they always run (everything downstream of a new
-# artifact runs anyway).
-UNCACHEABLE_TASKS = ('PlayLogExampleGen', 'pushed_model_baseline')
+# files are in data_root now, the baseline and the warm-start base read whatever is in the serving
+# directory now. A KFP cache hit would replay an old answer, so they always run (everything
+# downstream of a new artifact runs anyway).
+UNCACHEABLE_TASKS = ('PlayLogExampleGen', pipeline.PUSHED_MODEL_BASELINE_ID,
+                     pipeline.PUSHED_MODEL_BASE_ID)
 ENV_DEFAULTS = {
     'image': 'PLAYRECALL_IMAGE',
     'pipeline_root': storage_names.PIPELINE_ROOT_ENV,
@@ -183,8 +184,10 @@ def compile_pipeline_spec(*, image: str, pipeline_root: str, data_root: str,
   # The root is part of the spec so a run started without one (e.g. from the KFP UI) still
   # writes where this pipeline's baseline and Pusher expect; kfp_submit can override it.
   pipeline_spec['defaultPipelineRoot'] = pipeline_root
+  tasks = pipeline_spec['root']['dag']['tasks']
   for task in UNCACHEABLE_TASKS:
-    pipeline_spec['root']['dag']['tasks'][task]['cachingOptions'] = {'enableCache': False}
+    if task in tasks:  # the warm-start base only with train.warm_start
+      tasks[task]['cachingOptions'] = {'enableCache': False}
   if storage.uses_s3(uris):
     for executor in pipeline_spec['deploymentSpec']['executors'].values():
       executor['container']['env'] = s3_access.env()

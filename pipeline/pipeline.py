@@ -22,6 +22,10 @@ RUN_FN = 'trainer.run.run_fn'
 # Trains on a TFJob (chief, workers, parameter servers) from the Trainer's pod: config.train.tfjob.
 TFJOB_RUN_FN = 'trainer.tfjob_launcher.run_fn'
 BASELINES = ('resolver', 'pushed_model')
+# Node ids of the two nodes that read the push directory (Kubeflow): the Evaluator's baseline and
+# the Trainer's warm-start base.
+PUSHED_MODEL_BASELINE_ID = 'pushed_model_baseline'
+PUSHED_MODEL_BASE_ID = 'pushed_model_base'
 
 
 def create_pipeline(
@@ -98,7 +102,7 @@ def create_pipeline(
     # The model in service is the base: the latest blessed model, or on Kubeflow the newest
     # pushed version (a node of its own: the Evaluator's baseline node waits for the candidate).
     base_model_node = resolver or PushedModelBaseline(
-        serving_model_dir=serving_model_dir).with_id('pushed_model_base')
+        serving_model_dir=serving_model_dir).with_id(PUSHED_MODEL_BASE_ID)
   trainer = tfx.components.Trainer(
       run_fn=RUN_FN if config.train.tfjob is None else TFJOB_RUN_FN,
       examples=transform.outputs['transformed_examples'],
@@ -111,7 +115,7 @@ def create_pipeline(
   # Nothing pushed yet: the candidate is its own baseline, so only absolute thresholds gate it.
   baseline_node = resolver or PushedModelBaseline(
       candidate_model=trainer.outputs['model'], serving_model_dir=serving_model_dir,
-  ).with_id('pushed_model_baseline')
+  ).with_id(PUSHED_MODEL_BASELINE_ID)
   evaluator = tfx.components.Evaluator(
       # The exported model takes raw tf.Examples (Transform's graph is inside it).
       examples=example_gen.outputs['examples'],

@@ -122,7 +122,8 @@ def test_settings_are_checked_when_built_in_code_too():
 
 
 def test_the_contract_package_imports_nothing_outside_the_standard_library():
-  code = ('import sys; import contract.settings, contract.features, contract.typed; '
+  code = ('import sys; import contract.settings, contract.features, contract.typed, '
+          'contract.storage; '
           'print(sorted(m for m in sys.modules if m.split(".")[0] in '
           '("tensorflow", "tfx", "apache_beam", "numpy", "pyarrow", "yaml")))')
   out = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True,

@@ -34,7 +34,7 @@ def test_local_and_beam_warm_start_from_the_resolvers_latest_blessed_model():
 
 def test_kubeflow_warm_starts_from_the_pushed_model_and_compiles(tmp_path):
   built = _build(WARM, 'pushed_model')
-  base = _node(built, 'pushed_model_base')
+  base = _node(built, pipeline.PUSHED_MODEL_BASE_ID)
   assert _node(built, 'Trainer').inputs['base_model'] is base.outputs['model']
   assert 'candidate_model' not in base.inputs  # it cannot wait for the model it is the base of
 
@@ -47,10 +47,12 @@ def test_kubeflow_warm_starts_from_the_pushed_model_and_compiles(tmp_path):
       '--serving_model_dir=gs://b/serving', f'--output={spec_path}', f'--config={config}'])
   tasks = kfp_client._extract_pipeline_yaml(str(spec_path)).pipeline_spec.root.dag.tasks
   base_input = tasks['Trainer'].inputs.artifacts['base_model'].task_output_artifact
-  assert base_input.producer_task == 'pushed_model_base'
+  assert base_input.producer_task == pipeline.PUSHED_MODEL_BASE_ID
+  # It reads the push directory as it is now: a cache hit would hand over yesterday's model.
+  assert not tasks[pipeline.PUSHED_MODEL_BASE_ID].caching_options.enable_cache
 
 
 def test_without_warm_start_the_trainer_has_no_base():
   built = _build(settings.PipelineConfig(), 'pushed_model')
   assert 'base_model' not in _node(built, 'Trainer').inputs
-  assert 'pushed_model_base' not in {c.id for c in built.components}
+  assert pipeline.PUSHED_MODEL_BASE_ID not in {c.id for c in built.components}
