@@ -150,8 +150,8 @@ class _DayWriters:
                                                                       gzip_level)
     self._writers: Dict[int, writers.ShardWriter] = {}
 
-  def write(self, ts: np.ndarray, table: pa.Table) -> None:
-    day = ts // _MS_PER_DAY
+  def write(self, table: pa.Table) -> None:
+    day = table.column(features.TS).to_numpy() // _MS_PER_DAY
     for d in np.unique(day).tolist():
       if d not in self._writers:
         folder = os.path.join(self._out_dir, day_folder(d))
@@ -272,10 +272,7 @@ def generate(out_dir: str,
       stats.add(chunk)
       table = writers.plays_table(chunk, _id_array('u', first_user, end_user, num_users),
                                   item_ids, intent_names, first_user, play_field)
-      if day_writers:
-        day_writers.write(chunk['ts'], table)
-      else:
-        writer.write(table)
+      writer.write(table)
       written += len(chunk['user'])
       if progress and time.time() - last_report > 2:
         last_report = time.time()

@@ -9,9 +9,13 @@ import tensorflow_transform as tft
 from contract import features
 
 
+def _terms(tf_transform_output: tft.TFTransformOutput, name: str) -> List[str]:
+  return [term.decode('utf-8') for term in tf_transform_output.vocabulary_by_name(name)]
+
+
 def item_vocabulary(tf_transform_output: tft.TFTransformOutput) -> List[str]:
   """Item ids by descending training frequency: line i of the vocabulary is model id i."""
-  return vocabularies(tf_transform_output)[features.ITEM_VOCAB]
+  return _terms(tf_transform_output, features.ITEM_VOCAB)
 
 
 def item_vocabulary_file(tf_transform_output: tft.TFTransformOutput) -> str:
@@ -61,5 +65,5 @@ def num_intents(tf_transform_output: tft.TFTransformOutput) -> int:
 
 def vocabularies(tf_transform_output: tft.TFTransformOutput) -> Dict[str, List[str]]:
   """The vocabularies that index the model's tables, by name: items and intents, in id order."""
-  return {name: [term.decode('utf-8') for term in tf_transform_output.vocabulary_by_name(name)]
+  return {name: _terms(tf_transform_output, name)
           for name in (features.ITEM_VOCAB, features.INTENT_VOCAB)}
