@@ -20,7 +20,6 @@ are marked not for publishing.
 """
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -62,8 +61,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.error(f'--days must be >= {WARM_START_DAY} (the warm start is measured on day 3)')
   args.seeds = [int(seed) for seed in args.seeds.split(',') if seed]
   args.beam_pipeline_args = args.beam_pipeline_args or list(settings.BEAM_PIPELINE_ARGS)
-  # What quality.py's stages read.
-  args.eval_plays_per_user, args.extra_hparams = None, {}
+  # What quality.py's stages read: the split is the default (the latest tenth of the plays).
+  args.eval_plays_per_user = None
   return args
 
 
@@ -84,24 +83,13 @@ def generate_days(out_dir: str, args: argparse.Namespace) -> List[str]:
 
 def example_gen(out_dir: str, data_dir: str, args: argparse.Namespace,
                 window: Optional[int]) -> Dict[str, float]:
-  """Runs PlayLogExampleGen's executor; returns its seconds and the plays it read."""
-  from tfx.dsl.components.base import base_beam_executor  # pylint: disable=g-import-not-at-top
-  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
-  from components.play_log_example_gen import artifacts  # pylint: disable=g-import-not-at-top
-  from components.play_log_example_gen import executor  # pylint: disable=g-import-not-at-top
+  """Runs PlayLogExampleGen's executor over the partitions (the newest `window` of them, or
+  all); returns its seconds and the plays it read."""
   shutil.rmtree(out_dir, ignore_errors=True)
-  examples = quality.artifact(standard_artifacts.Examples, os.path.join(out_dir, 'examples'))
-  context = base_beam_executor.BaseBeamExecutor.Context(
-      beam_pipeline_args=args.beam_pipeline_args, tmp_dir=os.path.join(out_dir, 'tmp'))
-  properties = {'input_base': data_dir, 'input_format': 'csv',
-                'partition_pattern': settings.DAILY_PARTITION_PATTERN}
-  if window:
-    properties['window_partitions'] = window
   started = time.perf_counter()
-  executor.Executor(context).Do(
-      {}, {'examples': [examples],
-           'quarantine': [quality.artifact(artifacts.Quarantine,
-                                            os.path.join(out_dir, 'quarantine'))]}, properties)
+  examples = quality.run_example_gen(out_dir, data_dir, args,
+                                     partition_pattern=settings.DAILY_PARTITION_PATTERN,
+                                     window_partitions=window)
   return {'seconds': time.perf_counter() - started,
           'plays': examples.get_int_custom_property('rows_read')}
 
@@ -132,33 +120,12 @@ def train(out_dir: str, transform_dir: str, args: argparse.Namespace, seed: int,
           base_model: Optional[str] = None) -> List[Dict[str, float]]:
   """Trains (warm from base_model's Model artifact directory when given) through the Trainer's
   executor and run_fn; returns the POS@50 curve of time_to_quality."""
-  from tfx.components.trainer import executor  # pylint: disable=g-import-not-at-top
-  from tfx.proto import trainer_pb2  # pylint: disable=g-import-not-at-top
-  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
-  from tfx.utils import proto_utils  # pylint: disable=g-import-not-at-top
   shutil.rmtree(out_dir, ignore_errors=True)
-  inputs = {
-      'examples': [quality.examples_artifact(os.path.join(transform_dir, 'transformed'))],
-      'transform_graph': [quality.artifact(standard_artifacts.TransformGraph,
-                                            os.path.join(transform_dir, 'transform_graph'))],
-      'schema': [quality.artifact(standard_artifacts.Schema,
-                                   os.path.join(transform_dir, 'schema'))]}
-  custom_config = {settings.TRAINER_HPARAMS_KEY: {
-      'train_steps': args.train_steps, 'seed': seed, 'steps_per_checkpoint': args.checkpoint_steps,
-      'steps_per_log': args.checkpoint_steps}}
-  if base_model:
-    inputs['base_model'] = [quality.artifact(standard_artifacts.Model, base_model)]
-    custom_config[settings.TRAINER_WARM_START_STEPS_KEY] = args.train_steps
-  executor.GenericExecutor().Do(
-      inputs,
-      {'model': [quality.artifact(standard_artifacts.Model, os.path.join(out_dir, 'model'))],
-       'model_run': [quality.artifact(standard_artifacts.ModelRun,
-                                       os.path.join(out_dir, 'model_run'))]},
-      {'run_fn': quality.RUN_FN,
-       'train_args': proto_utils.proto_to_json(trainer_pb2.TrainArgs(num_steps=args.train_steps)),
-       'eval_args': proto_utils.proto_to_json(trainer_pb2.EvalArgs(
-           num_steps=quality.EVAL_BATCHES)),
-       'custom_config': json.dumps(custom_config)})
+  quality.run_trainer(out_dir, transform_dir,
+                      {'train_steps': args.train_steps, 'seed': seed,
+                       'steps_per_checkpoint': args.checkpoint_steps,
+                       'steps_per_log': args.checkpoint_steps},
+                      args.train_steps, base_model)
   return quality.time_to_quality(os.path.join(out_dir, 'model_run'))
 
 

@@ -157,18 +157,22 @@ def examples_artifact(uri: str):
   return examples
 
 
-def run_example_gen(out_dir: str, log_dir: str, args: argparse.Namespace) -> None:
+def run_example_gen(out_dir: str, log_dir: str, args: argparse.Namespace, **properties):
+  """Runs PlayLogExampleGen's executor on log_dir (with any other of its properties); returns the
+  examples artifact."""
   from tfx.dsl.components.base import base_beam_executor  # pylint: disable=g-import-not-at-top
   from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
   from components.play_log_example_gen import artifacts  # pylint: disable=g-import-not-at-top
   from components.play_log_example_gen import executor  # pylint: disable=g-import-not-at-top
   context = base_beam_executor.BaseBeamExecutor.Context(
       beam_pipeline_args=args.beam_pipeline_args, tmp_dir=os.path.join(out_dir, 'tmp'))
+  examples = artifact(standard_artifacts.Examples, os.path.join(out_dir, 'examples'))
   executor.Executor(context).Do(
-      {}, {'examples': [artifact(standard_artifacts.Examples, os.path.join(out_dir, 'examples'))],
+      {}, {'examples': [examples],
            'quarantine': [artifact(artifacts.Quarantine, os.path.join(out_dir, 'quarantine'))]},
       {'input_base': log_dir, 'input_format': 'csv',
-       'eval_plays_per_user': args.eval_plays_per_user})
+       'eval_plays_per_user': args.eval_plays_per_user, **properties})
+  return examples
 
 
 def raw_schema():
@@ -199,23 +203,37 @@ def run_transform(out_dir: str, examples_uri: str, args: argparse.Namespace) -> 
 
 def train_variant(out_dir: str, variant: str, transform_dir: str, args: argparse.Namespace,
                   seed: int) -> None:
+  hparams = dict(args.extra_hparams, variant=variant, train_steps=args.train_steps, seed=seed,
+                 steps_per_checkpoint=args.checkpoint_steps)
+  run_trainer(out_dir, transform_dir, hparams, args.train_steps)
+
+
+def run_trainer(out_dir: str, transform_dir: str, hparams: Dict, train_steps: int,
+                base_model: Optional[str] = None) -> None:
+  """Runs the Trainer's executor (run_fn trainer.run.run_fn) on run_transform's output in
+  transform_dir; with base_model (a Model artifact's directory), warm-starts from it and trains
+  train_steps on top."""
   from tfx.components.trainer import executor  # pylint: disable=g-import-not-at-top
   from tfx.proto import trainer_pb2  # pylint: disable=g-import-not-at-top
   from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
   from tfx.utils import proto_utils  # pylint: disable=g-import-not-at-top
-  hparams = dict(args.extra_hparams, variant=variant, train_steps=args.train_steps, seed=seed,
-                 steps_per_checkpoint=args.checkpoint_steps)
+  inputs = {
+      'examples': [examples_artifact(os.path.join(transform_dir, 'transformed'))],
+      'transform_graph': [artifact(standard_artifacts.TransformGraph,
+                                   os.path.join(transform_dir, 'transform_graph'))],
+      'schema': [artifact(standard_artifacts.Schema, os.path.join(transform_dir, 'schema'))]}
+  custom_config = {settings.TRAINER_HPARAMS_KEY: hparams}
+  if base_model:
+    inputs['base_model'] = [artifact(standard_artifacts.Model, base_model)]
+    custom_config[settings.TRAINER_WARM_START_STEPS_KEY] = train_steps
   executor.GenericExecutor().Do(
-      {'examples': [examples_artifact(os.path.join(transform_dir, 'transformed'))],
-       'transform_graph': [artifact(standard_artifacts.TransformGraph,
-                                     os.path.join(transform_dir, 'transform_graph'))],
-       'schema': [artifact(standard_artifacts.Schema, os.path.join(transform_dir, 'schema'))]},
+      inputs,
       {'model': [artifact(standard_artifacts.Model, os.path.join(out_dir, 'model'))],
        'model_run': [artifact(standard_artifacts.ModelRun, os.path.join(out_dir, 'model_run'))]},
       {'run_fn': RUN_FN,
-       'train_args': proto_utils.proto_to_json(trainer_pb2.TrainArgs(num_steps=args.train_steps)),
+       'train_args': proto_utils.proto_to_json(trainer_pb2.TrainArgs(num_steps=train_steps)),
        'eval_args': proto_utils.proto_to_json(trainer_pb2.EvalArgs(num_steps=EVAL_BATCHES)),
-       'custom_config': json.dumps({'hparams': hparams})})
+       'custom_config': json.dumps(custom_config)})
 
 
 # --- Reading examples and ranking ------------------------------------------------------------
