@@ -1,6 +1,7 @@
 """Daily operation: ingestion cost as days accumulate, and warm against cold start on a new day.
 
   TF_USE_LEGACY_KERAS=1 PYTHONPATH=. python benchmarks/daily.py --days 6 --seeds 0,1,2
+  ... benchmarks/daily.py --quick      # a smoke run: tiny days, one seed, a few steps
 
 With the project's real code (the executors TFX runs; Beam's DirectRunner):
   1. datagen.generate writes --days daily partitions (YYYY-MM-DD/), songs released and fading.
@@ -36,6 +37,13 @@ from datagen import generate as generate_lib
 # Users play about this many songs a day in the generated log (heavy users more).
 PLAYS_PER_USER_PER_DAY = 20
 WARM_START_DAY = 3
+# --quick: the fewest days the warm start needs, tiny days, one seed, Beam in this process.
+QUICK_SETTINGS = {'days': WARM_START_DAY, 'plays_per_day': 600, 'num_items': 200, 'repeats': 1,
+                  'seeds': '0', 'train_steps': 20, 'checkpoint_steps': 10}
+QUICK_BEAM_PIPELINE_ARGS = ['--direct_num_workers=1', '--direct_running_mode=in_memory']
+# --quick's model: small enough for seconds, and fewer sampled negatives than its ~150 items.
+QUICK_HPARAMS = {'batch_size': 32, 'num_sampled': 32, 'hidden_dim': 16, 'item_embedding_dim': 8,
+                 'num_layers': 1, 'num_heads': 2, 'ffn_dim': 32}
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -53,10 +61,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   parser.add_argument('--skip', choices=('ingestion', 'warm_start'), default=None,
                       help='leave one of the two measurements out')
   parser.add_argument('--work_dir', default=None, help='default: a temp dir, deleted after')
+  parser.add_argument('--quick', action='store_true',
+                      help='tiny days, one seed, a few steps, Beam in this process: checks the '
+                      'command, not the figures (overrides the settings above and, unless '
+                      'given, the Beam args)')
   parser.add_argument('beam_pipeline_args', nargs='*',
                       help='Beam pipeline args after "--" (default: the DirectRunner in one '
                       'process per core, as the local runner)')
   args = parser.parse_args(argv)
+  args.hparams = {}  # the Trainer's defaults, but for --quick's
+  if args.quick:
+    vars(args).update(QUICK_SETTINGS, hparams=QUICK_HPARAMS)
+    args.beam_pipeline_args = args.beam_pipeline_args or QUICK_BEAM_PIPELINE_ARGS
   if args.days < WARM_START_DAY:
     parser.error(f'--days must be >= {WARM_START_DAY} (the warm start is measured on day 3)')
   args.seeds = [int(seed) for seed in args.seeds.split(',') if seed]
@@ -122,7 +138,7 @@ def train(out_dir: str, transform_dir: str, args: argparse.Namespace, seed: int,
   executor and run_fn; returns the POS@50 curve of time_to_quality."""
   shutil.rmtree(out_dir, ignore_errors=True)
   quality.run_trainer(out_dir, transform_dir,
-                      {'train_steps': args.train_steps, 'seed': seed,
+                      {**args.hparams, 'train_steps': args.train_steps, 'seed': seed,
                        'steps_per_checkpoint': args.checkpoint_steps,
                        'steps_per_log': args.checkpoint_steps},
                       args.train_steps, base_model)
@@ -215,6 +231,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   print(f'\nload average at the end: {load_average_text()}')
   if warning:
     print(warning)
+  if args.quick:
+    print('(--quick: a smoke run; the figures are not meaningful)')
   return 0
 
 

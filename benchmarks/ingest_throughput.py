@@ -15,6 +15,7 @@ the project's speed.
   python benchmarks/ingest_throughput.py --num_events 1000000
   python benchmarks/ingest_throughput.py --num_events 1000000 -- \
       --direct_num_workers=2 --direct_running_mode=multi_processing
+  python benchmarks/ingest_throughput.py --quick    # a smoke run, seconds
 Arguments after `--` are Beam pipeline args, passed through as the pipeline's would be.
 """
 
@@ -37,7 +38,12 @@ from components.play_log_example_gen import executor as executor_lib
 from datagen import generate as generate_lib
 
 
-def parse_args():
+# --quick: a few thousand events, one repeat, Beam in this process.
+QUICK_EVENTS, QUICK_ITEMS = 3_000, 300
+QUICK_BEAM_PIPELINE_ARGS = ['--direct_num_workers=1', '--direct_running_mode=in_memory']
+
+
+def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--num_events', type=int, default=1_000_000)
@@ -51,9 +57,17 @@ def parse_args():
                       help='time PlayLogExampleGen only')
   parser.add_argument('--work_dir', default=None,
                       help='where the log and outputs go (default: a temp dir, deleted after)')
+  parser.add_argument('--quick', action='store_true',
+                      help='a tiny log, one repeat, Beam in this process: checks the command, not '
+                      'the speed (overrides the sizes above and, unless given, the Beam args)')
   parser.add_argument('beam_pipeline_args', nargs='*',
                       help='Beam pipeline args after "--", e.g. --direct_num_workers=2')
-  return parser.parse_args()
+  args = parser.parse_args(argv)
+  if args.quick:
+    args.num_events, args.num_items, args.num_users, args.repeats = (
+        QUICK_EVENTS, QUICK_ITEMS, None, 1)
+    args.beam_pipeline_args = args.beam_pipeline_args or QUICK_BEAM_PIPELINE_ARGS
+  return args
 
 
 def cpu_seconds():
@@ -98,8 +112,8 @@ def bytes_written(examples_uri):
   return records, sum(os.path.getsize(path) for path in files)
 
 
-def main():
-  args = parse_args()
+def main(argv=None):
+  args = parse_args(argv)
   work_dir = args.work_dir or tempfile.mkdtemp(prefix='ingest_throughput_')
   try:
     log_dir = os.path.join(work_dir, 'log')
@@ -159,6 +173,8 @@ def main():
       print(f'{name:<44} {record_bytes / rows:>20,.1f} {file_bytes / rows:>20,.1f}')
     load = os.getloadavg()
     print(f'\nload average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min)')
+    if args.quick:
+      print('(--quick: a smoke run; the figures are not meaningful)')
   finally:
     if not args.work_dir:
       shutil.rmtree(work_dir, ignore_errors=True)

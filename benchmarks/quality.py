@@ -1,6 +1,7 @@
 """Recall quality of DeepMatch variants a, b, c against non-learned baselines, on generated data.
 
   python benchmarks/quality.py --num_events 200000 --num_items 20000 --seeds 0,1,2
+  python benchmarks/quality.py --quick     (tiny sizes, one seed, variant c: a minute; no results)
 
 For each seed (the generator's and the trainer's), each step with the project's real code on the
 local Beam runner:
@@ -9,14 +10,17 @@ local Beam runner:
      --eval_plays_per_user plays are the eval split; the train split holds play windows);
   3. Transform's executor runs transform.preprocessing (item vocabulary from the train split);
   4. the Trainer's executor trains each variant (run_fn trainer.run.run_fn) and exports it; at
-     every checkpoint (--checkpoint_steps) run_fn measures POS@N on the eval split and records
-     it with the training seconds so far: the time-to-quality curve;
+     every checkpoint (--checkpoint_steps) run_fn measures POS@N on the valid split (each user's
+     plays just before the eval ones, never trained on), records it with the training seconds so
+     far (the time-to-quality curve) and exports the best checkpoint;
   5. every method ranks each eval target exactly among the whole item vocabulary: the learned
      variants through their exported target-rank signature (what the Evaluator calls), the
-     baselines (most popular; co-occurrence with the previous play) in numpy;
+     baselines (most popular; co-occurrence with the previous play; repeat: the user's own
+     played-through history by play count, then most popular) in numpy;
   6. evaluation.hit_rate turns the ranks into POS@N and NEG@N. The table gives the mean over
-     seeds with its standard error; it is printed and written, with the command and the stage
-     times, to --results (docs/results.md).
+     seeds with its standard error, and each method's share of the headroom over most popular
+     on POS@N: (method - most popular) / (history-bounded oracle - most popular); it is printed
+     and written, with the command and the stage times, to --results (docs/results.md).
 
 Arguments after `--` are Beam pipeline args for the ExampleGen and Transform executors.
 """
@@ -36,13 +40,24 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from contract import features
 from contract import settings
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ('a', 'b', 'c')
+MOST_POPULAR = 'most popular'
+REPEAT = 'repeat (own history)'
+# How datagen/oracle.py's benchmark_ranks names the history-bounded oracle's row (the variant
+# knowing only the favourites in the history window): the bound of the headroom columns.
+HISTORY_BOUNDED_ORACLE_PREFIX = 'oracle, favourites in last'
 RUN_FN = 'trainer.run.run_fn'
 PREPROCESSING_FN = 'transform.preprocessing.preprocessing_fn'
-# Enough batches for the whole eval split: the checkpoint POS@N must be the final table's.
+# --quick: sizes for a run of about a minute that still goes through every stage; arguments given
+# on the command line win. Fewer sampled negatives than the tiny catalogue's items.
+QUICK_DEFAULTS = {'num_events': 3_000, 'num_items': 300, 'seeds': '0', 'variants': 'c',
+                  'train_steps': 30, 'checkpoint_steps': 10, 'hparams': '{"num_sampled": 64}',
+                  'results': ''}
+# Enough batches for the whole valid split, on which the Trainer picks the checkpoint it exports.
 EVAL_BATCHES = 1_000_000
 
 
@@ -71,6 +86,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   parser.add_argument('--hparams', default='{}',
                       help='JSON of extra trainer.hparams.HParams fields for every variant, '
                       'e.g. \'{"num_sampled": 512}\'')
+  parser.add_argument('--generator', default='{}',
+                      help='JSON of datagen.model.GeneratorConfig fields for the generated logs, '
+                      'e.g. the feedback knobs off: \'{"skip_ends_session": 0, '
+                      '"skip_leaves_genre": 0, "genre_request_switch": 0, '
+                      '"recommend_disliked": 0}\'')
   parser.add_argument('--work_dir', default=None,
                       help='where the log, examples and models go (default: a temp dir, deleted '
                       'after the run)')
@@ -78,9 +98,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                       help='reuse the stages already finished in --work_dir (same arguments)')
   parser.add_argument('--results', default=os.path.join(REPO_ROOT, 'docs', 'results.md'),
                       help='markdown file the table is written to (empty: do not write)')
+  parser.add_argument('--quick', action='store_true',
+                      help='tiny sizes for a smoke run: ' + ', '.join(
+                          f'--{name} {value!r}' for name, value in QUICK_DEFAULTS.items())
+                      + ' (so docs/results.md is not written)')
   parser.add_argument('beam_pipeline_args', nargs='*',
                       help='Beam pipeline args after "--", e.g. --direct_num_workers=2')
   args = parser.parse_args(argv)
+  if args.quick:
+    parser.set_defaults(**QUICK_DEFAULTS)
+    args = parser.parse_args(argv)
   args.variants = [v for v in args.variants.split(',') if v]
   try:
     args.seeds = [int(seed) for seed in args.seeds.split(',')]
@@ -95,9 +122,28 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.error(f'--hparams is not JSON: {error}')
   if not isinstance(args.extra_hparams, dict):
     parser.error('--hparams must be a JSON object')
+  args.generator_knobs = _generator_knobs(parser, args.generator)
   if args.reuse and not args.work_dir:
     parser.error('--reuse needs --work_dir')
   return args
+
+
+def _generator_knobs(parser: argparse.ArgumentParser, text: str) -> Dict:
+  """--generator's JSON object, its keys checked against the generator's knobs."""
+  from datagen import model as generator_model  # pylint: disable=g-import-not-at-top
+  try:
+    knobs = json.loads(text)
+  except json.JSONDecodeError as error:
+    parser.error(f'--generator is not JSON: {error}')
+  if not isinstance(knobs, dict):
+    parser.error('--generator must be a JSON object')
+  known = {f.name for f in dataclasses.fields(generator_model.GeneratorConfig)}
+  reserved = {'num_events', 'num_users', 'num_items', 'seed'}
+  unknown = sorted(set(knobs) - (known - reserved))
+  if unknown:
+    parser.error(f'--generator: unknown or reserved knob(s) {unknown}; known: '
+                 f'{sorted(known - reserved)}')
+  return knobs
 
 
 def progress(message: str) -> None:
@@ -138,7 +184,7 @@ def generate_log(out_dir: str, args: argparse.Namespace, seed: int) -> None:
   from datagen import generate as generate_lib  # pylint: disable=g-import-not-at-top
   summary = generate_lib.generate(out_dir, num_events=args.num_events, num_users=args.num_users,
                                   num_items=args.num_items, seed=seed, fmt='csv',
-                                  overwrite=True)
+                                  overwrite=True, **args.generator_knobs)
   progress(f'  {summary["events"]:,} events, {summary["users"]:,} users, '
            f'{summary["items"]:,} items')
 
@@ -153,7 +199,7 @@ def examples_artifact(uri: str):
   from tfx.types import artifact_utils  # pylint: disable=g-import-not-at-top
   from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
   examples = artifact(standard_artifacts.Examples, uri)
-  examples.split_names = artifact_utils.encode_split_names(['train', 'eval'])
+  examples.split_names = artifact_utils.encode_split_names(list(features.SPLITS))
   return examples
 
 
@@ -178,7 +224,6 @@ def run_example_gen(out_dir: str, log_dir: str, args: argparse.Namespace, **prop
 def raw_schema():
   """The raw examples' schema as SchemaGen infers it (infer_feature_shape=True)."""
   from tensorflow_transform.tf_metadata import schema_utils  # pylint: disable=g-import-not-at-top
-  from contract import features  # pylint: disable=g-import-not-at-top
   return schema_utils.schema_from_feature_spec(features.raw_feature_spec())
 
 
@@ -232,7 +277,8 @@ def run_trainer(out_dir: str, transform_dir: str, hparams: Dict, train_steps: in
        'model_run': [artifact(standard_artifacts.ModelRun, os.path.join(out_dir, 'model_run'))]},
       {'run_fn': RUN_FN,
        'train_args': proto_utils.proto_to_json(trainer_pb2.TrainArgs(num_steps=train_steps)),
-       'eval_args': proto_utils.proto_to_json(trainer_pb2.EvalArgs(num_steps=EVAL_BATCHES)),
+       'eval_args': proto_utils.proto_to_json(trainer_pb2.EvalArgs(
+           splits=[features.VALID_SPLIT], num_steps=EVAL_BATCHES)),
        'custom_config': json.dumps(custom_config)})
 
 
@@ -245,22 +291,28 @@ class Split:
   target_ids: np.ndarray  # model ids, V for OOV
   last_history_ids: np.ndarray  # model id of the history's last item; V if empty or OOV
   labels: np.ndarray
+  history_ids: List[np.ndarray]  # each example's history as model ids, oldest first
+  history_played: List[np.ndarray]  # bool, the same shapes: the play's label is positive
 
 
 def read_split(examples_uri: str, split: str, item_index: Dict[bytes, int]) -> Split:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from contract import features  # pylint: disable=g-import-not-at-top
   files = sorted(glob.glob(os.path.join(examples_uri, f'Split-{split}', '*.gz')))
   if not files:
     raise FileNotFoundError(f'no examples in {examples_uri}/Split-{split}')
   spec = {features.ITEM_ID: tf.io.FixedLenFeature([], tf.string),
           features.LABEL: tf.io.FixedLenFeature([], tf.int64),
-          features.HISTORY_ITEM_ID: tf.io.VarLenFeature(tf.string)}
-  serialized, targets, last, labels = [], [], [], []
+          features.HISTORY_ITEM_ID: tf.io.VarLenFeature(tf.string),
+          features.HISTORY_LABEL: tf.io.VarLenFeature(tf.int64)}
+  serialized, targets, last, labels, history_ids, history_played = [], [], [], [], [], []
   oov = len(item_index)
   for batch in tf.data.TFRecordDataset(files, compression_type='GZIP').batch(4096):
     parsed = tf.io.parse_example(batch, spec)
     history = tf.RaggedTensor.from_sparse(parsed[features.HISTORY_ITEM_ID])
+    history_ids.extend(np.asarray([item_index.get(item, oov) for item in items], np.int64)
+                       for items in history.to_list())
+    history_played.extend(np.asarray(history_labels) == features.LABEL_POSITIVE for history_labels
+                          in tf.RaggedTensor.from_sparse(parsed[features.HISTORY_LABEL]).to_list())
     last_items = tf.where(history.row_lengths() > 0,
                           history.with_row_splits_dtype(tf.int64)[:, -1:].to_tensor(
                               default_value=b'', shape=[None, 1])[:, 0], b'')
@@ -269,14 +321,13 @@ def read_split(examples_uri: str, split: str, item_index: Dict[bytes, int]) -> S
     last.extend(item_index.get(item, oov) for item in last_items.numpy())
     labels.append(parsed[features.LABEL].numpy())
   return Split(serialized, np.asarray(targets, np.int64), np.asarray(last, np.int64),
-               np.concatenate(labels))
+               np.concatenate(labels), history_ids, history_played)
 
 
 def positive_transitions(examples_uri: str, item_index: Dict[bytes, int]):
   """(previous ids, next ids) of every consecutive pair of plays in the train windows whose
   second play is positive: what the co-occurrence baseline counts."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from contract import features  # pylint: disable=g-import-not-at-top
   files = sorted(glob.glob(os.path.join(examples_uri, 'Split-train', '*.gz')))
   spec = {features.ITEM_ID: tf.io.FixedLenFeature([], tf.string),
           features.LABEL: tf.io.FixedLenFeature([], tf.int64),
@@ -316,7 +367,6 @@ def seconds_to_reach(curve: List[Dict[str, float]], pos_at_50: float) -> float:
 
 def item_vocabulary(transform_graph_dir: str) -> List[bytes]:
   import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
-  from contract import features  # pylint: disable=g-import-not-at-top
   return tft.TFTransformOutput(transform_graph_dir).vocabulary_by_name(features.ITEM_VOCAB)
 
 
@@ -327,7 +377,6 @@ EXAMPLES_PER_RANK_CALL = 512
 def model_ranks(model_dir: str, serialized: List[bytes]) -> np.ndarray:
   """Target ranks from an exported model's target-rank signature, as the Evaluator gets them."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from contract import features  # pylint: disable=g-import-not-at-top
   serving_dirs = glob.glob(os.path.join(model_dir, 'Format-Serving'))
   model = tf.saved_model.load(serving_dirs[0] if serving_dirs else model_dir)
   signature = model.signatures[features.TARGET_RANK_SIGNATURE]
@@ -342,7 +391,6 @@ def data_facts(log_dir: str, examples_uri: str) -> List[str]:
   """What the eval split and the generator's ground truth say about the variants' inputs."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from datagen import ground_truth  # pylint: disable=g-import-not-at-top
-  from contract import features  # pylint: disable=g-import-not-at-top
   truth = ground_truth.load(log_dir)
   spec = {name: tf.io.FixedLenFeature([], tf.string)
           for name in (features.ITEM_ID, features.USER_ID, features.INTENT)}
@@ -400,20 +448,43 @@ def mean_and_error(values: Sequence[float]):
 
 
 def format_table(rates: Dict[int, Dict[str, Dict[str, float]]]) -> str:
-  """Markdown table of each method's mean ± standard error over the seeds."""
+  """Markdown table of each method's mean ± standard error over the seeds, and, when the
+  history-bounded oracle was ranked, its share of the headroom on each POS@N."""
   ns = settings.METRIC_NS
   columns = [f'POS@{n}' for n in ns] + [f'NEG@{n}' for n in ns]
   keys = [f'pos_at_{n}' for n in ns] + [f'neg_at_{n}' for n in ns]
+  methods = list(next(iter(rates.values())))
+  bound = history_bounded_oracle(methods)
+  if bound:
+    columns += [f'headroom POS@{n}' for n in ns]
   header = f'| method | {" | ".join(columns)} |'
   lines = [header, '|' + '---|' * (len(columns) + 1)]
-  methods = next(iter(rates.values())).keys()
   for method in methods:
     cells = []
     for key in keys:
       mean, error = mean_and_error([by_method[method][key] for by_method in rates.values()])
       cells.append(f'{mean:.4f} ± {error:.4f}')
+    if bound:
+      for n in ns:
+        mean, error = mean_and_error([headroom_share(by_method, method, bound, f'pos_at_{n}')
+                                      for by_method in rates.values()])
+        cells.append(f'{mean:.1%} ± {error:.1%}')
     lines.append(f'| {method} | {" | ".join(cells)} |')
   return '\n'.join(lines)
+
+
+def history_bounded_oracle(methods: Sequence[str]) -> Optional[str]:
+  """The name of the history-bounded oracle's row (datagen/oracle.py names it), if ranked."""
+  return next((m for m in methods if m.startswith(HISTORY_BOUNDED_ORACLE_PREFIX)), None)
+
+
+def headroom_share(by_method: Dict[str, Dict[str, float]], method: str, bound: str,
+                   key: str) -> float:
+  """(method - most popular) / (bound - most popular) on one seed's metric key: 0 is most
+  popular, 1 what the history allows."""
+  popular = by_method[MOST_POPULAR][key]
+  headroom = by_method[bound][key] - popular
+  return (by_method[method][key] - popular) / headroom if headroom else float('nan')
 
 
 def _paired(rates, first: str, second: str, key: str):
@@ -441,6 +512,10 @@ def findings(rates: Dict[int, Dict[str, Dict[str, float]]]) -> List[str]:
   if 'a' in methods and 'c' in methods:
     mean, error = _ratio(rates, 'c', 'a', 'neg_at_50')
     lines.append(f'- c / a on NEG@50: {mean:.3f} ± {error:.3f} (target: at most 0.7).')
+  for variant in (v for v in VARIANTS if v in methods):
+    mean, error = _paired(rates, REPEAT, variant, 'pos_at_10')
+    lines.append(f'- {variant} - {REPEAT} on POS@10: {mean:+.4f} ± {error:.4f} (paired by '
+                 'seed; target: above it).')
   return lines
 
 
@@ -449,7 +524,8 @@ def format_time_to_quality(curves: Dict[int, Dict[str, List[Dict[str, float]]]],
   """Per variant: POS@50 against training seconds at each checkpoint (first seed), and the
   seconds to reach the target POS@50 over all seeds."""
   first_seed = next(iter(curves))
-  lines = [f'Training seconds and POS@50 at each checkpoint (seed {first_seed}):', '',
+  lines = [f'Training seconds and POS@50 on the valid split at each checkpoint (seed '
+           f'{first_seed}); the exported model is the best of them:', '',
            '| variant | ' + ' | '.join(f'step {p["step"]}' for p in
                                         next(iter(curves[first_seed].values()))) + ' |']
   lines.append('|' + '---|' * (len(lines[-1].split('|')) - 2))
@@ -477,6 +553,8 @@ def reproducing_command(args: argparse.Namespace) -> str:
     parts.append(f'--num_users {args.num_users}')
   if args.extra_hparams:
     parts.append(f'--hparams {shlex.quote(json.dumps(args.extra_hparams))}')
+  if args.generator_knobs:
+    parts.append(f'--generator {shlex.quote(json.dumps(args.generator_knobs))}')
   if args.beam_pipeline_args:
     parts += ['--'] + [shlex.quote(a) for a in args.beam_pipeline_args]
   return ' '.join(parts)
@@ -528,9 +606,9 @@ Each cell: mean over the seeds ± its standard error.
 def run_seed(work_dir: str, seed: int, args: argparse.Namespace):
   """Runs every stage for one seed; returns (rates by method, curves by variant, stages, counts,
   facts)."""
+  from datagen import oracle as generator_oracle  # pylint: disable=g-import-not-at-top
   from evaluation import baselines  # pylint: disable=g-import-not-at-top
   from evaluation import hit_rate  # pylint: disable=g-import-not-at-top
-  from contract import features  # pylint: disable=g-import-not-at-top
 
   progress(f'=== seed {seed} ===')
   stages = Stages(work_dir, args.reuse)
@@ -550,10 +628,14 @@ def run_seed(work_dir: str, seed: int, args: argparse.Namespace):
   size = len(vocabulary)
   cooccurrence = baselines.CooccurrenceRanker(size, *positive_transitions(examples_uri, item_index))
   ranks = {
-      'most popular': baselines.popularity_ranks(evaluation.target_ids, size),
+      MOST_POPULAR: baselines.popularity_ranks(evaluation.target_ids, size),
       'co-occurrence (previous play)': cooccurrence.ranks(evaluation.last_history_ids,
                                                           evaluation.target_ids),
+      REPEAT: baselines.repeat_ranks(evaluation.history_ids, evaluation.history_played,
+                                     evaluation.target_ids, size),
   }
+  ranks.update(generator_oracle.benchmark_ranks(os.path.join(work_dir, 'log'), examples_uri,
+                                                vocabulary))
   curves = {}
   for variant in args.variants:
     train_dir = os.path.join(work_dir, f'train_{variant}')
@@ -595,6 +677,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   table = format_table(rates)
   curve_lines = format_time_to_quality(curves, args.target_pos_at_50) if args.variants else []
   print()
+  if args.quick:
+    print('(--quick: a smoke run; the figures are not meaningful)')
   print(table)
   print()
   for line in findings(rates) + [''] + curve_lines + [''] + first_facts:

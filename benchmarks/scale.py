@@ -27,6 +27,7 @@ work follows the batch, and tf_keras Adam, whose work follows the catalogue) and
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -149,20 +150,23 @@ def wait_for_idle_cpu(max_seconds: float = _SETTLE_MAX_SECONDS) -> None:
 def measure(label: str, num_items: int, num_ps: int, num_workers: int, args,
             optimizer: str = settings.HParams.optimizer) -> Dict:
   """Runs one configuration; returns its rates, the load around it and each process's peak MB."""
-  wait_for_idle_cpu()
+  if not args.quick:  # a smoke run's figures mean nothing: no waiting for a quiet machine
+    wait_for_idle_cpu()
   print(f'[{label}] {num_items:,} items, {num_ps} ps, {num_workers} workers, {optimizer} ...',
         flush=True)
   load_before = load_average_text()
-  with tempfile.TemporaryDirectory() as model_dir:
+  with tempfile.TemporaryDirectory() as model_dir, contextlib.ExitStack() as stack:
     run = dict(num_items=num_items, num_ps=num_ps, batch_size=args.batch_size,
                     steps=args.steps, repeats=args.repeats, seed=args.seed, optimizer=optimizer,
                     model_dir=model_dir)
     command = [sys.executable, os.path.abspath(__file__), '--child', json.dumps(run)]
     started = time.time()
+    # The chief's stderr, shown when it fails (TensorFlow's logging is too long to print always).
+    errors = stack.enter_context(tempfile.TemporaryFile('w+'))
     if num_ps:
       with cluster_lib.LocalCluster(num_ps, num_workers, log_dir=os.path.join(model_dir, 'logs')
                                     ) as cluster:
-        chief = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        chief = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors,
                                  env=cluster_lib.task_environment(cluster.cluster, 'chief', 0),
                                  text=True)
         cluster.processes[('chief', 0)] = chief
@@ -172,12 +176,14 @@ def measure(label: str, num_items: int, num_ps: int, num_workers: int, args,
       env = dict(os.environ, TF_USE_LEGACY_KERAS='1', TF_CONFIG='')
       env['PYTHONPATH'] = os.pathsep.join(filter(None, [cluster_lib._PACKAGE_ROOT,
                                                         env.get('PYTHONPATH')]))
-      chief = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+      chief = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, env=env,
                                text=True)
       peaks = _sample_peaks({('chief', 0): chief})
       output = chief.stdout.read()
     if chief.returncode:
-      raise RuntimeError(f'[{label}] the training process failed ({chief.returncode}):\n{output}')
+      errors.seek(0)
+      raise RuntimeError(f'[{label}] the training process failed ({chief.returncode}):\n{output}'
+                         f'\n{errors.read()[-5000:]}')
   [result_line] = [line for line in output.splitlines() if line.startswith('RESULT ')]
   passes = json.loads(result_line[len('RESULT '):])
   result = dict(label=label, num_items=num_items, num_ps=num_ps, num_workers=num_workers,

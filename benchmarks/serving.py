@@ -141,7 +141,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                       'not the speed (overrides the sizes and counts above)')
   args = parser.parse_args(argv)
   if args.quick:
-    args.num_items, args.num_plays, args.train_steps = [20_000], 200_000, 100
+    args.num_items, args.num_plays, args.train_steps = [5_000], 30_000, 20
+    args.num_requests = 256  # of the ~300 eval examples (one per user) of its plays
     args.calls, args.warmup_calls, args.repeats = 20, 2, 2
   if min(args.calls, args.warmup_calls, args.repeats, args.train_steps) < 1:
     parser.error('--calls, --warmup-calls, --repeats and --train-steps must be at least 1')

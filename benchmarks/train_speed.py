@@ -376,8 +376,8 @@ def project_step(hparams: settings.HParams, num_items: int, unigram_counts: np.n
     optimizer = optimizers.make_optimizer(hparams)
     # A parameter-server step runs on a worker, which cannot create the slots.
     optimizer.build(model.trainable_variables)
-  sampler = samplers.make_sampler(hparams.sampler, num_items, unigram_counts, hparams.num_sampled,
-                                  seed=hparams.seed)
+  sampler = samplers.make_sampler(hparams.sampler, num_items, unigram_counts,
+                                  num_sampled=hparams.num_sampled, seed=hparams.seed)
   return training_step(strategy, model, optimizer,
                        lambda batch: losses.compute_losses(model, batch, hparams, sampler)['loss'])
 

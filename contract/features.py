@@ -56,6 +56,14 @@ def raw_feature_spec():
   }
 
 
+# The splits of PlayLogExampleGen's examples. The Trainer trains on TRAIN_SPLIT and picks the
+# checkpoint it exports on VALID_SPLIT (each user's last plays before the eval split); the
+# Evaluator gates on EVAL_SPLIT, which neither has seen.
+TRAIN_SPLIT = 'train'
+VALID_SPLIT = 'valid'
+EVAL_SPLIT = 'eval'
+SPLITS = (TRAIN_SPLIT, VALID_SPLIT, EVAL_SPLIT)
+
 HISTORY_FEATURES = (HISTORY_ITEM_ID, HISTORY_PLAY_RATE, HISTORY_INTENT)
 # What a serving request carries: the history only.
 SERVING_FEATURES = HISTORY_FEATURES
@@ -113,8 +121,15 @@ TOP_ITEM_IDS = 'item_ids'  # bytes [batch, K]
 TOP_SCORES = 'scores'  # float [batch, K]
 USER_VECTOR_SIGNATURE = 'user_vector'  # history -> user vector
 USER_VECTOR = 'user_vector'  # float [batch, H]
+# With the model's repeat bonus, user_vector also gives what each history play adds to its item's
+# score (score = user . item + bias + the sum of its plays' bonus): an ANN stack adds them.
+REPEAT_BONUS_ITEM_IDS = 'repeat_bonus_item_ids'  # bytes [batch, L]: '' for padding and OOV
+REPEAT_BONUS = 'repeat_bonus'  # float [batch, L]
 # Used by the Evaluator: history + target -> exact rank of the target item among the whole
 # vocabulary (0 = best; OOV targets get rank V, so they never count as a hit).
 TARGET_RANK_SIGNATURE = 'target_rank'
 TARGET_RANK = 'target_rank'  # int64 [batch]
 POPULARITY_RANK = 'popularity_rank'  # int64 [batch]: the target's rank by training plays
+# int64 [batch]: the target's rank under the repeat baseline: the request's own played-through
+# history items by play count (ties: the most recent), then by training plays.
+REPEAT_RANK = 'repeat_rank'

@@ -40,6 +40,8 @@ NEG_THRESHOLD = 0.3  # play rate at or below which a play is negative (a skip)
 # The eval split, unless a cut time or a number of plays per user is given: the latest tenth of
 # the plays, from one global cut time on (as production evaluation sees it).
 EVAL_FRACTION = 0.1
+# Each user's last plays before the eval split that form the validation split.
+VALID_PLAYS_PER_USER = 2
 MAX_BAD_FRACTION = 0.01
 # Numeric timestamps are in this unit ('s' or 'ms'); ISO-8601 strings carry their own.
 TS_UNIT = 'ms'
@@ -66,6 +68,10 @@ USER_VECTOR_MODES = ('last', 'mean')
 # lazy_adam updates only the item-table rows a batch touches (trainer/optimizers.py); adam is
 # tf_keras Adam, whose work per step grows with the catalogue.
 OPTIMIZERS = ('lazy_adam', 'adam')
+# Which checkpoint the Trainer exports: the one with the best validation SELECTION_METRIC (when
+# it evaluates: in one process), or the last one.
+EXPORT_CHECKPOINTS = ('best', 'last')
+SELECTION_METRIC = 'pos_at_50'  # higher is better; one of checkpoint_eval's metrics
 # Replica groups of the TFJob template (k8s/tfjob.yaml).
 TFJOB_REPLICA_TYPES = ('Chief', 'Worker', 'PS')
 # The ConfigMap k8s/kustomization.yaml generates from k8s/tfjob.yaml.
@@ -108,6 +114,10 @@ class IngestConfig(Settings):
   eval_plays_per_user: Optional[int] = None
   eval_start_ts: Optional[int] = None
   eval_fraction: Optional[float] = None
+  # The validation split: each user's last this many plays before the eval split (from users who
+  # keep at least as many train plays), on which the Trainer chooses the checkpoint it exports;
+  # 0: no validation split, and the Trainer exports its last step.
+  valid_plays_per_user: int = VALID_PLAYS_PER_USER
   max_bad_fraction: float = MAX_BAD_FRACTION
   # Numeric timestamps in 'ms' or 's'; plays outside [min_ts_ms, max_ts_ms] are quarantined
   # (max_ts_ms None: one day after the run starts).
@@ -138,6 +148,7 @@ class IngestConfig(Settings):
     if self.eval_fraction is not None:
       require(0.0 < self.eval_fraction < 1.0, 'eval_fraction', self.eval_fraction,
               'must be in (0, 1)')
+    _at_least('valid_plays_per_user', self.valid_plays_per_user, 0)
     _within('max_bad_fraction', self.max_bad_fraction, 0.0, 1.0)
     _one_of('ts_unit', self.ts_unit, TS_UNITS)
     _at_least('min_ts_ms', self.min_ts_ms, 0)
@@ -196,8 +207,10 @@ class HParams(Settings):
   ffn_dim: int = 128
   dropout: float = 0.1
   user_vector: str = 'last'  # 'last' real position or masked 'mean'
+  # Items of the history earn a learned bonus from their own plays there (model.RepeatBonus).
+  repeat_bonus: bool = True
   # Losses.
-  num_sampled: int = 256
+  num_sampled: int = 1024
   sampler: str = 'log_uniform'
   unique_gather: bool = True
   neg_weight: float = 1.0
@@ -212,6 +225,7 @@ class HParams(Settings):
   train_steps: int = 2000
   steps_per_checkpoint: int = 500
   steps_per_log: int = 100
+  export_checkpoint: str = 'best'
   seed: int = 7
   # Parameter-server sharding: number of shards of each item table (1 means unsharded).
   num_shards: int = 1
@@ -228,6 +242,7 @@ class HParams(Settings):
     _one_of('sampler', self.sampler, SAMPLERS)
     _one_of('user_vector', self.user_vector, USER_VECTOR_MODES)
     _one_of('optimizer', self.optimizer, OPTIMIZERS)
+    _one_of('export_checkpoint', self.export_checkpoint, EXPORT_CHECKPOINTS)
     for key in ('history_length', 'item_embedding_dim', 'hidden_dim', 'num_layers', 'num_heads',
                 'ffn_dim', 'num_sampled', 'batch_size', 'train_steps', 'steps_per_checkpoint',
                 'steps_per_log', 'num_shards', 'top_k', 'ann_min_items'):
@@ -320,9 +335,11 @@ class TrainConfig(Settings):
 class GateConfig(Settings):
   """Evaluator: on each gated N, POS@N must clear pos_floor and NEG@N stay under neg_ceiling;
   the model must beat most-popular (from the training plays) on the same targets: POS@N at least
-  (1 + popularity_margin) times its POS@N and NEG@N no higher; and neither may be worse than the
-  baseline model's by more than noise_standard_errors standard errors of the paired difference
-  plus its tolerance (absolute, in hit-rate units)."""
+  (1 + popularity_margin) times its POS@N and NEG@N no higher, and POS@N at least that many
+  times the repeat baseline's too (the user's own history: the better of the two sets the bar);
+  and neither POS@N nor NEG@N may be worse than the baseline model's by more than
+  noise_standard_errors standard errors of the paired difference plus its tolerance (absolute,
+  in hit-rate units)."""
   ns: Tuple[int, ...] = METRIC_NS
   gate_n: Union[int, Tuple[int, ...]] = 50  # the N (or several) whose POS@N / NEG@N are gated
   # On the generated demo data most-popular reaches POS@50 0.20 / NEG@50 0.54 and the trained
@@ -330,7 +347,9 @@ class GateConfig(Settings):
   # learnt less than a popularity count and is broken. Set both for your own catalogue.
   pos_floor: float = 0.10
   neg_ceiling: float = 0.5
-  # Most-popular is what any recall model must beat; 0.1 asks for 10 % more positives hit.
+  # Popularity, global (most-popular) and per user (repeat: the user's own played-through songs
+  # by play count), is what any recall model must beat; 0.1 asks for 10 % more positives hit
+  # than the better of the two.
   popularity_margin: float = 0.1
   # A change vs the baseline model smaller than this many standard errors (computed from the
   # eval targets on which the two models disagree) is noise: with 2, a retrain of the same

@@ -59,8 +59,8 @@ def _shard_user_bounds(num_events_per_user: np.ndarray, num_shards: int) -> List
   return bounds  # duplicates removed: a shard never comes out empty
 
 
-def _chunk_user_bounds(num_events_per_user: np.ndarray, first: int, end: int,
-                       chunk_events: int) -> List[int]:
+def chunk_user_bounds(num_events_per_user: np.ndarray, first: int, end: int,
+                      chunk_events: int) -> List[int]:
   """Consecutive user ranges of at most chunk_events plays (a bigger user gets a chunk alone)."""
   event_end = np.cumsum(num_events_per_user[first:end])
   bounds, done = [first], 0
@@ -259,8 +259,8 @@ def generate(out_dir: str,
   for shard in range(len(shard_bounds) - 1):
     path = os.path.join(out_dir, writers.shard_name(shard, len(shard_bounds) - 1, fmt, use_gzip))
     writer = day_writers or writers.ShardWriter(path, fmt, play_field, use_gzip, gzip_level)
-    chunks = _chunk_user_bounds(users.num_events, shard_bounds[shard], shard_bounds[shard + 1],
-                                chunk_events)
+    chunks = chunk_user_bounds(users.num_events, shard_bounds[shard], shard_bounds[shard + 1],
+                               chunk_events)
     for first_user, end_user in zip(chunks[:-1], chunks[1:]):
       chunk = model.generate_chunk(config, streams, catalogue, users, first_user, end_user)
       generated += len(chunk['user'])
@@ -288,7 +288,8 @@ def generate(out_dir: str,
   output = {'format': fmt, 'gzip': use_gzip, 'play_field': play_field,
             'files': [os.path.relpath(p, out_dir) for p in files],
             'plays_of_songs_not_yet_released_or_faded': out_of_catalogue,
-            'plays_outside_the_days': outside_days}
+            'plays_outside_the_days': outside_days,
+            'written_ts_ms': [int(first_ts_ms), int(end_ts_ms)]}
   gt_path = ground_truth.write(out_dir, config, streams, catalogue, users, output, stats.as_dict())
   seconds = time.time() - started
   return {

@@ -11,6 +11,7 @@ from typing import Dict, Tuple
 import numpy as np
 
 from contract import features
+from contract import settings
 from datagen.random_streams import Streams
 
 # Codes of the contract's intents, in the order of features.INTENTS.
@@ -57,6 +58,13 @@ class GeneratorConfig:
   favourite_share: float = 0.4  # on_demand plays that are one of the user's favourites
   personal_popularity_exponent: float = 0.5  # how much users' own picks follow popularity
   recommend_in_taste: float = 0.3  # recommendations from the session genre (else global hits)
+  # Feedback that changes what comes next (docs: "Feedback"); 0 turns each one off, and all four
+  # at 0 reproduce the generator without them byte for byte.
+  skip_ends_session: float = 0.2  # a skip ends the session: the next play starts a new one
+  skip_leaves_genre: float = 0.5  # a skip that does not end it moves it to another liked genre
+  genre_request_switch: float = 0.5  # a genre request asks for another liked genre (weighted
+  # by taste), and the session follows it from that play on; else it asks for the session genre
+  recommend_disliked: float = 0.1  # recommendations that are one of the user's disliked songs
   # Play rate.
   interrupt_rate: float = 0.05  # liked songs stopped at a random point anyway
   tolerate_rate: float = 0.05  # disliked songs let play like a neutral one
@@ -108,10 +116,13 @@ class GeneratorConfig:
     require(min(shares) >= 0 and sum(shares) > 0,
             f'intent shares must be >= 0 and not all 0, got {shares}')
     for name in ('same_genre_next_session', 'favourite_share', 'recommend_in_taste',
-                 'interrupt_rate', 'tolerate_rate'):
+                 'interrupt_rate', 'tolerate_rate', 'skip_ends_session', 'skip_leaves_genre',
+                 'genre_request_switch', 'recommend_disliked'):
       value = getattr(self, name)
       require(0 <= value <= 1, f'{name} must be in [0, 1], got {value}')
     require(0 < self.max_skip_play_rate <= 1, 'max_skip_play_rate must be in (0, 1]')
+    require(self.recommend_disliked == 0 or self.disliked_items_per_user >= 1,
+            f'recommend_disliked ({self.recommend_disliked}) needs disliked_items_per_user >= 1')
     for name in ('released_share', 'faded_share'):
       value = getattr(self, name)
       require(0 <= value < 1, f'{name} must be in [0, 1), got {value}')
@@ -283,11 +294,6 @@ def make_users(config: GeneratorConfig, streams: Streams, catalogue: Catalogue) 
       start_ts_ms=start_ts_ms)
 
 
-def _forward_fill_index(mask: np.ndarray) -> np.ndarray:
-  """For each position, the index of the last position <= it where mask is True."""
-  return np.maximum.accumulate(np.where(mask, np.arange(len(mask)), 0))
-
-
 def affinity(users: Users, catalogue: Catalogue, user: np.ndarray,
              item: np.ndarray) -> np.ndarray:
   """AFFINITY_* of each (user, item) pair: dislikes win over likes."""
@@ -304,48 +310,177 @@ def generate_chunk(config: GeneratorConfig, streams: Streams, catalogue: Catalog
   """All plays of users [first_user, end_user), ordered by user then time.
 
   Returns arrays: user (int64 index), item (int64 index), ts (epoch ms), play_rate (float64),
-  play_ms, duration_ms, intent (INTENT_* codes), affinity (AFFINITY_* codes, ground truth).
+  play_ms, duration_ms, intent (INTENT_* codes), affinity (AFFINITY_* codes, ground truth), and
+  the hidden state: session_slot (int64: the index into the user's liked genres the play was
+  chosen in) and session_start (bool).
   """
   counts = users.num_events[first_user:end_user]
   n = int(counts.sum())
   user = np.repeat(np.arange(first_user, end_user), counts)
   user_first_row = np.repeat(np.cumsum(counts) - counts, counts)
   position = np.arange(n) - user_first_row  # play index within the user
-  progress = position / np.maximum(users.num_events[user] - 1, 1)  # 0 at first play, 1 at last
-
-  # Sessions: a new one starts with probability 1/mean_length (always at a user's first play).
-  session_start = (position == 0) | (
-      streams.uniform('session_start', user, position) < 1.0 / config.mean_session_length)
-
-  # Session genre: one of the user's liked genres, drawn by the (drifting) taste weights at the
-  # session's start, or kept from the previous session.
-  weights = (users.liked_weights_start[user] * (1.0 - progress[:, None])
-             + users.liked_weights_end[user] * progress[:, None])
-  slot_u = streams.uniform('session_genre', user, position)
-  fresh_slot = (np.cumsum(weights, axis=1) < slot_u[:, None]).sum(axis=1)
-  fresh_slot = np.minimum(fresh_slot, config.liked_genres_per_user - 1)
-  redraw = session_start & ((position == 0) | (
-      streams.uniform('session_keep_genre', user, position) >= config.same_genre_next_session))
-  session_slot = fresh_slot[_forward_fill_index(redraw)]
-  session_genre = users.liked_genres[user, session_slot]
-
   intent = _sample_categorical(
-      np.cumsum(_intent_shares(config)), streams.uniform('intent', user, position))
-  item = _choose_items(config, streams, catalogue, users, user, position, intent,
-                       session_slot, session_genre)
+      np.cumsum(intent_shares(config)), streams.uniform('intent', user, position))
 
+  # Every play is worked out for each liked genre its session could be in; the feedback
+  # (a skip under one genre, not under another) then picks the genre play by play.
+  num_slots = config.liked_genres_per_user
+  by_slot = [_play_in_slot(config, streams, catalogue, users, user, position, intent, slot)
+             for slot in range(num_slots)]
+  item_by_slot = np.stack([play['item'] for play in by_slot], axis=1)  # [n, slots]
+  affinity_by_slot = np.stack([play['affinity'] for play in by_slot], axis=1)
+  play_ms_by_slot = np.stack([play['play_ms'] for play in by_slot], axis=1)
+  duration_ms = catalogue.duration_ms[item_by_slot]
+  skipped_by_slot = play_ms_by_slot / duration_ms <= settings.NEG_THRESHOLD
+
+  transitions = session_transitions(config, streams, users, user, position, intent,
+                                    skipped_by_slot)
+  session_slot = _slots_from_transitions(transitions.slot, position)
+  previous_slot = np.concatenate([[0], session_slot[:-1]])
+  rows = np.arange(n)
+  session_start = transitions.start[rows, previous_slot]  # always True at a user's first play
+
+  item = item_by_slot[rows, session_slot]
+  play_ms = play_ms_by_slot[rows, session_slot]
+  duration_ms = duration_ms[rows, session_slot]
+  item_affinity = affinity_by_slot[rows, session_slot]
+  ended_by_skip = transitions.ended_by_skip[rows, previous_slot]
+  ts = _timestamps(config, streams, users, user, position, user_first_row, session_start,
+                   ended_by_skip, play_ms)
+  return dict(user=user, item=item, ts=ts, play_rate=play_ms / duration_ms, play_ms=play_ms,
+              duration_ms=duration_ms, intent=intent.astype(np.int8), affinity=item_affinity,
+              session_slot=session_slot, session_start=session_start)
+
+
+def _play_in_slot(config, streams, catalogue, users, user, position, intent,
+                  slot: int) -> Dict[str, np.ndarray]:
+  """Item, play_ms and affinity [n] of every play if its session were in the user's liked genre
+  `slot`."""
+  session_slot = np.full(len(user), slot, dtype=np.int64)
+  item = _choose_items(config, streams, catalogue, users, user, position, intent, session_slot,
+                       users.liked_genres[user, slot])
   item_affinity = affinity(users, catalogue, user, item)
   play_rate = _play_rate(config, streams, item_affinity, user, position,
                          catalogue.item_genre[item])
   duration_ms = catalogue.duration_ms[item]
-  play_ms = np.floor(play_rate * duration_ms + 0.5).astype(np.int64)
-  play_ms = np.minimum(play_ms, duration_ms)
-  ts = _timestamps(config, streams, users, user, position, user_first_row, session_start, play_ms)
-  return dict(user=user, item=item, ts=ts, play_rate=play_ms / duration_ms, play_ms=play_ms,
-              duration_ms=duration_ms, intent=intent.astype(np.int8), affinity=item_affinity)
+  play_ms = np.minimum(np.floor(play_rate * duration_ms + 0.5).astype(np.int64), duration_ms)
+  return dict(item=item, play_ms=play_ms, affinity=item_affinity)
 
 
-def _intent_shares(config: GeneratorConfig) -> np.ndarray:
+def taste_weights(users: Users, user: np.ndarray, progress: np.ndarray) -> np.ndarray:
+  """[n, liked] the users' liked-genre weights at progress (0 at the first play, 1 at the last)."""
+  return (users.liked_weights_start[user] * (1.0 - progress[:, None])
+          + users.liked_weights_end[user] * progress[:, None])
+
+
+def play_progress(users: Users, user: np.ndarray, position: np.ndarray) -> np.ndarray:
+  """How far each play is through its user's plays: 0 at the first, 1 at the last."""
+  return position / np.maximum(users.num_events[user] - 1, 1)
+
+
+def other_slot_shares(weights: np.ndarray) -> np.ndarray:
+  """[n, liked, liked]: row s gives the chance of each other liked genre when the session leaves
+  genre s (the taste weights without s, renormalised; s itself when it is the only one)."""
+  num_slots = weights.shape[1]
+  others = np.broadcast_to(weights[:, None, :], weights.shape + (num_slots,)).copy()
+  if num_slots == 1:
+    return np.ones_like(others)
+  others[:, np.arange(num_slots), np.arange(num_slots)] = 0.0
+  return others / others.sum(axis=2, keepdims=True)
+
+
+def _other_slot(weights: np.ndarray, u: np.ndarray) -> np.ndarray:
+  """[n, liked]: for each current slot s, another liked slot drawn by the taste weights with u."""
+  cdf = np.cumsum(other_slot_shares(weights), axis=2)
+  # <= skips the zero-width step of s itself; the clip keeps float rounding at the top end.
+  drawn = np.minimum((cdf <= u[:, None, None]).sum(axis=2), weights.shape[1] - 1)
+  last_other = np.where(np.arange(weights.shape[1]) == weights.shape[1] - 1,
+                        weights.shape[1] - 2, weights.shape[1] - 1)
+  return np.where(drawn == np.arange(weights.shape[1]), np.maximum(last_other, 0), drawn)
+
+
+@dataclasses.dataclass
+class Transitions:
+  """How each play's session follows from the previous play's: row p, column s is for the
+  previous play's session in liked slot s (ignored at a user's first play)."""
+  slot: np.ndarray  # int64 [n, liked]: the slot of play p
+  start: np.ndarray  # bool [n, liked]: whether play p starts a new session
+  ended_by_skip: np.ndarray  # bool [n, liked]: it does only because the previous play's skip
+  # ended the session
+
+
+def session_transitions(config: GeneratorConfig, streams: Streams, users: Users,
+                        user: np.ndarray, position: np.ndarray, intent: np.ndarray,
+                        skipped_by_slot: np.ndarray) -> Transitions:
+  """The session slot and start of every play as functions of the previous play's slot.
+
+  skipped_by_slot [n, liked]: whether each play would be a skip in each slot.
+  """
+  num_slots = config.liked_genres_per_user
+  first = position == 0
+  weights = taste_weights(users, user, play_progress(users, user, position))
+  # Sessions: a new one starts with probability 1/mean_length (always at a user's first play),
+  # or after a skip that ends the session.
+  skipped_before = np.concatenate([np.zeros((1, num_slots), bool), skipped_by_slot[:-1]])
+  skipped_before[first] = False
+  ends = skipped_before & (streams.uniform('skip_ends_session', user, position)
+                           < config.skip_ends_session)[:, None]
+  random_start = first | (streams.uniform('session_start', user, position)
+                          < 1.0 / config.mean_session_length)
+  start = random_start[:, None] | ends
+  # A new session's genre: drawn by the (drifting) taste weights, or kept from the previous
+  # session. Inside a session, a skip may move it to another liked genre.
+  slot_u = streams.uniform('session_genre', user, position)
+  fresh_slot = (np.cumsum(weights, axis=1) < slot_u[:, None]).sum(axis=1)
+  fresh_slot = np.minimum(fresh_slot, num_slots - 1)
+  keep = ~first & (streams.uniform('session_keep_genre', user, position)
+                   < config.same_genre_next_session)
+  previous = np.broadcast_to(np.arange(num_slots), (len(user), num_slots))
+  leaves = skipped_before & ~start & (streams.uniform('skip_leaves_genre', user, position)
+                                      < config.skip_leaves_genre)[:, None]
+  slot = np.where(start, np.where(keep[:, None], previous, fresh_slot[:, None]), previous)
+  # Another genre is drawn only for the plays that may need one (the draws are keyed by play,
+  # so this changes no value).
+  rows = np.flatnonzero(leaves.any(axis=1))
+  slot[rows] = np.where(leaves[rows], _other_slot(weights[rows], streams.uniform(
+      'skip_genre', user[rows], position[rows])), slot[rows])
+  # A genre request for another liked genre moves the session there from this play on.
+  switches = (intent == INTENT_GENRE_REQUEST) & (
+      streams.uniform('genre_request_switch', user, position) < config.genre_request_switch)
+  rows = np.flatnonzero(switches)
+  requested = _other_slot(weights[rows], streams.uniform('requested_genre', user[rows],
+                                                         position[rows]))
+  slot[rows] = np.take_along_axis(requested, slot[rows], axis=1)
+  return Transitions(slot=slot.astype(np.int64), start=start,
+                     ended_by_skip=ends & ~random_start[:, None])
+
+
+def _slots_from_transitions(transitions: np.ndarray, position: np.ndarray) -> np.ndarray:
+  """[n] the slot of every play, following each user's transitions from the first play.
+
+  Play by play, one vectorised step per play index over all the users who have that many plays
+  (users ordered by length, so they are a prefix). A user's first play does not depend on the
+  slot before it.
+  """
+  slots = np.empty(len(position), np.int64)
+  first_rows = np.flatnonzero(position == 0)
+  if not len(first_rows):
+    return slots
+  lengths = np.diff(np.append(first_rows, len(position)))
+  order = np.argsort(-lengths, kind='stable')
+  starts, lengths = first_rows[order], lengths[order]
+  # active[p]: how many users have more than p plays (lengths are descending).
+  active = np.searchsorted(-lengths, -np.arange(lengths[0]), side='left')
+  state = transitions[starts, 0]
+  slots[starts] = state
+  for p in range(1, lengths[0]):
+    rows = starts[:active[p]] + p
+    state = transitions[rows, state[:active[p]]]
+    slots[rows] = state
+  return slots
+
+
+def intent_shares(config: GeneratorConfig) -> np.ndarray:
   shares = np.array([config.on_demand_share, config.genre_request_share, config.recommend_share])
   return shares / shares.sum()
 
@@ -373,6 +508,13 @@ def _choose_items(config, streams, catalogue, users, user, position, intent, ses
   # Other recommendations: a global hit of any genre.
   rows = np.flatnonzero(recommend & ~in_taste)
   item[rows] = _sample_categorical(catalogue.global_cdf, pick_u[rows])
+  # Some recommendations are one of the user's disliked songs (popular songs they skip, which
+  # the system keeps pushing), whatever the session genre.
+  rows = np.flatnonzero(recommend & (streams.uniform('recommend_disliked', user, position)
+                                     < config.recommend_disliked))
+  disliked_slot = np.floor(streams.uniform('disliked_pick', user[rows], position[rows])
+                           * config.disliked_items_per_user).astype(np.int64)
+  item[rows] = users.disliked_items[user[rows], disliked_slot]
   return item
 
 
@@ -403,18 +545,20 @@ def _play_rate(config, streams, item_affinity, user, position, genre) -> np.ndar
                    [liked, disliked], neutral)
 
 
-def _mean_session_gap_ms(config: GeneratorConfig, users: Users) -> np.ndarray:
-  """Per user: the configured gap, shrunk so that the user's sessions fit in the span."""
+def _mean_session_gap_ms(config: GeneratorConfig, users: Users,
+                         sessions_ended_by_skips: np.ndarray) -> np.ndarray:
+  """Per user: the configured gap, shrunk so that the user's sessions (those that start at
+  random, expected, and those skips ended, [U] counted) fit in the span."""
   mean_listening_ms = (config.min_duration_ms + config.max_duration_ms) / 2 * users.num_events
   left_ms = (config.start_ts_ms + config.span_days * _MS_PER_DAY - users.start_ts_ms
              - mean_listening_ms)
-  sessions = 1 + (users.num_events - 1) / config.mean_session_length
+  sessions = 1 + (users.num_events - 1) / config.mean_session_length + sessions_ended_by_skips
   fitting_ms = left_ms / sessions - config.min_session_gap_minutes * 60_000
   return np.clip(fitting_ms, 0, config.mean_session_gap_hours * 3_600_000)
 
 
 def _timestamps(config, streams, users, user, position, user_first_row, session_start,
-                play_ms) -> np.ndarray:
+                ended_by_skip, play_ms) -> np.ndarray:
   """Start time of each play: the previous play's heard time plus a few seconds inside a
   session; hours to days between sessions."""
   previous_play_ms = np.concatenate([[0], play_ms[:-1]])
@@ -423,7 +567,8 @@ def _timestamps(config, streams, users, user, position, user_first_row, session_
       * (config.max_gap_in_session_s - 1) * 1000)
   session_gap = config.min_session_gap_minutes * 60_000 + np.floor(
       streams.exponential('gap_between_sessions', user, position)
-      * _mean_session_gap_ms(config, users)[user])
+      * _mean_session_gap_ms(config, users, np.bincount(
+          user[ended_by_skip], minlength=config.num_users))[user])
   gap = np.where(session_start, session_gap, in_session_gap).astype(np.int64)
   gap[position == 0] = 0
   elapsed = np.cumsum(gap)

@@ -9,7 +9,13 @@ items (OOV targets get V), so evaluation.hit_rate turns them into POS@N and NEG@
   co-occurrence     items ordered by how often they followed the history's last item as a
                     positive play in training, ties (including all never-seen pairs) broken by
                     popularity; an empty or OOV history falls back to most popular.
+  repeat            the user's own history: the items the history played through (label
+                    positive) by how often, ties by the most recent, then every other item by
+                    popularity. Listening is repetitive, so this per-user popularity is the
+                    baseline a music recall model must beat besides the global one.
 """
+
+from typing import Sequence
 
 import numpy as np
 
@@ -73,6 +79,60 @@ class CooccurrenceRanker:
       return int(np.sum(counts > count) + np.sum((counts == count) & (items < target_id)))
     # Unseen pair: behind every seen item, then by popularity among the unseen ones.
     return int(items.size + target_id - position)
+
+
+def repeat_ranks(history_ids: Sequence, history_played: Sequence, target_ids,
+                 vocabulary_size: int) -> np.ndarray:
+  """Exact rank of each target under the repeat baseline of its own history (OOV target: V).
+
+  Args:
+    history_ids: B histories, each a sequence of item ids (oldest first; V for OOV plays, which
+      are not items and never ranked).
+    history_played: B sequences of the same lengths, True where the play was played through
+      (label positive).
+    target_ids: [B] the targets' item ids.
+    vocabulary_size: V.
+
+  Returns:
+    [B] int64: the number of items ahead of the target. Played-through history items come first,
+    the one played most often first and, among equally often played ones, the one played last;
+    then the rest of the vocabulary in popularity (id) order.
+  """
+  targets = _check_ids('target_ids', target_ids, vocabulary_size)
+  if not len(history_ids) == len(history_played) == targets.size:
+    raise ValueError(f'{len(history_ids)} histories, {len(history_played)} played flags and '
+                     f'{targets.size} targets: each target needs one history')
+  ranks = np.empty(targets.shape, np.int64)
+  for i, (history, played, target) in enumerate(zip(history_ids, history_played,
+                                                      targets.tolist())):
+    ranks[i] = _repeat_rank(_repeated_items(i, history, played, vocabulary_size), target,
+                            vocabulary_size)
+  return ranks
+
+
+def _repeated_items(index: int, history, played, vocabulary_size: int):
+  """(items ascending, play counts, last position) of one history's played-through items."""
+  items = _check_ids(f'history_ids[{index}]', history, vocabulary_size)
+  played = np.asarray(played, bool).reshape(-1)
+  if played.shape != items.shape:
+    raise ValueError(f'history {index}: {items.size} item ids but {played.size} played flags')
+  kept = items[played & (items < vocabulary_size)]
+  repeated, counts = np.unique(kept, return_counts=True)
+  # np.unique of the reversed history finds each item's last play first.
+  _, from_end = np.unique(kept[::-1], return_index=True)
+  return repeated, counts, kept.size - 1 - from_end
+
+
+def _repeat_rank(repeated, target_id: int, vocabulary_size: int) -> int:
+  if target_id >= vocabulary_size:
+    return vocabulary_size
+  items, counts, last = repeated
+  position = np.searchsorted(items, target_id)
+  if position < items.size and items[position] == target_id:
+    count, latest = counts[position], last[position]
+    return int(np.sum(counts > count) + np.sum((counts == count) & (last > latest)))
+  # Not played through: behind every repeated item, then by popularity among the others.
+  return int(items.size + target_id - position)
 
 
 def _check_ids(name: str, ids, vocabulary_size: int) -> np.ndarray:

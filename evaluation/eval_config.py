@@ -3,12 +3,17 @@
 The gate (DESIGN section 6) on each gated N, on the overall slice:
   POS@N >= pos_floor                                   NEG@N <= neg_ceiling
   POS@N >= (1 + popularity_margin) x most-popular's    NEG@N <= most-popular's
+  POS@N >= (1 + popularity_margin) x repeat's
   POS@N >= baseline's - (k standard errors + pos_tolerance)
   NEG@N <= baseline's + (k standard errors + neg_tolerance)
 with k = noise_standard_errors and the standard error that of the paired difference on these
-eval targets (evaluation/metrics.py). Every one is a value threshold on a metric of the
-candidate, so a first run (no baseline: the drop and rise metrics are 0) is gated on the floor,
-the ceiling and most-popular, and a model worse than a popularity count is never pushed.
+eval targets (evaluation/metrics.py). Repeat is the user's own history (played-through items by
+play count, then most-popular; evaluation/baseline_ranks.py): with both lifts gated, POS@N must
+beat the better of the two non-learned baselines by the margin. NEG@N stays held to
+most-popular's only (no more skips hit than a popularity count); the repeat baseline's NEG@N is
+reported beside it. Every one is a value threshold on a metric of the candidate,
+so a first run (no baseline: the drop and rise metrics are 0) is gated on the floor, the
+ceiling and the two baselines, and a model worse than a popularity count is never pushed.
 
 The config holds a single, unnamed ModelSpec. TFX's Evaluator copies it into a 'baseline' spec
 (and names this one 'candidate') when its baseline_model channel carries a model
@@ -39,8 +44,12 @@ def make_eval_config(gate: settings.GateConfig) -> tfma.EvalConfig:
     metrics.append(_metric('NegAtN', n, _value_threshold(upper=gate.neg_ceiling) if gated else None))
     metrics.append(_metric('PopularityPosAtN', n))
     metrics.append(_metric('PopularityNegAtN', n))
+    metrics.append(_metric('RepeatPosAtN', n))
+    metrics.append(_metric('RepeatNegAtN', n))
   for n in gate.gated_ns:
     metrics.append(_metric('PosLiftOverPopularity', n,
+                           _value_threshold(lower=gate.popularity_margin)))
+    metrics.append(_metric('PosLiftOverRepeat', n,
                            _value_threshold(lower=gate.popularity_margin)))
     metrics.append(_metric('NegExcessOverPopularity', n, _value_threshold(upper=0.0)))
     metrics.append(_metric('PosDropBeyondNoise', n, _value_threshold(upper=gate.pos_tolerance),

@@ -12,14 +12,18 @@ The gate's comparisons are metrics of the candidate too, computed from two ranki
 targets (evaluation.hit_rate.PairedHits):
   popularity_pos_at_N, popularity_neg_at_N   most-popular's POS@N / NEG@N: the POPULARITY_RANK
       output (the target's rank by training plays) counted like the model's own rank;
+  repeat_pos_at_N, repeat_neg_at_N           the repeat baseline's (the user's own played-through
+      history by play count, then most-popular): the REPEAT_RANK output, counted the same way;
   pos_lift_over_popularity_at_N              POS@N / most-popular's POS@N - 1;
+  pos_lift_over_repeat_at_N                  POS@N / the repeat baseline's POS@N - 1 (both lifts
+      at least the margin: the lift over the better of the two baselines);
   neg_excess_over_popularity_at_N            NEG@N - most-popular's NEG@N;
   pos_drop_beyond_noise_at_N                 how far POS@N fell below the baseline model's
       beyond `standard_errors` standard errors of the paired difference (0 within the noise,
       when it rose, and with no baseline);
   neg_rise_beyond_noise_at_N                 the same for a rise of NEG@N.
-They are computed for the candidate only (an older baseline export need not have a popularity
-output), so their thresholds are value thresholds.
+They are computed for the candidate only (an older baseline export need not have the popularity
+or repeat outputs), so their thresholds are value thresholds.
 
 Labels are read straight from the extracts on purpose: TFMA's generic label preparation
 (metric_util.to_label_prediction_example_weight) turns an all -1 label into a one-hot of zeros,
@@ -40,15 +44,23 @@ from contract import features
 from evaluation import hit_rate
 
 POPULARITY_PREFIX = 'popularity_'
+REPEAT_PREFIX = 'repeat_'
 POS_LIFT_OVER_POPULARITY = 'pos_lift_over_popularity'
+POS_LIFT_OVER_REPEAT = 'pos_lift_over_repeat'
 NEG_EXCESS_OVER_POPULARITY = 'neg_excess_over_popularity'
 POS_DROP_BEYOND_NOISE = 'pos_drop_beyond_noise'
 NEG_RISE_BEYOND_NOISE = 'neg_rise_beyond_noise'
 # The targets each comparison counts.
 _COMPARED_LABEL = {POS_LIFT_OVER_POPULARITY: features.LABEL_POSITIVE,
+                   POS_LIFT_OVER_REPEAT: features.LABEL_POSITIVE,
                    NEG_EXCESS_OVER_POPULARITY: features.LABEL_NEGATIVE,
                    POS_DROP_BEYOND_NOISE: features.LABEL_POSITIVE,
                    NEG_RISE_BEYOND_NOISE: features.LABEL_NEGATIVE}
+# The candidate's output each comparison with a non-learned baseline reads; the other
+# comparisons are with the baseline model.
+_BASELINE_RANK = {POS_LIFT_OVER_POPULARITY: features.POPULARITY_RANK,
+                  NEG_EXCESS_OVER_POPULARITY: features.POPULARITY_RANK,
+                  POS_LIFT_OVER_REPEAT: features.REPEAT_RANK}
 
 
 class PosAtN(metric_types.Metric):
@@ -82,7 +94,8 @@ class PopularityPosAtN(metric_types.Metric):
 
   def __init__(self, top_n: int = 10, name: Optional[str] = None):
     top_n = _check_top_n(top_n)
-    super().__init__(_popularity_computations, top_n=top_n, label_value=features.LABEL_POSITIVE,
+    super().__init__(_baseline_computations, top_n=top_n, label_value=features.LABEL_POSITIVE,
+                     rank_key=features.POPULARITY_RANK,
                      name=name or POPULARITY_PREFIX + hit_rate.pos_metric_name(top_n))
 
 
@@ -91,8 +104,29 @@ class PopularityNegAtN(metric_types.Metric):
 
   def __init__(self, top_n: int = 10, name: Optional[str] = None):
     top_n = _check_top_n(top_n)
-    super().__init__(_popularity_computations, top_n=top_n, label_value=features.LABEL_NEGATIVE,
+    super().__init__(_baseline_computations, top_n=top_n, label_value=features.LABEL_NEGATIVE,
+                     rank_key=features.POPULARITY_RANK,
                      name=name or POPULARITY_PREFIX + hit_rate.neg_metric_name(top_n))
+
+
+class RepeatPosAtN(metric_types.Metric):
+  """The repeat baseline's POS@N on the same targets, from the candidate's REPEAT_RANK output."""
+
+  def __init__(self, top_n: int = 10, name: Optional[str] = None):
+    top_n = _check_top_n(top_n)
+    super().__init__(_baseline_computations, top_n=top_n, label_value=features.LABEL_POSITIVE,
+                     rank_key=features.REPEAT_RANK,
+                     name=name or REPEAT_PREFIX + hit_rate.pos_metric_name(top_n))
+
+
+class RepeatNegAtN(metric_types.Metric):
+  """The repeat baseline's NEG@N on the same targets, from the candidate's REPEAT_RANK output."""
+
+  def __init__(self, top_n: int = 10, name: Optional[str] = None):
+    top_n = _check_top_n(top_n)
+    super().__init__(_baseline_computations, top_n=top_n, label_value=features.LABEL_NEGATIVE,
+                     rank_key=features.REPEAT_RANK,
+                     name=name or REPEAT_PREFIX + hit_rate.neg_metric_name(top_n))
 
 
 class PosLiftOverPopularity(metric_types.Metric):
@@ -102,6 +136,16 @@ class PosLiftOverPopularity(metric_types.Metric):
     top_n = _check_top_n(top_n)
     super().__init__(_comparison_computations, top_n=top_n, comparison=POS_LIFT_OVER_POPULARITY,
                      name=name or comparison_metric_name(POS_LIFT_OVER_POPULARITY, top_n))
+
+
+class PosLiftOverRepeat(metric_types.Metric):
+  """POS@N / the repeat baseline's POS@N - 1: the gate asks for at least the popularity margin
+  here too, so the model must beat the better of the two baselines by it."""
+
+  def __init__(self, top_n: int = 10, name: Optional[str] = None):
+    top_n = _check_top_n(top_n)
+    super().__init__(_comparison_computations, top_n=top_n, comparison=POS_LIFT_OVER_REPEAT,
+                     name=name or comparison_metric_name(POS_LIFT_OVER_REPEAT, top_n))
 
 
 class NegExcessOverPopularity(metric_types.Metric):
@@ -178,14 +222,15 @@ def _hit_rate_computations(label_value: int, top_n: int, name: str,
   return computations
 
 
-def _popularity_computations(top_n: int, label_value: int, name: str,
-                             eval_config: Optional[tfma.EvalConfig] = None,
-                             model_names: Optional[List[str]] = None,
-                             output_names: Optional[List[str]] = None,
-                             example_weighted: bool = False) -> metric_types.MetricComputations:
+def _baseline_computations(top_n: int, label_value: int, rank_key: str, name: str,
+                           eval_config: Optional[tfma.EvalConfig] = None,
+                           model_names: Optional[List[str]] = None,
+                           output_names: Optional[List[str]] = None,
+                           example_weighted: bool = False) -> metric_types.MetricComputations:
+  """A non-learned baseline's POS@N or NEG@N from the candidate's rank_key output."""
   return [metric_types.MetricComputation(
       keys=[key], preprocessors=None,
-      combiner=_HitRateCombiner(key, label_value, top_n, features.POPULARITY_RANK))
+      combiner=_HitRateCombiner(key, label_value, top_n, rank_key))
           for key in _candidate_keys(name, eval_config, model_names, output_names,
                                      example_weighted)]
 
@@ -200,8 +245,8 @@ def _comparison_computations(top_n: int, comparison: str, name: str,
   computations = []
   for key in _candidate_keys(name, eval_config, model_names, output_names, example_weighted):
     model = _RankSource(key.model_name, _prediction_key(eval_config, key.model_name))
-    if comparison in (POS_LIFT_OVER_POPULARITY, NEG_EXCESS_OVER_POPULARITY):
-      other = _RankSource(key.model_name, features.POPULARITY_RANK)
+    if comparison in _BASELINE_RANK:
+      other = _RankSource(key.model_name, _BASELINE_RANK[comparison])
     elif baseline is not None:
       other = _RankSource(baseline.name, _prediction_key(eval_config, baseline.name))
     else:
@@ -315,11 +360,11 @@ class _PairedCombiner(beam.CombineFn):
 
 def _comparison_value(comparison: str, hits: hit_rate.PairedHits, standard_errors: float) -> float:
   """The comparison's value; the model is the first ranking of hits, the other the second."""
-  if comparison == POS_LIFT_OVER_POPULARITY:
-    model, popularity = hits.first_rate(), hits.second_rate()
-    if not popularity > 0:  # no popularity hits (or no positives): any model hit is a lift
+  if comparison in (POS_LIFT_OVER_POPULARITY, POS_LIFT_OVER_REPEAT):
+    model, baseline = hits.first_rate(), hits.second_rate()
+    if not baseline > 0:  # no baseline hits (or no positives): any model hit is a lift
       return math.inf if model > 0 else 0.0
-    return model / popularity - 1.0
+    return model / baseline - 1.0
   if comparison == NEG_EXCESS_OVER_POPULARITY:
     return hits.difference()
   allowance = standard_errors * hits.difference_standard_error()

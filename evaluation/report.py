@@ -1,5 +1,5 @@
-"""Prints the Evaluator's POS@N / NEG@N table (model, most-popular and baseline, per slice) and
-the gate decision with the comparisons it was made on.
+"""Prints the Evaluator's POS@N / NEG@N table (model, most-popular, the repeat baseline and the
+baseline model, per slice) and the gate decision with the comparisons it was made on.
 
   python -m evaluation.report <evaluator output dir> [--baseline <other dir>] [--plot out.png]
 
@@ -26,8 +26,9 @@ from evaluation import metrics as metrics_lib
 
 OVERALL = 'Overall'
 _HIT_RATE_NAME = re.compile(r'^(pos|neg)_at_(\d+)$')
-_COMPARISONS = (metrics_lib.POS_LIFT_OVER_POPULARITY, metrics_lib.NEG_EXCESS_OVER_POPULARITY,
-                metrics_lib.POS_DROP_BEYOND_NOISE, metrics_lib.NEG_RISE_BEYOND_NOISE)
+_COMPARISONS = (metrics_lib.POS_LIFT_OVER_POPULARITY, metrics_lib.POS_LIFT_OVER_REPEAT,
+                metrics_lib.NEG_EXCESS_OVER_POPULARITY, metrics_lib.POS_DROP_BEYOND_NOISE,
+                metrics_lib.NEG_RISE_BEYOND_NOISE)
 
 
 @dataclasses.dataclass
@@ -58,8 +59,8 @@ class Threshold:
 class Run:
   """What an Evaluator run wrote: the candidate's metrics, the baseline's if any, the gate.
 
-  A run without a baseline model (the first one) was gated on floors, ceilings and most-popular
-  only: with no baseline, the drop and rise beyond noise are 0.
+  A run without a baseline model (the first one) was gated on floors, ceilings, most-popular and
+  the repeat baseline only: with no baseline, the drop and rise beyond noise are 0.
   """
   path: str
   model: ModelMetrics
@@ -181,17 +182,19 @@ def metric_names(metrics: ModelMetrics) -> List[str]:
 
 
 def table_rows(model: ModelMetrics, baseline: Optional[ModelMetrics], gate: Dict[str, Threshold]
-              ) -> List[Tuple[str, str, float, float, float, float, str]]:
-  """(slice, metric, model, most-popular, baseline, change, gate) rows; NaN where missing."""
+              ) -> List[Tuple[str, str, float, float, float, float, float, str]]:
+  """(slice, metric, model, most-popular, repeat, baseline, change, gate) rows; NaN where
+  missing (a model exported without the repeat output has no repeat column)."""
   rows = []
   for slice_name in _slice_order(model.by_slice):
     values = model.by_slice[slice_name]
     for name in metric_names(model):
       value = values.get(name, math.nan)
       popular = values.get(metrics_lib.POPULARITY_PREFIX + name, math.nan)
+      repeat = values.get(metrics_lib.REPEAT_PREFIX + name, math.nan)
       base = baseline.by_slice.get(slice_name, {}).get(name, math.nan) if baseline else math.nan
       threshold = gate[name].describe() if slice_name == OVERALL and name in gate else ''
-      rows.append((slice_name, name, value, popular, base, value - base, threshold))
+      rows.append((slice_name, name, value, popular, repeat, base, value - base, threshold))
   return rows
 
 
@@ -211,18 +214,19 @@ def format_report(run: Run, baseline: Optional[ModelMetrics]) -> str:
   lines = [f'Evaluator output: {run.path}',
            f'Gate: {"BLESSED" if run.validation_ok else "NOT BLESSED"}'
            + ('' if run.baseline else
-              ' (no baseline model in this run: compared with most-popular only)')]
+              ' (no baseline model in this run: compared with most-popular and repeat only)')]
   lines += [f'  failed: {failure}' for failure in run.failures]
   for name, value, threshold in comparison_rows(run.model, run.gate):
     lines.append(f'  {name:<34} {_cell(value, name, signed=True)}  must be {threshold}')
   lines.append('')
-  header = (f'{"slice":<24} {"metric":<14} {"model":>10} {"popular":>10} {"baseline":>10} '
-            f'{"change":>10}  gate (overall slice)')
+  header = (f'{"slice":<24} {"metric":<14} {"model":>10} {"popular":>10} {"repeat":>10} '
+            f'{"baseline":>10} {"change":>10}  gate (overall slice)')
   lines += [header, '-' * len(header)]
-  for slice_name, name, value, popular, base, change, threshold in table_rows(
+  for slice_name, name, value, popular, repeat, base, change, threshold in table_rows(
       run.model, baseline, run.gate):
     lines.append(f'{slice_name:<24} {name:<14} {_cell(value, name)} {_cell(popular, name)} '
-                 f'{_cell(base, name)} {_cell(change, name, signed=True)}  {threshold}'.rstrip())
+                 f'{_cell(repeat, name)} {_cell(base, name)} '
+                 f'{_cell(change, name, signed=True)}  {threshold}'.rstrip())
   return '\n'.join(lines)
 
 
@@ -235,8 +239,8 @@ def _cell(value: float, name: str, signed: bool = False) -> str:
 
 
 def write_plot(path: str, run: Run, baseline: Optional[ModelMetrics]) -> str:
-  """POS@N and NEG@N against N on the overall slice: model solid, most-popular dotted, baseline
-  dashed."""
+  """POS@N and NEG@N against N on the overall slice: model solid, most-popular dotted, the
+  repeat baseline dash-dotted, the baseline model dashed."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
@@ -246,11 +250,15 @@ def write_plot(path: str, run: Run, baseline: Optional[ModelMetrics]) -> str:
   for axis, kind, title in ((axes[0], 'pos', 'POS@N (higher is better)'),
                             (axes[1], 'neg', 'NEG@N (lower is better)')):
     for label, metrics, prefix, style in (
-        ('model', run.model, '', '-o'), ('most popular', run.model, metrics_lib.POPULARITY_PREFIX,
-                                         ':^'), ('baseline', baseline, '', '--s')):
+        ('model', run.model, '', '-o'),
+        ('most popular', run.model, metrics_lib.POPULARITY_PREFIX, ':^'),
+        ('repeat (own history)', run.model, metrics_lib.REPEAT_PREFIX, '-.v'),
+        ('baseline', baseline, '', '--s')):
       if metrics is None or OVERALL not in metrics.by_slice:
         continue
       values = [metrics.by_slice[OVERALL].get(f'{prefix}{kind}_at_{n}', math.nan) for n in ns]
+      if all(math.isnan(value) for value in values):
+        continue  # e.g. a model exported before the repeat output
       axis.plot(ns, values, style, label=label)
     for n in ns:
       threshold = run.gate.get(f'{kind}_at_{n}')

@@ -14,6 +14,7 @@ from ml_metadata.proto import metadata_store_pb2
 from components.play_log_example_gen.component import PlayLogExampleGen
 from components.pushed_model_baseline.component import PushedModelBaseline
 from components.serving_pusher.component import ServingPusher
+from contract import features
 from contract import settings
 from evaluation import eval_config as eval_config_lib
 
@@ -68,6 +69,7 @@ def create_pipeline(
       eval_plays_per_user=ingest.eval_plays_per_user,
       eval_start_ts=ingest.eval_start_ts,
       eval_fraction=ingest.eval_fraction,
+      valid_plays_per_user=ingest.valid_plays_per_user,
       max_bad_fraction=ingest.max_bad_fraction,
       ts_unit=ingest.ts_unit,
       min_ts_ms=ingest.min_ts_ms,
@@ -109,7 +111,9 @@ def create_pipeline(
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
       train_args=tfx.proto.TrainArgs(num_steps=config.train.train_steps),
-      eval_args=tfx.proto.EvalArgs(num_steps=config.train.eval_steps),
+      # The checkpoint to export is chosen on the valid split; the Evaluator gates on 'eval'.
+      eval_args=tfx.proto.EvalArgs(splits=[features.VALID_SPLIT],
+                                   num_steps=config.train.eval_steps),
       base_model=base_model_node.outputs['model'] if base_model_node else None,
       custom_config=trainer_config)
   # Nothing pushed yet: the candidate is its own baseline, so only absolute thresholds gate it.
@@ -121,6 +125,7 @@ def create_pipeline(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
       baseline_model=baseline_node.outputs['model'],
+      example_splits=[features.EVAL_SPLIT],
       eval_config=eval_config_lib.make_eval_config(config.gate))
   pusher = ServingPusher(
       model=trainer.outputs['model'],

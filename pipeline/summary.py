@@ -1,6 +1,7 @@
 """Prints what the latest local run of the pipeline produced: where every output is, the
-ingestion counts, the pushed model, and the Evaluator's gate decision with its metrics table
-(and a plot of POS@N and NEG@N against N beside the evaluation).
+ingestion counts, the pushed model, and the Evaluator's gate decision with its metrics table:
+the model beside most-popular, the repeat baseline (the user's own history) and the baseline
+model (and a plot of POS@N and NEG@N against N beside the evaluation).
 
   python -m pipeline.summary          (paths from $PLAYRECALL_HOME, as the local runner uses)
 """

@@ -72,7 +72,7 @@ def make_evaluate(eval_dataset: tf.data.Dataset, num_vocabulary: int,
 
   @tf.function
   def ranks_and_losses(model, batch):
-    scores = model.scores(model(batch, training=False))[:, :num_vocabulary]
+    scores = model.scores(batch, training=False)[:, :num_vocabulary]
     targets, labels = batch[features.ITEM_XF], batch[features.LABEL]
     return (model_lib.target_ranks(scores, targets),
             target_losses(scores, targets, labels, hparams))

@@ -7,15 +7,19 @@ batch, and encodes the history:
 
   serving_default: history -> TOP_ITEM_IDS [B, K] (vocabulary strings) and TOP_SCORES [B, K]
     over the whole vocabulary; the OOV bucket is never returned. K = min(top_k, V).
-  user_vector: history -> USER_VECTOR [B, H].
+  user_vector: history -> USER_VECTOR [B, H]; with the repeat bonus (hparams.repeat_bonus) also
+    REPEAT_BONUS_ITEM_IDS [B, L] and REPEAT_BONUS [B, L], what each history play adds to its
+    item's score ('' and 0 for padding and OOV plays).
   target_rank: history + target item_id -> TARGET_RANK [B] int64, the number of vocabulary items
     scoring strictly higher than the target (0 = best); an OOV target gets V, never a hit. And
     POPULARITY_RANK [B] int64, the target's rank by training play count (V for OOV).
 
 Beside the SavedModel, assets.extra/ holds the item vectors for an approximate nearest-neighbour
 index: item_vectors.npy [V, H] float32, item_bias.npy [V] float32 and item_ids.txt (line i is
-row i). Score = user_vector . item_vector + item_bias; a maximum-inner-product index over
-[item_vector, item_bias] queried with [user_vector, 1] ranks exactly as the model does. From
+row i). Score = user_vector . item_vector + item_bias + the repeat bonus of the item's plays in
+the history; a maximum-inner-product index over [item_vector, item_bias] queried with
+[user_vector, 1] ranks the rest exactly as the model does, and a serving stack adds the
+user_vector signature's REPEAT_BONUS to the history's items (searching K + L deep covers them). From
 hparams.ann_min_items items on, assets.extra/scann holds such an index (ScaNN), exported only if
 its measured recall@top_k reaches hparams.ann_min_recall, and assets.extra/ann_index.json says
 what was measured and why the index was or was not exported. A serving stack that cannot score
@@ -35,6 +39,7 @@ import tensorflow_transform as tft
 
 from contract import features
 from contract import settings
+from evaluation import baseline_ranks
 from trainer import inputs
 from trainer import model as model_lib
 from trainer import vocabulary
@@ -90,33 +95,49 @@ class ServingModule(tf.Module):
   def _transformed(self, examples, spec) -> Dict[str, tf.Tensor]:
     return self.tft_layer(checked_request(tf.io.parse_example(examples, spec)))
 
-  def _user_vectors(self, transformed) -> tf.Tensor:
-    return self.model(inputs.to_model_batch(transformed, self.hparams), training=False)
-
-  def _scores(self, user_vectors) -> tf.Tensor:
-    return tf.matmul(user_vectors, self.item_vectors, transpose_b=True) + self.item_bias
+  def _scores(self, transformed) -> tf.Tensor:
+    """[B, V] scores of the vocabulary items as each history's next play."""
+    batch = inputs.to_model_batch(transformed, self.hparams)
+    user_vectors = self.model(batch, training=False)
+    return self.model.history_scores(
+        batch, user_vectors,
+        tf.matmul(user_vectors, self.item_vectors, transpose_b=True) + self.item_bias)
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
   def serve_top_items(self, examples):
-    user_vectors = self._user_vectors(self._transformed(examples, self._history_spec))
-    top = tf.math.top_k(self._scores(user_vectors), k=self.top_k)
+    top = tf.math.top_k(self._scores(self._transformed(examples, self._history_spec)),
+                        k=self.top_k)
     return {features.TOP_ITEM_IDS: self.item_ids.lookup(tf.cast(top.indices, tf.int64)),
             features.TOP_SCORES: top.values}
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
   def serve_user_vector(self, examples):
-    transformed = self._transformed(examples, self._history_spec)
-    return {features.USER_VECTOR: self._user_vectors(transformed)}
+    batch = inputs.to_model_batch(self._transformed(examples, self._history_spec), self.hparams)
+    user_vectors = self.model(batch, training=False)
+    outputs = {features.USER_VECTOR: user_vectors}
+    if self.model.repeat_bonus is not None:
+      items = tf.cast(batch[features.HISTORY_ITEM_XF], tf.int64)
+      scored = (items < self.num_vocabulary) & tf.sequence_mask(
+          batch[features.HISTORY_LENGTH], self.hparams.history_length)
+      outputs[features.REPEAT_BONUS_ITEM_IDS] = tf.where(scored, self.item_ids.lookup(items), '')
+      outputs[features.REPEAT_BONUS] = tf.where(
+          scored, self.model.repeat_bonus.next_play_weights(batch, user_vectors), 0.0)
+    return outputs
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
   def serve_target_rank(self, examples):
     transformed = self._transformed(examples, self._target_spec)
-    scores = self._scores(self._user_vectors(transformed))
+    scores = self._scores(transformed)
     targets = tf.cast(transformed[features.ITEM_XF], tf.int64)
     return {features.TARGET_RANK: model_lib.target_ranks(scores, targets),
             # The vocabulary is in descending order of training plays, so an id is the item's
             # rank under "most popular first": the baseline the gate makes the model beat.
-            features.POPULARITY_RANK: tf.minimum(targets, self.num_vocabulary)}
+            features.POPULARITY_RANK: tf.minimum(targets, self.num_vocabulary),
+            # The user's own history, the baseline the gate makes the model beat beside it.
+            features.REPEAT_RANK: baseline_ranks.repeat_ranks(
+                transformed[features.HISTORY_ITEM_XF], transformed[features.HISTORY_PLAY_RATE_XF],
+                targets, self.num_vocabulary, self.hparams.pos_threshold,
+                self.hparams.history_length)}
 
   def signatures(self):
     return {
@@ -231,7 +252,8 @@ def restore_unsharded_model(hparams: settings.HParams, num_items: int, num_inten
   """
   with tf.distribute.get_strategy().scope():
     model = model_lib.build_model(hparams, num_items, num_intents)
-  status = tf.train.Checkpoint(model=model).restore(checkpoint_path)
+  # read(), not restore(): a model-only checkpoint (the best one) has no save counter.
+  status = tf.train.Checkpoint(model=model).read(checkpoint_path)
   # The optimizer's slots are in the checkpoint too; the model's own variables must all be there.
   status.expect_partial().assert_existing_objects_matched()
   return model

@@ -28,10 +28,13 @@ class DeepMatch(tf_keras.Model):
   table of history_length rows, counted back from the most recent play), and, with feedback features, the play rate (a learned vector
   scaled by the rate) and the intent. After a layer normalisation, num_layers blocks of
   multi-head self-attention (with padding and causal masks) and a feed-forward network, each
-  with a residual connection and layer normalisation, produce one output per position. The user
+  normalised before and with a residual connection, produce one output per position. The user
   vector is the output at the last real position, or the mean over real positions; an empty
   history gets a learned vector of its own. With hparams.unique_gather, the history's item
-  vectors are looked up and projected once per distinct id.
+  vectors are looked up and projected once per distinct id. With hparams.repeat_bonus, an item
+  the history holds also earns a learned bonus from its own plays there (RepeatBonus): people
+  play the same songs again, and a dot product with one user vector ranks a handful of exact
+  past items poorly.
   """
 
   def __init__(self, hparams: settings.HParams, num_items: int, num_intents: int, **kwargs):
@@ -60,6 +63,8 @@ class DeepMatch(tf_keras.Model):
     self.input_dropout = tf_keras.layers.Dropout(hparams.dropout)
     self.blocks = [_AttentionBlock(hparams, name=f'attention_block_{i}')
                    for i in range(hparams.num_layers)]
+    self.repeat_bonus = RepeatBonus(hparams, num_intents, name='repeat_bonus') if (
+        hparams.repeat_bonus) else None
 
   def _normal_weight(self, name: str, shape) -> tf.Variable:
     """A weight drawn from a truncated normal with a seed of its own (see weight_seed)."""
@@ -135,9 +140,27 @@ class DeepMatch(tf_keras.Model):
     """Biases of every item id, OOV bucket included [num_items]."""
     return tf.reshape(tf.convert_to_tensor(self.item_bias_table), [-1])
 
-  def scores(self, user_vectors: tf.Tensor) -> tf.Tensor:
-    """Scores of every item id for each user [B, num_items]."""
-    return tf.matmul(user_vectors, self.all_item_vectors(), transpose_b=True) + self.all_item_bias()
+  def scores(self, batch: Dict[str, tf.Tensor], training=False) -> tf.Tensor:
+    """Scores of every item id as each history's next play [B, num_items]."""
+    user_vectors = self(batch, training=training)
+    return self.history_scores(
+        batch, user_vectors,
+        tf.matmul(user_vectors, self.all_item_vectors(), transpose_b=True) + self.all_item_bias())
+
+  def history_scores(self, batch: Dict[str, tf.Tensor], user_vectors: tf.Tensor,
+                     scores: tf.Tensor) -> tf.Tensor:
+    """scores [B, V] of the next play, with each history item's repeat bonus added (if any)."""
+    if self.repeat_bonus is None:
+      return scores
+    weights = self.repeat_bonus.next_play_weights(batch, user_vectors)  # [B, L]
+    items = tf.cast(batch[features.HISTORY_ITEM_XF], tf.int64)
+    # Serving scores leave the OOV bucket out: its plays add nothing (nor does padding, weight 0).
+    scored = items < tf.shape(scores, out_type=tf.int64)[1]
+    weights = tf.where(scored, tf.cast(weights, scores.dtype), tf.zeros_like(scores[:, :1]))
+    rows = tf.broadcast_to(tf.range(tf.shape(items, out_type=tf.int64)[0])[:, tf.newaxis],
+                           tf.shape(items, out_type=tf.int64))
+    return tf.tensor_scatter_nd_add(
+        scores, tf.stack([rows, tf.where(scored, items, 0)], axis=-1), weights)
 
 
 def target_ranks(scores: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
@@ -182,7 +205,12 @@ def attention_mask(length: tf.Tensor, history_length: int) -> tf.Tensor:
 
 
 class _AttentionBlock(tf_keras.layers.Layer):
-  """Self-attention and a feed-forward network, each with dropout, residual and layer norm."""
+  """Self-attention and a feed-forward network, each normalised before and added back after.
+
+  Normalising each sub-layer's input rather than the residual sum (pre-norm) keeps an identity
+  path from the input embeddings to the user vector: trained from scratch without warm-up, it
+  left most-popular's level in a quarter of the steps the post-norm block took (docs/results.md).
+  """
 
   def __init__(self, hparams: settings.HParams, **kwargs):
     super().__init__(**kwargs)
@@ -204,10 +232,88 @@ class _AttentionBlock(tf_keras.layers.Layer):
     self.ffn_norm = tf_keras.layers.LayerNormalization(name='ffn_norm')
 
   def call(self, x, mask, training=False):
-    attended = self.attention(x, x, attention_mask=mask, training=training)
-    x = self.attention_norm(x + self.attention_dropout(attended, training=training))
-    transformed = self.ffn_output(self.ffn_hidden(x))
-    return self.ffn_norm(x + self.ffn_dropout(transformed, training=training))
+    normed = self.attention_norm(x)
+    attended = self.attention(normed, normed, attention_mask=mask, training=training)
+    x += self.attention_dropout(attended, training=training)
+    transformed = self.ffn_output(self.ffn_hidden(self.ffn_norm(x)))
+    return x + self.ffn_dropout(transformed, training=training)
+
+
+class RepeatBonus(tf_keras.layers.Layer):
+  """The score an item earns from its own plays in the history.
+
+  Play j of the history adds to its item's score, as the prediction of a later play q,
+      w_qj = recency[k] + (u_q . g) + rate_weight * rate_j + intent_weight[intent_j]
+  where k is the number of plays between j and q's predecessor (0: j is the most recent play), u_q
+  the user vector predicting q, and the last two terms only with feedback features (b, c). An
+  item played n times gets the sum of n such terms, so counts and recency both count, as in the
+  repeat baseline; the play rate lets a skip count against the song, the user vector lets the
+  bonus follow the context (a session of new finds, or of favourites). All weights start at 0:
+  training begins from the plain dot product.
+  """
+
+  def __init__(self, hparams: settings.HParams, num_intents: int, **kwargs):
+    super().__init__(**kwargs)
+    self.history_length = hparams.history_length
+    self.feedback_features = hparams.feedback_features
+    self.recency = self.add_weight(name='recency', shape=[hparams.history_length],
+                                   initializer='zeros')
+    self.context = self.add_weight(name='context', shape=[hparams.hidden_dim, 1],
+                                   initializer='zeros')
+    if hparams.feedback_features:
+      self.rate_weight = self.add_weight(name='rate_weight', shape=[], initializer='zeros')
+      self.intent_weight = self.add_weight(name='intent_weight', shape=[num_intents],
+                                           initializer='zeros')
+
+  def play_weights(self, batch: Dict[str, tf.Tensor], user_vectors: tf.Tensor,
+                   plays_between: tf.Tensor, counted: tf.Tensor) -> tf.Tensor:
+    """w_qj [B, Q, L] for Q predictions, 0 where not counted.
+
+    Args:
+      batch: the model batch (history play rates and intents [B, L]).
+      user_vectors: [B, Q, H], the user vector predicting each of the Q plays.
+      plays_between: [B, Q, L] int, k of each (prediction, history play) pair.
+      counted: [B, Q, L] bool, the history plays each prediction may see.
+    """
+    weights = tf.gather(self.recency, tf.clip_by_value(plays_between, 0, self.history_length - 1))
+    weights += tf.matmul(user_vectors, self.context)  # [B, Q, 1]
+    if self.feedback_features:
+      rates = tf.cast(batch[features.HISTORY_PLAY_RATE_XF], weights.dtype)
+      plays = self.rate_weight * rates + tf.gather(self.intent_weight,
+                                                   batch[features.HISTORY_INTENT_XF])
+      weights += plays[:, tf.newaxis, :]
+    return tf.where(counted, weights, tf.zeros_like(weights))
+
+  def next_play_weights(self, batch: Dict[str, tf.Tensor], user_vectors: tf.Tensor) -> tf.Tensor:
+    """w_j [B, L] of each history play for the play after the history (user_vectors [B, H])."""
+    length = batch[features.HISTORY_LENGTH]
+    counted = tf.sequence_mask(length, self.history_length)[:, tf.newaxis, :]
+    plays_between = plays_before_most_recent(length, self.history_length)[:, tf.newaxis, :]
+    return self.play_weights(batch, user_vectors[:, tf.newaxis, :], plays_between, counted)[:, 0]
+
+  def sequence_weights(self, batch: Dict[str, tf.Tensor], user_vectors: tf.Tensor) -> tf.Tensor:
+    """w_qj [B, L + 1, L] for every play q of a batch's sequences (user_vectors [B, L + 1, H],
+    model.target_user_vectors): play q sees the history plays j < q, causally."""
+    queries = tf.range(self.history_length + 1)[:, tf.newaxis]
+    keys = tf.range(self.history_length)[tf.newaxis, :]
+    causal = keys < queries  # [L + 1, L]
+    real = tf.sequence_mask(batch[features.HISTORY_LENGTH], self.history_length)
+    counted = causal[tf.newaxis] & real[:, tf.newaxis, :]
+    plays_between = tf.broadcast_to((queries - 1 - keys)[tf.newaxis], tf.shape(counted))
+    return self.play_weights(batch, user_vectors, plays_between, counted)
+
+
+def repeat_bonus(weights: tf.Tensor, history_items: tf.Tensor, candidates: tf.Tensor) -> tf.Tensor:
+  """The bonus [B, Q, C] of each candidate: the sum of weights [B, Q, L] over the history plays
+  of history_items [B, L] equal to it; candidates [B, Q, C] per prediction, or [C] shared."""
+  history_items = tf.cast(history_items, tf.int64)
+  candidates = tf.cast(candidates, tf.int64)
+  if candidates.shape.rank == 1:
+    same = tf.cast(tf.equal(history_items[:, :, tf.newaxis], candidates), weights.dtype)
+    return tf.matmul(weights, same)  # [B, Q, L] x [B, L, C]
+  same = tf.cast(tf.equal(history_items[:, tf.newaxis, tf.newaxis, :],
+                          candidates[:, :, :, tf.newaxis]), weights.dtype)  # [B, Q, C, L]
+  return tf.reduce_sum(same * weights[:, :, tf.newaxis, :], axis=-1)
 
 
 def dummy_batch(hparams: settings.HParams) -> Dict[str, tf.Tensor]:

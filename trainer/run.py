@@ -53,6 +53,17 @@ def warm_start_steps(fn_args, hparams: settings.HParams) -> int:
   return int(steps) if steps else hparams.train_steps
 
 
+def exported_checkpoint(hparams: settings.HParams, result) -> str:
+  """The checkpoint to export from a train_loop.TrainResult: the best on the validation split
+  (hparams.export_checkpoint 'best', when training evaluated), else the last."""
+  if hparams.export_checkpoint == 'best' and result.best_checkpoint_path:
+    logging.info('exporting step %d, the best on the validation split (of %d steps)',
+                 result.best_step, result.final_step)
+    return result.best_checkpoint_path
+  logging.info('exporting the last step, %d', result.final_step)
+  return result.checkpoint_path
+
+
 def run_fn(fn_args) -> None:
   """TFX Trainer entry point: trains (here or on the TF_CONFIG cluster) and exports the model."""
   task = distribution.cluster_task()
@@ -104,7 +115,8 @@ def run_fn(fn_args) -> None:
       evaluate=None if task else checkpoint_eval.evaluate_on_files(
           fn_args.eval_files, fn_args.eval_steps, tf_transform_output, hparams))
 
-  model = export.restore_unsharded_model(hparams, num_items, num_intents, result.checkpoint_path)
+  model = export.restore_unsharded_model(hparams, num_items, num_intents,
+                                         exported_checkpoint(hparams, result))
   export.export_serving_model(model, tf_transform_output, hparams, fn_args.serving_model_dir)
   logging.info('exported the serving model to %s', fn_args.serving_model_dir)
 

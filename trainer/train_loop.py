@@ -10,10 +10,13 @@ resumes from the last checkpoint.
 
 The chief (the only process that runs this loop) writes the checkpoints (model, optimizer and
 the step, which is the optimizer's iteration count), the TensorBoard summaries and the progress
-lines.
+lines. With an evaluate function, it also keeps the weights of the checkpoint that scored best
+on the validation split so far (BestCheckpoint): a model that starts to memorise its training
+plays is exported as it was at its best, not as it ended.
 """
 
 import dataclasses
+import json
 import os
 import time
 from typing import Callable, Dict, List, Optional, Tuple
@@ -50,6 +53,10 @@ class TrainResult:
   start_step: int  # the step restored from a checkpoint (0 for a fresh start)
   final_step: int
   checkpoint_path: str
+  # The weights (model only) of the checkpoint with the best validation score, and its step;
+  # None without an evaluate function.
+  best_checkpoint_path: Optional[str]
+  best_step: Optional[int]
   examples_per_second: float  # over this run's steps, checkpoint time included
   targets_per_second: float  # plays in a loss (from every position of every example) per second
 
@@ -113,6 +120,7 @@ def train(strategy: tf.distribute.Strategy,
   manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=_CHECKPOINTS_KEPT,
                                        checkpoint_name=checkpoints.CHECKPOINT_PREFIX)
   start_step = int(optimizer.iterations.numpy())
+  best = BestCheckpoint(checkpoint_dir, log) if evaluate else None
 
   @tf.function
   def train_step(iterator):
@@ -155,8 +163,10 @@ def train(strategy: tf.distribute.Strategy,
         if boundary % hparams.steps_per_checkpoint == 0 or last:
           manager.save(checkpoint_number=done_step)
           if evaluate:
-            evaluating_seconds += _evaluate(evaluate, model, done_step,
-                                            time.time() - run_started - evaluating_seconds, log)
+            metrics, seconds = _evaluate(evaluate, model, done_step,
+                                         time.time() - run_started - evaluating_seconds, log)
+            evaluating_seconds += seconds
+            best.offer(model, done_step, metrics)
     except _CLUSTER_ERRORS as error:
       if coordinator is None:
         raise
@@ -176,13 +186,15 @@ def train(strategy: tf.distribute.Strategy,
       f'{manager.latest_checkpoint}')
   return TrainResult(start_step=start_step, final_step=step,
                      checkpoint_path=manager.latest_checkpoint,
+                     best_checkpoint_path=best.path if best else None,
+                     best_step=best.step if best else None,
                      examples_per_second=examples_per_second,
                      targets_per_second=targets_per_second)
 
 
 def _evaluate(evaluate: checkpoint_eval.Evaluate, model: tf_keras.Model, step: int,
-              training_seconds: float, log: Callable[[str], None]) -> float:
-  """Evaluates the model, logs and writes the metrics; returns the seconds it took."""
+              training_seconds: float, log: Callable[[str], None]) -> Tuple[Dict[str, float], float]:
+  """Evaluates the model, logs and writes the metrics; returns them and the seconds it took."""
   started = time.time()
   metrics = evaluate(model)
   for name, value in metrics.items():
@@ -190,7 +202,51 @@ def _evaluate(evaluate: checkpoint_eval.Evaluate, model: tf_keras.Model, step: i
   tf.summary.scalar('training_seconds', training_seconds, step=step)
   log(f'step {step} eval: ' + ' '.join(f'{name}={value:.4f}' for name, value in metrics.items())
       + f' after {training_seconds:.0f} s of training')
-  return time.time() - started
+  return metrics, time.time() - started
+
+
+class BestCheckpoint:
+  """The model weights of the evaluated checkpoint with the highest SELECTION_METRIC so far.
+
+  Kept in <checkpoint_dir>/best: the weights of that one checkpoint (model only) and best.json
+  with its step and metrics, written after the weights, so a resumed run compares against the
+  best of the runs before it. The numbered checkpoints rotate; this one is kept until beaten.
+  """
+
+  DIR = 'best'
+  STATE_FILE = 'best.json'
+
+  def __init__(self, checkpoint_dir: str, log: Callable[[str], None]):
+    self._dir = os.path.join(checkpoint_dir, self.DIR)
+    self._log = log
+    self.step: Optional[int] = None
+    self.value = float('-inf')
+    state_path = os.path.join(self._dir, self.STATE_FILE)
+    if tf.io.gfile.exists(state_path):
+      with tf.io.gfile.GFile(state_path) as f:
+        state = json.load(f)
+      self.step, self.value = state['step'], state['metrics'][settings.SELECTION_METRIC]
+
+  @property
+  def path(self) -> Optional[str]:
+    """The weights' checkpoint prefix, or None before the first evaluation."""
+    return None if self.step is None else os.path.join(self._dir, f'model-{self.step}')
+
+  def offer(self, model: tf_keras.Model, step: int, metrics: Dict[str, float]) -> None:
+    """Keeps the model's weights if metrics beat the best so far (ties keep the earlier)."""
+    value = metrics[settings.SELECTION_METRIC]
+    if not value > self.value:
+      return
+    previous = self.path
+    self.step, self.value = step, value
+    tf.train.Checkpoint(model=model).write(self.path)
+    with tf.io.gfile.GFile(os.path.join(self._dir, self.STATE_FILE), 'w') as f:
+      json.dump({'step': step, 'metrics': metrics}, f, indent=1)
+    if previous:
+      for stale in tf.io.gfile.glob(previous + '.*'):
+        tf.io.gfile.remove(stale)
+    self._log(f'step {step} is the best so far on validation {settings.SELECTION_METRIC}='
+              f'{value:.4f}')
 
 
 def read_summaries(model_dir: str) -> Dict[str, List[Tuple[int, float]]]:

@@ -23,6 +23,7 @@ NEG_THRESHOLD_KEY = 'neg_threshold'
 EVAL_PLAYS_PER_USER_KEY = 'eval_plays_per_user'
 EVAL_START_TS_KEY = 'eval_start_ts'
 EVAL_FRACTION_KEY = 'eval_fraction'
+VALID_PLAYS_PER_USER_KEY = 'valid_plays_per_user'
 MAX_BAD_FRACTION_KEY = 'max_bad_fraction'
 TS_UNIT_KEY = 'ts_unit'
 MIN_TS_MS_KEY = 'min_ts_ms'
@@ -46,6 +47,7 @@ class PlayLogExampleGenSpec(component_spec.ComponentSpec):
       EVAL_PLAYS_PER_USER_KEY: component_spec.ExecutionParameter(type=int, optional=True),
       EVAL_START_TS_KEY: component_spec.ExecutionParameter(type=int, optional=True),
       EVAL_FRACTION_KEY: component_spec.ExecutionParameter(type=float, optional=True),
+      VALID_PLAYS_PER_USER_KEY: component_spec.ExecutionParameter(type=int),
       MAX_BAD_FRACTION_KEY: component_spec.ExecutionParameter(type=float),
       TS_UNIT_KEY: component_spec.ExecutionParameter(type=str),
       MIN_TS_MS_KEY: component_spec.ExecutionParameter(type=int),
@@ -67,12 +69,13 @@ class PlayLogExampleGen(base_beam_component.BaseBeamComponent):
 
   Every example is a history of plays (items, play rates, intents, timestamps and labels, oldest
   first; labels positive / negative / neither by the play-rate thresholds) and a target play.
-  Splits 'train' and 'eval' by time: every play at or after one global cut time is eval, the cut
+  Splits 'train', 'valid' and 'eval' by time: every play at or after one global cut time is eval, the cut
   being `eval_start_ts` or, by default, the time from which the latest `eval_fraction` (0.1) of
   the plays lie; or, given `eval_plays_per_user`, each user's last plays. The train split cuts
   each user's plays into disjoint windows of up to `history_length` + 1 plays (every play written
   once); the eval split has one example per play with its previous `history_length` plays
-  (contract/features.py).
+  (contract/features.py); the valid split, shaped as eval, holds each user's last
+  `valid_plays_per_user` plays before the eval split, for the Trainer's choice of checkpoint.
   Bad rows go to `quarantine` with their file, line and reason; the run fails, leaving no
   examples, when no row is read or more than `max_bad_fraction` of the rows are bad.
   """
@@ -91,6 +94,7 @@ class PlayLogExampleGen(base_beam_component.BaseBeamComponent):
                eval_plays_per_user: Optional[int] = None,
                eval_start_ts: Optional[int] = None,
                eval_fraction: Optional[float] = None,
+               valid_plays_per_user: int = settings.VALID_PLAYS_PER_USER,
                max_bad_fraction: float = settings.MAX_BAD_FRACTION,
                ts_unit: str = settings.TS_UNIT,
                min_ts_ms: int = settings.MIN_TS_MS,
@@ -115,6 +119,8 @@ class PlayLogExampleGen(base_beam_component.BaseBeamComponent):
         latest this share of all plays are eval, from one cut time on (at least the share, at
         most 1/100,000 of the time range more). The cut is recorded on the examples as
         `eval_start_ts`. Give at most one of the three.
+      valid_plays_per_user: each user's last this many plays before the eval split are the
+        valid split (users with fewer than twice as many give none), not trained on.
       max_bad_fraction: the run fails when quarantined / read rows exceeds this.
       ts_unit: 'ms' or 's': the unit of numeric timestamps (ISO-8601 strings carry their own).
       min_ts_ms: plays before this epoch ms are quarantined (default 1970-01-01).
@@ -132,6 +138,7 @@ class PlayLogExampleGen(base_beam_component.BaseBeamComponent):
                                  neg_threshold=neg_threshold,
                                  eval_plays_per_user=eval_plays_per_user,
                                  eval_start_ts=eval_start_ts, eval_fraction=eval_fraction,
+                                 valid_plays_per_user=valid_plays_per_user,
                                  max_bad_fraction=max_bad_fraction, ts_unit=ts_unit,
                                  min_ts_ms=min_ts_ms, max_ts_ms=max_ts_ms,
                                  partition_pattern=partition_pattern,
@@ -146,6 +153,7 @@ class PlayLogExampleGen(base_beam_component.BaseBeamComponent):
         eval_plays_per_user=eval_plays_per_user,
         eval_start_ts=eval_start_ts,
         eval_fraction=eval_fraction,
+        valid_plays_per_user=valid_plays_per_user,
         max_bad_fraction=max_bad_fraction,
         ts_unit=ts_unit,
         min_ts_ms=min_ts_ms,

@@ -69,15 +69,17 @@ def num_user_buckets(files: Sequence[str]) -> int:
 def _check_counts(counts: Mapping[str, Any], max_bad_fraction: float, input_base: str,
                   quarantine_uri: str) -> None:
   """Asserts read == used + quarantined and that every used row is written once (in a train
-  window or as an eval target); raises when no row was read, the bad fraction passes the limit,
+  window or as a validation or eval target); raises when no row was read, the bad fraction passes the limit,
   or no row is left."""
   read, used, bad = counts['rows_read'], counts['rows_used'], counts['rows_quarantined']
   if read != used + bad:
     raise AssertionError(f'rows read ({read}) != rows used ({used}) + rows quarantined ({bad})')
-  train_plays, eval_examples = counts['train_plays'], counts['examples'][user_examples.EVAL]
-  if train_plays + eval_examples != used:
-    raise AssertionError(f'plays in train windows ({train_plays}) + eval examples '
-                         f'({eval_examples}) != rows used ({used})')
+  train_plays, examples = counts['train_plays'], counts['examples']
+  valid_examples, eval_examples = examples[user_examples.VALID], examples[user_examples.EVAL]
+  if train_plays + valid_examples + eval_examples != used:
+    raise AssertionError(f'plays in train windows ({train_plays}) + validation examples '
+                         f'({valid_examples}) + eval examples ({eval_examples}) != rows used '
+                         f'({used})')
   if not read:
     raise RuntimeError(
         f'PlayLogExampleGen: no rows in the {counts["files_read"]} file(s) under input_base '
@@ -100,7 +102,9 @@ def _check_counts(counts: Mapping[str, Any], max_bad_fraction: float, input_base
 def _check_splits(examples: Mapping[str, int], config: user_examples.ExampleConfig,
                   eval_start_ts: Optional[int]) -> None:
   """Raises when a time cut leaves a split empty: nothing to train on, or nothing to judge the
-  model by (Transform or the Evaluator would fail later, less clearly)."""
+  model by (Transform or the Evaluator would fail later, less clearly). An empty valid split
+  (no user with 2 x valid_plays_per_user plays before the eval split) is allowed: the Trainer
+  then exports its last step."""
   if config.eval_plays_per_user is not None:
     return  # each user's last plays: an empty eval split is what eval_plays_per_user=0 asks
   for split, side in ((user_examples.TRAIN, 'before'), (user_examples.EVAL, 'at or after')):
@@ -166,7 +170,7 @@ def _remove_examples(examples: types.Artifact) -> None:
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
-  """Reads and validates play logs; writes Split-train/Split-eval gzipped tf.Example TFRecords.
+  """Reads and validates play logs; writes Split-train/-valid/-eval gzipped tf.Example TFRecords.
 
   When the run fails (a file that cannot be read, no rows, too many bad rows) it leaves no
   examples behind; the quarantine stays, since the error message points at it.
@@ -193,7 +197,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     config = user_examples.ExampleConfig(
         history_length=ingest.history_length, pos_threshold=ingest.pos_threshold,
         neg_threshold=ingest.neg_threshold, eval_plays_per_user=ingest.eval_plays_per_user,
-        eval_start_ts=ingest.eval_start_ts)
+        eval_start_ts=ingest.eval_start_ts, valid_plays_per_user=ingest.valid_plays_per_user)
     timestamps = play_log_reader.TimestampRule(
         min_ms=ingest.min_ts_ms,
         max_ms=(int(time.time() * 1000) + settings.MAX_FUTURE_MS if ingest.max_ts_ms is None

@@ -1,6 +1,6 @@
 """Plays of a bucket of users -> serialized tf.Examples, split by time.
 
-Both splits share one schema (contract/features.py): a history of plays, oldest first, each with
+The splits share one schema (contract/features.py): a history of plays, oldest first, each with
 its ts and label, and a target play. They differ in how the user's plays (in time order) are cut:
 
   train: the training plays, cut into disjoint windows of up to history_length + 1 consecutive
@@ -8,8 +8,11 @@ its ts and label, and a target play. They differ in how the user's plays (in tim
     target, the plays before it the history. Every train play is written exactly once, instead of
     once per later play whose history it is in, and the trainer still trains each play of the
     window as the next play of the ones before it.
+  valid: one example per validation play (each user's last valid_plays_per_user plays before
+    the eval split, from users who keep at least as many train plays), shaped as eval; the
+    Trainer picks the checkpoint it exports on them, so the gate's eval split stays unseen.
   eval: one example per eval play, its history the up to history_length plays before it (train
-    plays included), as a served request would have.
+    and validation plays included), as a served request would have.
 
 Plays arrive as columns (pyarrow tables of a bucket of users) and are sorted, deduplicated and
 encoded column-wise. tf.Examples are encoded straight to the protobuf wire format: the pure-Python
@@ -30,10 +33,12 @@ import pyarrow.compute as pc
 
 from components.play_log_example_gen import play_log_reader
 from contract import features
+from contract import settings
 
-TRAIN = 'train'
-EVAL = 'eval'
-SPLITS = (TRAIN, EVAL)
+TRAIN = features.TRAIN_SPLIT
+VALID = features.VALID_SPLIT
+EVAL = features.EVAL_SPLIT
+SPLITS = features.SPLITS
 
 
 def _varint_uncached(value: int) -> bytes:
@@ -150,6 +155,7 @@ class ExampleConfig:
   # Plays at or after eval_start_ts are eval; without it, each user's last eval_plays_per_user.
   eval_plays_per_user: Optional[int] = None
   eval_start_ts: Optional[int] = None
+  valid_plays_per_user: int = settings.VALID_PLAYS_PER_USER
 
   def labels(self, play_rates: np.ndarray) -> np.ndarray:
     """Returns the LABEL_* value of each play rate."""
@@ -162,6 +168,13 @@ class ExampleConfig:
     if self.eval_start_ts is None:
       return max(0, len(ts) - self.eval_plays_per_user)
     return int(np.searchsorted(ts, self.eval_start_ts, side='left'))
+
+  def first_valid_index(self, first_eval: int) -> int:
+    """Returns the index of a user's first validation play, given the first eval play's: the
+    last valid_plays_per_user train plays, if as many train plays remain."""
+    if first_eval >= 2 * self.valid_plays_per_user:
+      return first_eval - self.valid_plays_per_user
+    return first_eval
 
 
 def varints(values: np.ndarray) -> Tuple[bytes, List[int]]:
@@ -256,7 +269,7 @@ def _tied(user_codes: np.ndarray, ts: np.ndarray) -> np.ndarray:
   return np.concatenate([[False], same]) | np.concatenate([same, [False]])
 
 
-def _example_spans(num_plays: int, first_eval: int,
+def _example_spans(num_plays: int, first_valid: int, first_eval: int,
                    history_length: int) -> Iterator[Tuple[str, int, int]]:
   """Yields (split, first play, target play) of every example of a user, in time order.
 
@@ -264,10 +277,10 @@ def _example_spans(num_plays: int, first_eval: int,
   appending later plays to the log leaves a user's earlier windows as they were.
   """
   window = history_length + 1
-  for start in range(0, first_eval, window):
-    yield TRAIN, start, min(start + window, first_eval) - 1
-  for target in range(first_eval, num_plays):
-    yield EVAL, max(0, target - history_length), target
+  for start in range(0, first_valid, window):
+    yield TRAIN, start, min(start + window, first_valid) - 1
+  for target in range(first_valid, num_plays):
+    yield VALID if target < first_eval else EVAL, max(0, target - history_length), target
 
 
 def bucket_examples(plays: pa.Table, config: ExampleConfig,
@@ -297,7 +310,8 @@ def bucket_examples(plays: pa.Table, config: ExampleConfig,
     user_stop = int(stops[np.searchsorted(starts, user_start)])
     user_entry = _bytes_entry(_USER_ID, _string_value(users[user_codes[user_start]]))
     first_eval = config.first_eval_index(ts[user_start:user_stop])
-    for split, start, target in _example_spans(user_stop - user_start, first_eval,
+    for split, start, target in _example_spans(user_stop - user_start,
+                                               config.first_valid_index(first_eval), first_eval,
                                                config.history_length):
       examples.append(UserExample(split, target + 1 - start, _example(
           user_entry, encoded, user_start + start, user_start + target)))

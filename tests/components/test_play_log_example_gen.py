@@ -52,7 +52,8 @@ def run_executor(tmp_path, input_base, **exec_properties):
   examples.uri = str(tmp_path / 'out' / 'examples')
   quarantine = artifacts.Quarantine()
   quarantine.uri = str(tmp_path / 'out' / 'quarantine')
-  properties = {'input_base': str(input_base), 'input_format': 'csv'}
+  # Most tests here are about the train and eval splits; the valid split's tests ask for one.
+  properties = {'input_base': str(input_base), 'input_format': 'csv', 'valid_plays_per_user': 0}
   properties.update(exec_properties)
   executor.Executor().Do({}, {'examples': [examples], 'quarantine': [quarantine]}, properties)
   return examples, quarantine
@@ -146,7 +147,7 @@ def read_quarantine_dir(directory):
 def counts_of(artifact):
   return {name: artifact.get_int_custom_property(name)
           for name in ('rows_read', 'rows_used', 'rows_quarantined', 'train_examples',
-                       'eval_examples', 'train_plays')}
+                       'valid_examples', 'eval_examples', 'train_plays')}
 
 
 # --- The file of broken rows ------------------------------------------------------------------
@@ -245,7 +246,7 @@ def test_every_broken_row_is_quarantined_with_its_reason(tmp_path):
   by_reason = json.loads(examples.get_string_custom_property('quarantined_by_reason'))
   assert by_reason == dict(collections.Counter(expected_broken_reasons(str(logs)).values()))
   assert examples_utils.get_payload_format(examples) == example_gen_pb2.FORMAT_TF_EXAMPLE
-  assert artifact_utils.decode_split_names(examples.split_names) == ['train', 'eval']
+  assert artifact_utils.decode_split_names(examples.split_names) == ['train', 'valid', 'eval']
 
   plays = {(play['user_id'], play[features.ITEM_ID]): play for play in written_plays(examples)}
   assert plays[('u1', 'i2')][features.TS] == T0 + 40_000
@@ -403,6 +404,29 @@ def mssd_expectations():
   return expected
 
 
+def test_valid_split_holds_each_users_last_plays_before_eval(tmp_path):
+  logs = tmp_path / 'logs'
+  os.makedirs(logs)
+  # u1: 8 plays; u2: 5 plays (3 before eval: too few to give 2 and keep 2); u3: 1 play.
+  rows = ([['u1', f'a{k}', T0 + k * 1000, 190_000, 200_000, 'on_demand'] for k in range(8)]
+          + [['u2', f'b{k}', T0 + k * 1000, 10_000, 200_000, 'recommend'] for k in range(5)]
+          + [['u3', 'c0', T0, 190_000, 200_000, 'on_demand']])
+  write_csv(logs / 'a.csv', rows)
+  examples, _ = run_executor(tmp_path, logs, history_length=3, eval_plays_per_user=2,
+                             valid_plays_per_user=2)
+  by_split = {split: sorted(read_split(examples, split), key=lambda e: (e['user_id'], e['ts']))
+              for split in features.SPLITS}
+  assert [(e['user_id'], e['item_id'], e['history_item_id']) for e in by_split['valid']] == [
+      ('u1', 'a4', ['a1', 'a2', 'a3']), ('u1', 'a5', ['a2', 'a3', 'a4'])]
+  assert [e['item_id'] for e in by_split['eval']] == ['a6', 'a7', 'b3', 'b4', 'c0']
+  # Nothing of the valid split is trained on: u1 trains a0..a3, u2 b0..b2.
+  trained = {play['item_id'] for e in by_split['train'] for play in window_of(e)}
+  assert trained == {'a0', 'a1', 'a2', 'a3', 'b0', 'b1', 'b2'}
+  counts = counts_of(examples)
+  assert counts['train_plays'] + counts['valid_examples'] + counts['eval_examples'] == 14
+  assert counts['valid_examples'] == 2
+
+
 @pytest.mark.skipif(not os.path.exists(MSSD_FILE), reason=(
     f'{MSSD_FILE} is absent (its terms do not allow a copy in the repository)'))
 def test_mssd_mapping_reads_the_real_log(tmp_path):
@@ -492,7 +516,7 @@ def plays_table(plays):
 
 def test_encoded_examples_equal_tf_examples():
   config = user_examples.ExampleConfig(history_length=2, pos_threshold=0.8, neg_threshold=0.3,
-                                       eval_plays_per_user=2)
+                                       eval_plays_per_user=2, valid_plays_per_user=1)
   user = 'u' * 200
   plays = [dict(user_id=user, item_id=item, ts=ts, play_rate=rate, intent=intent, seq=0,
                 file_index=0, line=line)
@@ -502,9 +526,9 @@ def test_encoded_examples_equal_tf_examples():
                (T0 + 4, 'e', 0.95, 'on_demand'), (2**42, 'f', 0.1, 'recommend')], start=2)]
   # A negative int64 (the 'neither' label) is a 10-byte varint, history and target.
   assert config.labels(np.array([0.5]))[0] == features.LABEL_NEITHER
-  # (split, first play, target): train plays 0-3 in windows [0, 1, 2] and [3]; eval plays 4 and 5
-  # with the two plays before each.
-  spans = [('train', 0, 2), ('train', 3, 3), ('eval', 2, 4), ('eval', 3, 5)]
+  # (split, first play, target): train plays 0-2 in the window [0, 1, 2]; valid play 3 and eval
+  # plays 4 and 5, each with the two plays before it.
+  spans = [('train', 0, 2), ('valid', 1, 3), ('eval', 2, 4), ('eval', 3, 5)]
   built = user_examples.bucket_examples(plays_table(plays[::-1]), config, ['f.csv'])
   assert [(e.split, e.plays) for e in built.examples] == [(split, target + 1 - start)
                                                           for split, start, target in spans]

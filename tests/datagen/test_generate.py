@@ -167,10 +167,11 @@ def test_history_carries_signal_about_the_next_plays(csv_log):
   genre = truth.item_genre[truth.item_index(frame[features.ITEM_ID])]
   users = frame[features.USER_ID].to_numpy()
   same_user = users[1:] == users[:-1]
-  # Sessions focus on one genre: consecutive plays share it far more often than chance.
+  # Sessions focus on one genre: consecutive plays share it far more often than chance (less
+  # than half the time: skips and genre requests move sessions, recommendations stray).
   same_genre = (genre[1:] == genre[:-1])[same_user].mean()
   chance = (np.bincount(genre) / len(genre)) ** 2
-  assert same_genre > 0.5 > 3 * chance.sum()
+  assert same_genre > 0.4 > 3 * chance.sum()
   # A skip is informative: after a user skipped a genre (or a song), later plays of it are skipped
   # far more often than after plays of it that were not skipped.
   skipped = (frame['play_ms'] / frame['duration_ms']).to_numpy() <= 0.3

@@ -24,6 +24,10 @@ CONFIG = copy.deepcopy(SMALL_CONFIG)
 CONFIG['ingest'].update(partition_pattern=settings.DAILY_PARTITION_PATTERN,
                         window_partitions=WINDOW)
 CONFIG['train'].update(warm_start=True, warm_start_steps=200)
+# Gated at POS@50, as the demo is: a cold first day of a few hundred eval targets is within noise
+# of the repeat baseline at POS@10 (0.265 against 0.282 in one run), and every later day needs
+# the first one blessed.
+CONFIG['gate'].update(gate_n=50)
 
 
 @pytest.fixture(scope='module')

@@ -30,6 +30,8 @@ class EvalData:
   targets: list
   labels: np.ndarray
   intents: np.ndarray
+  histories: list
+  history_play_rates: list
 
 
 @dataclasses.dataclass
@@ -39,9 +41,14 @@ class Ranker:
   popularity: np.ndarray  # each item's rank by play count
 
 
-def _eval_examples(rng: np.random.Generator, items):
-  """Positives mostly among the best-quality items (low index), negatives among the worst."""
-  examples, targets, labels, intents = [], [], [], []
+def _eval_examples(rng: np.random.Generator, items, repeats: bool = False):
+  """Positives mostly among the best-quality items (low index), negatives among the worst.
+
+  Histories hold 0 to 5 random items, played through (rate 0.9). With repeats, most positive
+  targets are in their history too, played through twice, and a third of the history plays are
+  skips (rate 0.1): data on which the repeat baseline is strong.
+  """
+  examples, targets, labels, intents, histories, history_rates = [], [], [], [], [], []
   for i in range(NUM_EXAMPLES):
     label = int(rng.choice([features.LABEL_POSITIVE, features.LABEL_NEGATIVE,
                             features.LABEL_NEITHER], p=[0.5, 0.3, 0.2]))
@@ -55,13 +62,22 @@ def _eval_examples(rng: np.random.Generator, items):
     target = rank_models.OOV_ITEM if i % 40 == 0 else items[index]
     intent = features.INTENTS[int(rng.integers(len(features.INTENTS)))]
     history = [items[int(j)] for j in rng.integers(0, NUM_ITEMS, size=int(rng.integers(0, 6)))]
+    rates = [0.9] * len(history)
+    if repeats:
+      rates = [0.1 if rng.random() < 1 / 3 else 0.9 for _ in history]
+      if label == features.LABEL_POSITIVE and rng.random() < 0.85:
+        history, rates = [target] + history + [target], [0.9] + rates + [0.9]
     play_rate = {features.LABEL_POSITIVE: 0.95, features.LABEL_NEGATIVE: 0.1}.get(label, 0.5)
     examples.append(rank_models.play_example(f'user_{i % 17}', history, target, play_rate,
-                                             intent, label, ts=1_700_000_000_000 + i))
+                                             intent, label, ts=1_700_000_000_000 + i,
+                                             history_play_rates=rates))
     targets.append(target)
     labels.append(label)
     intents.append(intent)
-  return examples, targets, np.asarray(labels), np.asarray(intents)
+    histories.append(history)
+    history_rates.append(rates)
+  return (examples, targets, np.asarray(labels), np.asarray(intents), histories,
+          history_rates)
 
 
 @pytest.fixture(scope='session')
@@ -74,11 +90,21 @@ def items():
   return rank_models.item_vocabulary(NUM_ITEMS)
 
 
+def _eval_data(path: str, examples, *columns) -> EvalData:
+  return EvalData(rank_models.write_examples(path, examples), *columns)
+
+
 @pytest.fixture(scope='session')
 def eval_data(eval_root, items):
-  examples, targets, labels, intents = _eval_examples(np.random.default_rng(11), items)
-  path = rank_models.write_examples(os.path.join(eval_root, 'data', 'eval.tfrecord'), examples)
-  return EvalData(path, targets, labels, intents)
+  return _eval_data(os.path.join(eval_root, 'data', 'eval.tfrecord'),
+                    *_eval_examples(np.random.default_rng(11), items))
+
+
+@pytest.fixture(scope='session')
+def repeat_data(eval_root, items):
+  """Eval data on which the repeat baseline beats the good model."""
+  return _eval_data(os.path.join(eval_root, 'data', 'repeat.tfrecord'),
+                    *_eval_examples(np.random.default_rng(12), items, repeats=True))
 
 
 def _ranker(eval_root, items, name: str, scores: np.ndarray, popularity: np.ndarray) -> Ranker:
@@ -137,6 +163,12 @@ def bad_alone(eval_root, eval_data, rankers):
 def medium_alone(eval_root, eval_data, rankers):
   return run_analysis(os.path.join(eval_root, 'runs', 'medium_alone'), eval_data.path,
                       rankers['medium'].path)
+
+
+@pytest.fixture(scope='session')
+def good_alone_on_repeat_data(eval_root, repeat_data, rankers):
+  return run_analysis(os.path.join(eval_root, 'runs', 'good_alone_on_repeat_data'),
+                      repeat_data.path, rankers['good'].path)
 
 
 @pytest.fixture(scope='session')

@@ -3,16 +3,21 @@
 A model here scores every item of a fixed vocabulary with a fixed table (no user dependence),
 and its TARGET_RANK_SIGNATURE parses serialized tf.Examples and returns each target's exact rank
 among the whole vocabulary: the number of items scored strictly higher (scores are distinct);
-out-of-vocabulary targets get rank V.
+out-of-vocabulary targets get rank V. Beside it, like the exported model, the target's rank by
+play count and under the repeat baseline of the example's history (the exported model's own TF
+code, on the items' play-count ranks).
 """
 
 import os
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from contract import features
+from contract import settings
+from evaluation import baseline_ranks
+from evaluation import baselines
 
 OOV_ITEM = 'song_never_seen'
 
@@ -38,6 +43,7 @@ class FixedScoreRanker(tf.Module):
     parsed = tf.io.parse_example(examples, {
         features.ITEM_ID: tf.io.FixedLenFeature([], tf.string),
         features.HISTORY_ITEM_ID: tf.io.VarLenFeature(tf.string),
+        features.HISTORY_PLAY_RATE: tf.io.VarLenFeature(tf.float32),
     })
     item_index = self._table.lookup(parsed[features.ITEM_ID])
     known = item_index >= 0
@@ -45,9 +51,21 @@ class FixedScoreRanker(tf.Module):
     higher = tf.reduce_sum(
         tf.cast(self._scores[None, :] > target_score[:, None], tf.int64), axis=1)
     vocabulary_size = tf.size(self._scores, out_type=tf.int64)
-    popularity_rank = tf.gather(self._popularity, tf.maximum(item_index, 0))
+    popularity_rank = tf.where(known, tf.gather(self._popularity, tf.maximum(item_index, 0)),
+                               vocabulary_size)
     return {features.TARGET_RANK: tf.where(known, higher, vocabulary_size),
-            features.POPULARITY_RANK: tf.where(known, popularity_rank, vocabulary_size)}
+            features.POPULARITY_RANK: popularity_rank,
+            features.REPEAT_RANK: baseline_ranks.repeat_ranks(
+                self._popularity_ids(parsed[features.HISTORY_ITEM_ID]),
+                parsed[features.HISTORY_PLAY_RATE], popularity_rank, vocabulary_size,
+                settings.POS_THRESHOLD, settings.HISTORY_LENGTH)}
+
+  def _popularity_ids(self, items: tf.SparseTensor) -> tf.SparseTensor:
+    """Items [B, None] as their play-count ranks (V if unknown), as the exported model's ids."""
+    index = self._table.lookup(items.values)
+    ids = tf.where(index >= 0, tf.gather(self._popularity, tf.maximum(index, 0)),
+                   tf.size(self._scores, out_type=tf.int64))
+    return tf.SparseTensor(items.indices, ids, items.dense_shape)
 
 
 def save_ranker(path: str, items: Sequence[str], scores: np.ndarray,
@@ -77,8 +95,25 @@ def popularity_ranks_by_hand(items: Sequence[str], popularity: np.ndarray,
                     np.int64)
 
 
+def repeat_ranks_by_hand(items: Sequence[str], popularity: np.ndarray,
+                        histories: Sequence[Sequence[str]],
+                        history_play_rates: Sequence[Sequence[float]],
+                        targets: Sequence[str]) -> np.ndarray:
+  """The repeat baseline's ranks by the numpy reference, on the items' play-count ranks."""
+  index = {item: i for i, item in enumerate(items)}
+
+  def ids(values):
+    return [popularity[index[v]] if v in index else len(items) for v in values]
+
+  played = [np.asarray(rates, np.float32) >= np.float32(settings.POS_THRESHOLD)
+            for rates in history_play_rates]
+  return baselines.repeat_ranks([ids(h) for h in histories], played, ids(targets), len(items))
+
+
 def play_example(user: str, history: Sequence[str], target: str, play_rate: float, intent: str,
-                 label: int, ts: int) -> tf.train.Example:
+                 label: int, ts: int,
+                 history_play_rates: Optional[Sequence[float]] = None) -> tf.train.Example:
+  """An eval example; its history plays are played through (rate 0.9) unless rates are given."""
   def bytes_feature(values):
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode() for v in values]))
 
@@ -92,7 +127,8 @@ def play_example(user: str, history: Sequence[str], target: str, play_rate: floa
       features.USER_ID: bytes_feature([user]),
       features.TS: int_feature([ts]),
       features.HISTORY_ITEM_ID: bytes_feature(history),
-      features.HISTORY_PLAY_RATE: float_feature([0.9] * len(history)),
+      features.HISTORY_PLAY_RATE: float_feature(
+          [0.9] * len(history) if history_play_rates is None else history_play_rates),
       features.HISTORY_INTENT: bytes_feature([features.DEFAULT_INTENT] * len(history)),
       features.ITEM_ID: bytes_feature([target]),
       features.PLAY_RATE: float_feature([play_rate]),

@@ -52,3 +52,53 @@ def test_cooccurrence_ranks_are_a_permutation_for_each_previous_item():
 def test_bad_ids_are_named(previous, following, message):
   with pytest.raises(ValueError, match=message):
     baselines.CooccurrenceRanker(V, previous, following)
+
+
+# A history of V = 10 items, oldest first: 3 played through three times, 5 twice, 7 once; 2 was
+# skipped (not played through) and the OOV id 10 is no item.
+HISTORY = [3, 5, 3, 2, 7, 10, 5, 3]
+PLAYED = [True, True, True, False, True, True, True, True]
+
+
+def test_repeat_ranks_by_hand():
+  # Order: 3, 5, 7 (by play count), then 0, 1, 2, 4, 6, 8, 9 by popularity; OOV target: V.
+  targets = [3, 5, 7, 0, 2, 4, 9, 10]
+  ranks = baselines.repeat_ranks([HISTORY] * len(targets), [PLAYED] * len(targets), targets, 10)
+  np.testing.assert_array_equal(ranks, [0, 1, 2, 3, 5, 6, 9, 10])
+
+
+def test_repeat_ties_go_to_the_most_recent_play():
+  # 4 and 1 are played twice each, 1 last: order 1, 4, then 0, 2, 3, 5, 6, ... (6 was skipped).
+  history, played = [4, 1, 4, 6, 1], [True, True, True, False, True]
+  ranks = baselines.repeat_ranks([history] * 5, [played] * 5, [1, 4, 0, 2, 6], 10)
+  np.testing.assert_array_equal(ranks, [0, 1, 2, 3, 6])
+
+
+def test_repeat_without_played_history_is_most_popular():
+  ranks = baselines.repeat_ranks([[], [4, 2]], [[], [False, False]], [6, 6], 10)
+  np.testing.assert_array_equal(ranks, [6, 6])
+
+
+def test_repeat_ranks_match_brute_force():
+  rng = np.random.default_rng(8)
+  histories = [rng.integers(0, V + 1, size=int(rng.integers(0, 30))) for _ in range(200)]
+  played = [rng.random(h.size) < 0.6 for h in histories]
+  targets = rng.integers(0, V + 1, size=200)
+  expected = []
+  for history, kept, target in zip(histories, played, targets):
+    # count * (L + 1) + last position + 1: more plays first, then the later last play.
+    scores = np.zeros(V)
+    for position, item in enumerate(history):
+      if kept[position] and item < V:
+        scores[item] = np.sum((history == item) & kept) * (len(history) + 1) + position + 1
+    expected.append(_brute_force_rank(scores, target))
+  np.testing.assert_array_equal(baselines.repeat_ranks(histories, played, targets, V), expected)
+
+
+def test_repeat_bad_input_is_named():
+  with pytest.raises(ValueError, match='2 histories, 2 played flags and 1 targets'):
+    baselines.repeat_ranks([[1], [2]], [[True], [True]], [1], V)
+  with pytest.raises(ValueError, match='history 0: 2 item ids but 1 played flags'):
+    baselines.repeat_ranks([[1, 2]], [[True]], [1], V)
+  with pytest.raises(ValueError, match=r'history_ids\[0\]\[1\] = 41 is outside'):
+    baselines.repeat_ranks([[1, V + 1]], [[True, True]], [1], V)

@@ -49,20 +49,23 @@ def test_only_the_gated_n_carries_thresholds_on_the_overall_slice():
       'PosAtN{"top_n": 50}': (pytest.approx(0.1), None),
       'NegAtN{"top_n": 50}': (None, pytest.approx(0.4)),
       'PosLiftOverPopularity{"top_n": 50}': (pytest.approx(0.2), None),
+      # The same margin over the repeat baseline: the lift is over the better of the two.
+      'PosLiftOverRepeat{"top_n": 50}': (pytest.approx(0.2), None),
       'NegExcessOverPopularity{"top_n": 50}': (None, 0.0),
       'PosDropBeyondNoise{"top_n": 50, "standard_errors": 3.0}': (None, pytest.approx(0.02)),
       'NegRiseBeyondNoise{"top_n": 50, "standard_errors": 3.0}': (None, pytest.approx(0.03)),
   }
-  # Most-popular's own POS@N / NEG@N are reported at every N.
-  assert 'PopularityPosAtN{"top_n": 10}' in thresholds
-  assert 'PopularityNegAtN{"top_n": 100}' in thresholds
+  # Most-popular's and the repeat baseline's own POS@N / NEG@N are reported at every N.
+  for baseline in ('Popularity', 'Repeat'):
+    assert f'{baseline}PosAtN{{"top_n": 10}}' in thresholds
+    assert f'{baseline}NegAtN{{"top_n": 100}}' in thresholds
 
 
 def test_several_n_can_be_gated():
   gate = dataclasses.replace(settings.GateConfig(), gate_n=(10, 100))
   thresholds = _thresholds_by_metric(eval_config_lib.make_eval_config(gate))
   gated = sorted(name for name, t in thresholds.items() if t)
-  assert len(gated) == 12
+  assert len(gated) == 14
   assert {name.split('"top_n": ')[1].split('}')[0].split(',')[0] for name in gated} == {
       '10', '100'}
 

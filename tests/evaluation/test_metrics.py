@@ -11,17 +11,24 @@ from tests.evaluation import conftest
 from tests.evaluation import rank_models
 
 
+def _repeat_ranks(eval_data, items, ranker):
+  return rank_models.repeat_ranks_by_hand(items, ranker.popularity, eval_data.histories,
+                                          eval_data.history_play_rates, eval_data.targets)
+
+
 def _expected(eval_data, items, ranker, intent=None):
-  """The model's and most-popular's POS@N and NEG@N, by hand."""
+  """The model's, most-popular's and the repeat baseline's POS@N and NEG@N, by hand."""
   ranks = rank_models.ranks_by_hand(items, ranker.scores, eval_data.targets)
   popular = rank_models.popularity_ranks_by_hand(items, ranker.popularity, eval_data.targets)
+  repeat = _repeat_ranks(eval_data, items, ranker)
   labels = eval_data.labels
   if intent is not None:
     keep = eval_data.intents == intent
-    ranks, popular, labels = ranks[keep], popular[keep], labels[keep]
+    ranks, popular, repeat, labels = ranks[keep], popular[keep], repeat[keep], labels[keep]
   expected = hit_rate.hit_rates(ranks, labels, conftest.GATE.ns)
-  for name, value in hit_rate.hit_rates(popular, labels, conftest.GATE.ns).items():
-    expected[metrics.POPULARITY_PREFIX + name] = value
+  for prefix, baseline in ((metrics.POPULARITY_PREFIX, popular), (metrics.REPEAT_PREFIX, repeat)):
+    for name, value in hit_rate.hit_rates(baseline, labels, conftest.GATE.ns).items():
+      expected[prefix + name] = value
   return expected
 
 
@@ -69,6 +76,8 @@ def test_good_model_without_baseline_is_blessed(good_alone, eval_data, items, ra
   overall = run.model.by_slice[report.OVERALL]
   assert overall['pos_lift_over_popularity_at_50'] == pytest.approx(
       expected['pos_at_50'] / expected['popularity_pos_at_50'] - 1)
+  assert overall['pos_lift_over_repeat_at_50'] == pytest.approx(
+      expected['pos_at_50'] / expected['repeat_pos_at_50'] - 1)
   assert overall['neg_excess_over_popularity_at_50'] == pytest.approx(
       expected['neg_at_50'] - expected['popularity_neg_at_50'])
   assert overall['pos_drop_beyond_noise_at_50'] == 0  # nothing to drop below
@@ -92,9 +101,34 @@ def test_model_worse_than_most_popular_is_not_blessed_on_a_first_run(medium_alon
   assert expected['neg_at_50'] <= conftest.GATE.neg_ceiling
   lift = expected['pos_at_50'] / expected['popularity_pos_at_50'] - 1
   assert lift < conftest.GATE.popularity_margin
+  # Nor the repeat baseline, which on these histories ranks much like most-popular.
+  repeat_lift = expected['pos_at_50'] / expected['repeat_pos_at_50'] - 1
+  assert repeat_lift < conftest.GATE.popularity_margin
   run = report.load_run(medium_alone)
   _assert_metrics_equal(run.model.by_slice[report.OVERALL], expected)
-  assert run.failures == [f'pos_lift_over_popularity_at_50 [Overall] = {lift:.4f}, must be '
+  assert sorted(run.failures) == [
+      f'pos_lift_over_popularity_at_50 [Overall] = {lift:.4f}, must be '
+      f'>= {conftest.GATE.popularity_margin:g}',
+      f'pos_lift_over_repeat_at_50 [Overall] = {repeat_lift:.4f}, must be '
+      f'>= {conftest.GATE.popularity_margin:g}']
+
+
+def test_model_worse_than_the_repeat_baseline_is_not_blessed(good_alone_on_repeat_data,
+                                                             repeat_data, items, rankers):
+  expected = _expected(repeat_data, items, rankers['good'])
+  # Premises: the good model clears floor, ceiling and most-popular, and the repeat baseline is
+  # better than most-popular (some positive targets' histories hold them only as skips).
+  assert expected['pos_at_50'] >= conftest.GATE.pos_floor
+  assert expected['neg_at_50'] <= conftest.GATE.neg_ceiling
+  assert (expected['pos_at_50'] / expected['popularity_pos_at_50'] - 1
+          >= conftest.GATE.popularity_margin)
+  assert expected['neg_at_50'] <= expected['popularity_neg_at_50']
+  assert expected['repeat_pos_at_50'] > expected['popularity_pos_at_50']
+  lift = expected['pos_at_50'] / expected['repeat_pos_at_50'] - 1
+  assert lift < conftest.GATE.popularity_margin
+  run = report.load_run(good_alone_on_repeat_data)
+  _assert_metrics_equal(run.model.by_slice[report.OVERALL], expected)
+  assert run.failures == [f'pos_lift_over_repeat_at_50 [Overall] = {lift:.4f}, must be '
                           f'>= {conftest.GATE.popularity_margin:g}']
 
 
@@ -111,10 +145,11 @@ def test_model_worse_than_baseline_beyond_noise_is_not_blessed(medium_vs_good, e
   assert 0 < neg.difference() <= k * neg.difference_standard_error()
   run = report.load_run(medium_vs_good)
   _assert_metrics_equal(run.model.by_slice[report.OVERALL], medium)
-  # Most-popular is measured for the candidate only.
+  # Most-popular and repeat are measured for the candidate only.
   _assert_metrics_equal(run.baseline.by_slice[report.OVERALL],
                         {name: value for name, value in good.items()
-                         if not name.startswith(metrics.POPULARITY_PREFIX)})
+                         if not name.startswith((metrics.POPULARITY_PREFIX,
+                                                 metrics.REPEAT_PREFIX))})
   assert not run.validation_ok
   assert f'pos_drop_beyond_noise_at_50 [Overall] = {drop:.4f}, must be <= 0' in run.failures
   assert not [f for f in run.failures if f.startswith('neg_rise_beyond_noise')]
@@ -138,12 +173,16 @@ def test_model_better_than_baseline_is_blessed(good_vs_medium):
           > run.baseline.by_slice[report.OVERALL]['pos_at_50'])
 
 
-def test_ranks_by_hand_agree_with_the_saved_model(eval_data, items, rankers):
+def test_ranks_by_hand_agree_with_the_saved_model(repeat_data, items, rankers):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  serialized = [record.numpy() for record in tf.data.TFRecordDataset(eval_data.path)]
+  serialized = [record.numpy() for record in tf.data.TFRecordDataset(repeat_data.path)]
   loaded = tf.saved_model.load(rankers['medium'].path)
-  ranks = loaded.signatures[features.TARGET_RANK_SIGNATURE](
-      **{features.SIGNATURE_INPUT: tf.constant(serialized)})[features.TARGET_RANK].numpy()
+  outputs = loaded.signatures[features.TARGET_RANK_SIGNATURE](
+      **{features.SIGNATURE_INPUT: tf.constant(serialized)})
+  ranks = outputs[features.TARGET_RANK].numpy()
   np.testing.assert_array_equal(
-      ranks, rank_models.ranks_by_hand(items, rankers['medium'].scores, eval_data.targets))
+      ranks, rank_models.ranks_by_hand(items, rankers['medium'].scores, repeat_data.targets))
   assert ranks.max() == len(items)  # the OOV targets
+  repeat = outputs[features.REPEAT_RANK].numpy()
+  np.testing.assert_array_equal(repeat, _repeat_ranks(repeat_data, items, rankers['medium']))
+  assert (repeat == 0).mean() > 0.2  # many positive targets are their history's favourite

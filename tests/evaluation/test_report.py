@@ -22,9 +22,12 @@ def test_report_shows_model_popularity_baseline_change_and_failed_thresholds(med
     assert f'failed: {failure}' in out
   overall = run.model.by_slice[report.OVERALL]['pos_at_50']
   popular = run.model.by_slice[report.OVERALL]['popularity_pos_at_50']
+  repeat = run.model.by_slice[report.OVERALL]['repeat_pos_at_50']
   base = run.baseline.by_slice[report.OVERALL]['pos_at_50']
+  header = next(line for line in out.splitlines() if line.startswith('slice'))
+  assert header.split()[2:7] == ['model', 'popular', 'repeat', 'baseline', 'change']
   row = _overall_row(out, 'pos_at_50')
-  assert row.split()[2:6] == [f'{overall:.4f}', f'{popular:.4f}', f'{base:.4f}',
+  assert row.split()[2:7] == [f'{overall:.4f}', f'{popular:.4f}', f'{repeat:.4f}', f'{base:.4f}',
                               f'{overall - base:+.4f}']
   assert row.endswith('>= 0.2')
   assert _overall_row(out, 'neg_at_50').endswith('<= 0.3')
@@ -35,7 +38,7 @@ def test_report_shows_model_popularity_baseline_change_and_failed_thresholds(med
                  if line.startswith('  ') and 'must be' in line and 'failed:' not in line}
   assert comparisons['pos_drop_beyond_noise_at_50'] == [f'{drop:+.4f}', 'must', 'be', '<=', '0']
   assert set(comparisons) == {'pos_drop_beyond_noise_at_50', 'neg_rise_beyond_noise_at_50',
-                              'pos_lift_over_popularity_at_50',
+                              'pos_lift_over_popularity_at_50', 'pos_lift_over_repeat_at_50',
                               'neg_excess_over_popularity_at_50'}
   assert 'pos_at_10' not in run.gate  # only the gated N carries thresholds
   for intent_slice in ('intent:on_demand', 'intent:genre_request', 'intent:recommend'):
@@ -47,12 +50,14 @@ def test_report_shows_model_popularity_baseline_change_and_failed_thresholds(med
 def test_baseline_from_another_run(good_alone, bad_alone, capsys):
   assert report.main([good_alone, '--baseline', bad_alone]) == 0
   out = capsys.readouterr().out
-  assert 'Gate: BLESSED (no baseline model in this run' in out
+  assert ('Gate: BLESSED (no baseline model in this run: compared with most-popular and repeat'
+          in out)
   good = report.load_run(good_alone).model.by_slice[report.OVERALL]['neg_at_100']
   bad = report.load_run(bad_alone).model.by_slice[report.OVERALL]['neg_at_100']
-  popular = report.load_run(good_alone).model.by_slice[report.OVERALL]['popularity_neg_at_100']
+  overall = report.load_run(good_alone).model.by_slice[report.OVERALL]
+  popular, repeat = overall['popularity_neg_at_100'], overall['repeat_neg_at_100']
   row = _overall_row(out, 'neg_at_100')
-  assert row.split()[2:] == [f'{good:.4f}', f'{popular:.4f}', f'{bad:.4f}',
+  assert row.split()[2:] == [f'{good:.4f}', f'{popular:.4f}', f'{repeat:.4f}', f'{bad:.4f}',
                              f'{good - bad:+.4f}']  # not gated
 
 

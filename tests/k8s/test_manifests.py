@@ -9,6 +9,7 @@ by its own test). No cluster and no Docker engine run here: the image build is c
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from typing import List, Optional, Tuple
@@ -191,31 +192,72 @@ def dockerfile_instructions(text: Optional[str] = None) -> List[Tuple[str, str]]
   return instructions
 
 
-def _makefile_pip_installs():
+def shell_commands(script: str) -> List[List[str]]:
+  """The words of each command of a `a && b && c` shell line (a RUN argument, a recipe line)."""
+  commands = [[]]
+  for word in shlex.split(script):
+    if word == '&&':
+      commands.append([])
+    else:
+      commands[-1].append(word)
+  return [command for command in commands if command]
+
+
+def dockerfile_run_commands(instructions: List[Tuple[str, str]]) -> List[List[List[str]]]:
+  """Each RUN instruction's commands, as shell_commands gives them."""
+  return [shell_commands(arg) for instruction, arg in instructions if instruction == 'RUN']
+
+
+def dockerfile_env(instructions: List[Tuple[str, str]]) -> dict:
+  """The variables the ENV instructions set (KEY=VALUE form), the last setting of each."""
+  return dict(word.split('=', 1) for instruction, arg in instructions if instruction == 'ENV'
+              for word in shlex.split(arg))
+
+
+def _makefile_pip_installs() -> List[List[str]]:
+  """The words of the Makefile's `$(BIN)/pip install ...` commands, `$(BIN)/pip` as `pip`."""
   with open(os.path.join(REPO_ROOT, 'Makefile')) as f:
-    return [' '.join(m.split()) for m in re.findall(r'\$\(BIN\)/(pip install [^\n]+)', f.read())]
+    recipes = [line.strip() for line in f if line.startswith('\t')]
+  return [['pip'] + command[1:] for line in recipes for command in shell_commands(line)
+          if command[:2] == ['$(BIN)/pip', 'install']]
+
+
+def _installs_the_lock(command: List[str]) -> bool:
+  """Whether a command's words are a pip install of requirements/lock.txt."""
+  return command[:2] == ['pip', 'install'] and any(
+      pair == ('-r', 'requirements/lock.txt') for pair in zip(command, command[1:]))
 
 
 def test_dockerfile_installs_the_lock_exactly_as_make_install():
-  runs = ' && '.join(arg for instruction, arg in dockerfile_instructions() if instruction == 'RUN')
+  instructions = dockerfile_instructions()
+  runs = dockerfile_run_commands(instructions)
   installs = _makefile_pip_installs()
-  assert any(i.startswith('pip install --no-deps --ignore-requires-python -r requirements/lock.txt')
-             for i in installs)
-  for install in installs:
-    assert install in runs, f'the image does not run the Makefile\'s `{install}`'
+  [lock_install] = [command for command in installs if _installs_the_lock(command)]
   # Every file must match a hash in the lock (tests/k8s/test_policy.py checks that it has them).
-  assert ('pip install --no-deps --ignore-requires-python -r requirements/lock.txt '
-          '--require-hashes') in runs
-  assert re.search(r'apt-get install [^&]*\bg\+\+', runs), 'pyfarmhash needs a C++ compiler'
+  assert {'--require-hashes', '--no-deps'} <= set(lock_install), lock_install
+  for install in installs:
+    assert any(install in run for run in runs), \
+        f'the image does not run the Makefile\'s `{" ".join(install)}`'
+  # pyfarmhash builds from source: a C++ compiler is installed in the lock's layer, before it.
+  [lock_run] = [run for run in runs if lock_install in run]
+  before_lock = lock_run[:lock_run.index(lock_install)]
+  assert any(command[:2] == ['apt-get', 'install'] and 'g++' in command
+             for command in before_lock), lock_run
+  # The lock is copied into the image before that layer.
+  run_positions = [i for i, (instruction, _) in enumerate(instructions) if instruction == 'RUN']
+  lock_run_position = run_positions[runs.index(lock_run)]
+  assert any(instruction == 'COPY' and 'requirements/lock.txt' in arg.split()[:-1]
+             for instruction, arg in instructions[:lock_run_position]), instructions
 
 
 def test_dockerfile_base_environment_and_copies():
   instructions = dockerfile_instructions()
   [base] = [arg for instruction, arg in instructions if instruction == 'FROM']
   assert re.match(r'python:3\.11[.-]', base)
-  env = ' '.join(arg for instruction, arg in instructions if instruction == 'ENV')
-  assert 'TF_USE_LEGACY_KERAS=1' in env.split()
-  assert 'PYTHONPATH=/opt/playrecall' in env.split()
+  env = dockerfile_env(instructions)
+  assert env['TF_USE_LEGACY_KERAS'] == '1'
+  [workdir] = [arg for instruction, arg in instructions if instruction == 'WORKDIR']
+  assert env['PYTHONPATH'] == workdir, 'the project is importable from any working directory'
   sources = [s for instruction, arg in instructions if instruction == 'COPY'
              for s in arg.split()[:-1]]
   missing = [s for s in sources if not os.path.exists(os.path.join(REPO_ROOT, s))]

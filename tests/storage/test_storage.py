@@ -117,13 +117,17 @@ def test_a_process_that_used_s3_ends_with_its_own_exit_status(s3_env, s3_server,
   assert f'exit/{name}' in keys(s3_server.client(), BUCKET, 'exit/')
 
 
-def test_without_storage_run_the_process_aborts_at_exit(s3_env):
-  """tensorflow/io#2039, the reason for storage.run: when this fails, a tensorflow-io release
-  has fixed it and storage.exit_process can go."""
-  result = python(RUN_ON_S3.format(bucket=BUCKET, name='aborts', end='pass', runner='main()'),
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason='tensorflow/io#2039: a process that used tensorflow-io\'s '
+                   's3:// aborts at exit ("pure virtual method called"); storage.run works round it')
+def test_without_storage_run_a_process_that_used_s3_exits_cleanly(s3_env):
+  """The upstream behaviour storage.run exists for, as an expected failure: once it passes
+  (strict: an unexpected pass fails the suite), a tensorflow-io release has fixed the abort and
+  storage.exit_process can go."""
+  result = python(RUN_ON_S3.format(bucket=BUCKET, name='plain_exit', end='pass', runner='main()'),
                   s3_env)
-  assert result.returncode == -6, (result.returncode, result.stderr[-3000:])  # SIGABRT
-  assert 'pure virtual method called' in result.stderr
+  assert 'pure virtual method called' not in result.stderr, result.stderr[-3000:]
+  assert result.returncode == 0, (result.returncode, result.stderr[-3000:])
 
 
 class _WriteWithGfile(beam.DoFn):

@@ -7,6 +7,7 @@ started (chief included), whether the test passes, fails or times out.
 import contextlib
 import glob
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -175,18 +176,33 @@ def test_the_cluster_command_stops_every_process_on_ctrl_c(tiny_transform, tmp_p
   assert len(started) >= 2 and not left_running, (started, left_running)
 
 
+def _logged_steps(text):
+  """The steps of the training loop's progress lines ('step N: ...') in a chief's output."""
+  return [int(step) for step in re.findall(r'\bstep (\d+): ', text)]
+
+
 def test_training_completes_when_a_worker_dies(tiny_transform, tmp_path):
   root = str(tmp_path)
-  args = cluster_testing.trainer_args(tiny_transform, root, train_steps=300, steps_per_log=25)
+  train_steps = 300
+  args = cluster_testing.trainer_args(tiny_transform, root, train_steps=train_steps,
+                                      steps_per_log=25)
   output = os.path.join(root, 'chief.log')
   with cluster_lib.LocalCluster(1, 2, args, log_dir=os.path.join(root, 'logs')) as cluster, \
       open(output, 'wb') as log:
     chief = cluster.start_chief(stdout=log)
     cluster_testing.wait_for_output(output, 'step 25:', chief, cluster_testing.CHIEF_TIMEOUT_SECONDS)
     cluster.kill('worker', 1)
+    chief_running_at_kill = chief.poll() is None
+    # Read after the kill: its last progress line is at or past the step the kill landed on.
+    logged_by_kill = _logged_steps(cluster_testing.read(output))
+    worker_status = cluster.processes[('worker', 1)].returncode
     text = cluster_testing.wait_for_exit(chief, output)
+  assert worker_status == -signal.SIGKILL, worker_status
+  # The kill landed mid-training: the chief was still training, and logged steps after it.
+  assert chief_running_at_kill and logged_by_kill[-1] < train_steps, logged_by_kill
+  assert [s for s in _logged_steps(text) if s > logged_by_kill[-1]], text[-3000:]
   assert chief.returncode == 0, text[-3000:]
-  assert 'trained to step 300' in text, text[-3000:]
+  assert f'trained to step {train_steps}' in text, text[-3000:]
   assert os.path.isdir(os.path.join(root, 'serving'))
 
 

@@ -179,6 +179,38 @@ def test_user_vector_matches_the_model_and_handles_unknown_and_empty_histories(e
   np.testing.assert_allclose(model(batch).numpy()[0], users[0], rtol=1e-5, atol=1e-6)
 
 
+def test_scores_add_the_repeat_bonus_the_user_vector_signature_gives(transform_output):
+  model = _untrained_model(transform_output, HPARAMS)
+  model.repeat_bonus.recency.assign(np.linspace(3.0, 1.0, HPARAMS.history_length))
+  model.repeat_bonus.rate_weight.assign(2.0)
+  signatures = export.ServingModule(model, transform_output, HPARAMS).signatures()
+  requests = tf.constant([REQUESTS['known'], REQUESTS['unknown'], REQUESTS['empty'],
+                          _serialized(['song_7', 'song_2', 'song_7'], [1.0, 0.2, 0.9])])
+  user = signatures[features.USER_VECTOR_SIGNATURE](**{features.SIGNATURE_INPUT: requests})
+  ids = user[features.REPEAT_BONUS_ITEM_IDS].numpy()
+  bonus = user[features.REPEAT_BONUS].numpy()
+  length = HPARAMS.history_length
+  assert ids.shape == bonus.shape == (4, length)
+  # Padding and unknown songs carry nothing; the last request plays song_7 twice.
+  assert [item.decode() for item in ids[1]] == ['', 'song_3'] + [''] * (length - 2)
+  assert [item.decode() for item in ids[3][:3]] == ['song_7', 'song_2', 'song_7']
+  assert not bonus[2].any() and bonus[1][0] == 0.0 and bonus[1][1] != 0.0
+  top = signatures[features.SERVING_SIGNATURE](**{features.SIGNATURE_INPUT: requests})
+  vocab = [item.encode() for item in vocabulary.item_vocabulary(transform_output)]
+  expected = (user[features.USER_VECTOR].numpy() @ model.all_item_vectors().numpy()[:NUM_SONGS].T
+              + model.all_item_bias().numpy()[:NUM_SONGS])
+  for row in range(4):
+    for item, value in zip(ids[row], bonus[row]):
+      if item:
+        expected[row, vocab.index(item)] += value
+  for row in range(4):
+    scores = dict(zip(top[features.TOP_ITEM_IDS].numpy()[row],
+                      top[features.TOP_SCORES].numpy()[row]))
+    np.testing.assert_allclose([scores[item] for item in vocab], expected[row], rtol=1e-5,
+                               atol=1e-5)
+  assert expected[3, vocab.index(b'song_7')] - expected[3, vocab.index(b'song_2')] > 2.0
+
+
 def test_target_rank_counts_items_scoring_strictly_higher(exported):
   export_dir, _, _, loaded = exported
   history = (['song_7', 'song_2'], [1.0, 0.3], ['on_demand', 'recommend'])

@@ -155,6 +155,36 @@ class ComputeLossesTest(tf.test.TestCase):
     # Plays in a loss: three positives and one negative.
     self.assertEqual(float(got[losses.TARGETS]), 4.0)
 
+  def test_candidates_earn_the_repeat_bonus_of_their_earlier_plays(self):
+    sequences = [[(3, POS), (5, POS), (3, POS), (3, NEG)]]
+    model = _model()
+    bonus = model.repeat_bonus
+    recency = np.array([0.5, 0.25, 0.125, 0.0])
+    bonus.recency.assign(recency)
+    bonus.rate_weight.assign(2.0)
+    bonus.intent_weight.assign([0.0, 1.0, 0.0, 0.0])  # every play of _batch has intent 1
+    batch = _batch(sequences)
+    got = losses.compute_losses(model, batch, HPARAMS, lambda ids: _fixed_sample(tf.size(ids)),
+                                training=False)
+    users = model.target_user_vectors(batch)[0]  # [L + 1, H]
+
+    def weight(q, j):  # history play j (rate item / 10) as seen by play q; context weights are 0
+      return float(recency[q - 1 - j] + 2.0 * sequences[0][j][0] / 10.0 + 1.0)
+
+    # Play 2 (item 3) sees play 0 (item 3); of the sampled ids 2, 5, 1, id 5 was play 1.
+    positive = losses.positive_loss(
+        model, users[:3], tf.constant([3, 5, 3], tf.int64), tf.ones([3]), _fixed_sample(3),
+        unique_gather=True, target_offsets=tf.constant([0.0, 0.0, weight(2, 0)]),
+        sampled_offsets=tf.constant([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0],
+                                     [0.0, weight(2, 1), 0.0]]))
+    # The skip (play 3, item 3) sees plays 0 and 2 of item 3.
+    negative = losses.negative_loss(
+        users[3:4], model.item_vectors(tf.constant([3], tf.int64)),
+        model.item_bias(tf.constant([3], tf.int64)), tf.ones([1]), neg_weight=1.0,
+        target_offsets=tf.constant([weight(3, 0) + weight(3, 2)]))
+    self.assertAllClose(got['positive_loss'], tf.reduce_sum(positive) / 4)
+    self.assertAllClose(got['negative_loss'], tf.reduce_sum(negative) / 4)
+
   def test_neither_targets_and_padding_do_not_matter(self):
     _, got = self._losses(HPARAMS, [[(0, POS), (3, NEG), (6, NEITHER)], [(2, POS)]])
     # The last play is not in the history, so a 'neither' item there changes nothing.

@@ -57,7 +57,7 @@ class DeepMatchTest(tf.test.TestCase):
     self.assertEqual(model.item_bias(tf.constant([[1, 2, 3]], tf.int64)).shape, [1, 3])
     self.assertEqual(model.all_item_vectors().shape, [NUM_ITEMS, 8])
     self.assertEqual(model.all_item_bias().shape, [NUM_ITEMS])
-    self.assertEqual(model.scores(model(batch)).shape, [2, NUM_ITEMS])
+    self.assertEqual(model.scores(batch).shape, [2, NUM_ITEMS])
 
   def test_item_vectors_are_the_factorized_table_projected(self):
     model = _model()
@@ -183,6 +183,76 @@ class DeepMatchTest(tf.test.TestCase):
     batch = _two_histories()
     self.assertAllClose(restored(batch), model(batch))
     self.assertAllClose(restored.all_item_bias(), model.all_item_bias())
+
+
+class RepeatBonusTest(tf.test.TestCase):
+
+  def _model_with_bonus_weights(self, hparams=HPARAMS):
+    model = _model(hparams)
+    bonus = model.repeat_bonus
+    bonus.recency.assign([0.5, 0.25, 0.125, 0.0, 0.0, -1.0])
+    bonus.context.assign(tf.reshape(tf.range(8, dtype=tf.float32) / 10.0, [8, 1]))
+    if hparams.feedback_features:
+      bonus.rate_weight.assign(2.0)
+      bonus.intent_weight.assign([0.0, 1.0, 3.0, 0.0])
+    return model
+
+  def test_next_play_scores_add_each_history_play_weight_to_its_item(self):
+    model = self._model_with_bonus_weights()
+    batch = _batch(items=[[3, 7, 3, 0, 0, 0]], play_rates=[[1.0, 0.1, 0.9, 0, 0, 0]],
+                   intents=[[0, 1, 2, 0, 0, 0]], lengths=[3])
+    user = model(batch).numpy()[0]
+    context = float(user @ (np.arange(8) / 10.0))
+    # Plays 0, 1, 2 are 2, 1, 0 plays before the most recent: recency 0.125, 0.25, 0.5.
+    weight = [0.125 + context + 2.0 * 1.0 + 0.0, 0.25 + context + 2.0 * 0.1 + 1.0,
+              0.5 + context + 2.0 * 0.9 + 3.0]
+    plain = (user @ model.all_item_vectors().numpy().T + model.all_item_bias().numpy())
+    expected = plain.copy()
+    expected[3] += weight[0] + weight[2]
+    expected[7] += weight[1]
+    self.assertAllClose(model.scores(batch)[0], expected, atol=1e-5)
+
+  def test_variant_a_bonus_has_no_feedback_weights(self):
+    hparams = HPARAMS.replace(variant='a')
+    model = self._model_with_bonus_weights(hparams)
+    self.assertFalse(hasattr(model.repeat_bonus, 'rate_weight'))
+    batch = _batch(items=[[4, 4, 0, 0, 0, 0]], play_rates=[[1.0, 0.1, 0, 0, 0, 0]],
+                   intents=[[0, 2, 0, 0, 0, 0]], lengths=[2])
+    user = model(batch).numpy()[0]
+    context = float(user @ (np.arange(8) / 10.0))
+    plain = user @ model.all_item_vectors().numpy().T + model.all_item_bias().numpy()
+    self.assertAllClose(model.scores(batch)[0, 4] - plain[4], 0.25 + 0.5 + 2 * context,
+                        atol=1e-5)
+
+  def test_oov_and_padding_add_nothing_to_scores_without_their_column(self):
+    model = self._model_with_bonus_weights()
+    batch = _batch(items=[[NUM_ITEMS - 1, 2, 0, 0, 0, 0]], play_rates=[[1.0, 1.0, 0, 0, 0, 0]],
+                   intents=[[0, 0, 0, 0, 0, 0]], lengths=[2])
+    user = model(batch)
+    plain = tf.zeros([1, NUM_ITEMS - 1])  # the OOV id's column left out, as serving does
+    scored = model.history_scores(batch, user, plain).numpy()[0]
+    self.assertEqual(np.count_nonzero(scored), 1)  # item 2 only; padding item 0 gets nothing
+    self.assertNotEqual(scored[2], 0.0)
+
+  def test_sequence_weights_are_causal_and_count_plays_between(self):
+    model = self._model_with_bonus_weights(HPARAMS.replace(variant='a'))
+    batch = _batch(items=[[3, 7, 3, 0, 0, 0]], play_rates=[[1.0] * 3 + [0] * 3],
+                   intents=[[0] * 6], lengths=[3])
+    users = tf.zeros([1, L + 1, 8])  # no context term: recency alone
+    weights = model.repeat_bonus.sequence_weights(batch, users).numpy()[0]  # [L + 1, L]
+    recency = [0.5, 0.25, 0.125, 0.0, 0.0, -1.0]
+    for q in range(L + 1):
+      for j in range(L):
+        expected = recency[q - 1 - j] if j < min(q, 3) else 0.0
+        self.assertAllClose(weights[q, j], expected, msg=f'play {q}, history play {j}')
+
+  def test_repeat_bonus_sums_weights_of_equal_items(self):
+    weights = tf.constant([[[1.0, 2.0, 4.0], [8.0, 16.0, 32.0]]])  # [1, 2, 3]
+    history = tf.constant([[5, 6, 5]], tf.int64)
+    shared = model_lib.repeat_bonus(weights, history, tf.constant([5, 6, 9], tf.int64))
+    self.assertAllClose(shared, [[[5.0, 2.0, 0.0], [40.0, 16.0, 0.0]]])
+    per_query = model_lib.repeat_bonus(weights, history, tf.constant([[[6], [5]]], tf.int64))
+    self.assertAllClose(per_query, [[[2.0], [40.0]]])
 
 
 if __name__ == '__main__':

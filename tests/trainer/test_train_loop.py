@@ -76,18 +76,29 @@ def test_tensorboard_summaries_hold_losses_and_throughput(first_run):
     assert [step for step, _ in scalars[tag]] == [10, 20, 30, 40], (tag, scalars)
 
 
+# The optimizer's step counter in a checkpoint written by train_loop.train.
+OPTIMIZER_ITERATIONS_KEY = 'optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE'
+
+
 def test_resumes_from_the_last_checkpoint_with_its_weights(first_run, tiny_transform):
   model_dir, first, _ = first_run
   key = 'model/item_embedding/.ATTRIBUTES/VARIABLE_VALUE'
-  saved = tf.train.load_checkpoint(first.checkpoint_path).get_tensor(key)
+  saved = tf.train.load_checkpoint(first.checkpoint_path)
+  assert saved.get_tensor(OPTIMIZER_ITERATIONS_KEY) == 40
   lines = []
-  resumed = _train(tiny_transform, model_dir, HPARAMS.replace(train_steps=50), lines)
+  # Another seed: a fresh start would draw other initial weights, so only a restore lands near
+  # the saved ones.
+  resumed = _train(tiny_transform, model_dir,
+                   HPARAMS.replace(train_steps=50, seed=HPARAMS.seed + 1), lines)
   assert resumed.start_step == 40 and resumed.final_step == 50
   assert any(line.startswith('resuming from') and 'at step 40' in line for line in lines)
   assert [line.split(':')[0] for line in lines if line.startswith('step ')] == ['step 50']
-  # Ten more steps moved the restored weights a little; a fresh start would be far from them.
-  new = tf.train.load_checkpoint(resumed.checkpoint_path).get_tensor(key)
-  assert np.abs(new - saved).mean() < 0.5 * np.abs(saved).mean()
+  new = tf.train.load_checkpoint(resumed.checkpoint_path)
+  # The optimizer went on counting from the restored 40 (a fresh start would be at 10), ...
+  assert new.get_tensor(OPTIMIZER_ITERATIONS_KEY) == 50
+  # ... and ten more steps moved the restored weights a little, far less than their size.
+  moved = np.abs(new.get_tensor(key) - saved.get_tensor(key)).mean()
+  assert moved < 0.5 * np.abs(saved.get_tensor(key)).mean()
 
 
 def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(first_run, tiny_transform,
