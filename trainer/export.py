@@ -18,8 +18,8 @@ Beside the SavedModel, assets.extra/ holds the item vectors for an approximate n
 index: item_vectors.npy [V, H] float32, item_bias.npy [V] float32 and item_ids.txt (line i is
 row i). Score = user_vector . item_vector + item_bias + the repeat bonus of the item's plays in
 the history; a maximum-inner-product index over [item_vector, item_bias] queried with
-[user_vector, 1] ranks the rest exactly as the model does, and a serving stack adds the
-user_vector signature's REPEAT_BONUS to the history's items (searching K + L deep covers them). From
+[user_vector, 1] ranks the rest exactly as the model does; a serving stack scores the union of
+its top K and the history's items, adding the user_vector signature's REPEAT_BONUS to those. From
 hparams.ann_min_items items on, assets.extra/scann holds such an index (ScaNN), exported only if
 its measured recall@top_k reaches hparams.ann_min_recall, and assets.extra/ann_index.json says
 what was measured and why the index was or was not exported. A serving stack that cannot score
