@@ -107,7 +107,7 @@ def test_a_warm_start_trains_its_own_steps_from_the_base_in_its_own_folder(
   assert tf.train.get_checkpoint_state(warm_dir).model_checkpoint_path.endswith('ckpt-10')
 
 
-def test_run_fn_measures_the_eval_split_at_every_checkpoint_as_the_evaluator_would(
+def test_run_fn_measures_every_checkpoint_and_exports_the_best_as_the_evaluator_sees_it(
     exported, tiny_transform):
   scalars = train_loop.read_summaries(exported.model_run_dir)
   for tag in ('eval/pos_at_50', 'eval/loss', 'eval/positive_loss', 'eval/negative_loss'):
@@ -117,11 +117,14 @@ def test_run_fn_measures_the_eval_split_at_every_checkpoint_as_the_evaluator_wou
     assert loss == pytest.approx(positive + negative) and positive > 0 and negative > 0
   seconds = [value for _, value in scalars['training_seconds']]
   assert 0 < seconds[0] < seconds[1] < seconds[2]
-  # The last checkpoint is the exported model: the same POS@N and NEG@N as its target ranks.
+  # The exported model is the checkpoint with the best POS@50 on these files (the first of
+  # equals): the same POS@N and NEG@N as its target ranks.
+  pos_at_50 = [value for _, value in scalars[f'eval/{settings.SELECTION_METRIC}']]
+  best = pos_at_50.index(max(pos_at_50))
   ranks = cluster_testing.target_ranks(exported.serving_model_dir, tiny_transform.raw_eval_examples)
   want = hit_rate.hit_rates(ranks, tiny_transform.raw_eval_labels)
   for name in ('pos_at_10', 'pos_at_50', 'neg_at_10'):
-    assert scalars[f'eval/{name}'][-1][1] == pytest.approx(want[name]), name
+    assert scalars[f'eval/{name}'][best][1] == pytest.approx(want[name]), name
 
 
 def test_cluster_task_reads_tf_config():
