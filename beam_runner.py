@@ -21,8 +21,11 @@ import storage
 
 
 def main(beam_pipeline_args) -> None:
-  BeamDagRunner().run(local_paths.create_local_pipeline(
-      settings.load_config(), beam_pipeline_args or list(settings.BEAM_PIPELINE_ARGS)))
+  config = settings.load_config()
+  built = local_paths.create_local_pipeline(
+      config, beam_pipeline_args or list(settings.BEAM_PIPELINE_ARGS))
+  local_paths.check_object_stores(config.pipeline_name)  # a wrong endpoint fails in seconds
+  BeamDagRunner().run(built)
 
 
 if __name__ == '__main__':

@@ -22,8 +22,10 @@ import storage
 
 
 def main() -> None:
-  tfx.orchestration.LocalDagRunner().run(
-      local_paths.create_local_pipeline(settings.load_config()))
+  config = settings.load_config()
+  built = local_paths.create_local_pipeline(config)
+  local_paths.check_object_stores(config.pipeline_name)  # a wrong endpoint fails in seconds
+  tfx.orchestration.LocalDagRunner().run(built)
 
 
 if __name__ == '__main__':

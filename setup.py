@@ -15,5 +15,7 @@ setuptools.setup(
     packages=setuptools.find_packages(
         include=['contract', 'pipeline', 'components', 'components.*', 'transform', 'trainer',
                  'evaluation', 'datagen', 'storage']),
+    # The curated schema of the raw examples (contract/schema.py), read by ImportSchemaGen.
+    package_data={'contract': ['raw_examples.schema.pbtxt']},
     install_requires=[],
 )

@@ -57,6 +57,45 @@ DATE_PLACEHOLDERS = ('{YYYY}', '{MM}', '{DD}')
 # Daily partitions as the generator writes them (and the demo reads them): 2024-01-31/.
 DAILY_PARTITION_PATTERN = '{YYYY}-{MM}-{DD}'
 DAILY_PARTITION_FORMAT = '%Y-%m-%d'  # the same, for strftime
+# When a partition is complete (ingest.partition_completeness): 'auto' needs the marker file
+# (partition_marker) in a partition once any partition of the input has one, else takes every
+# partition as complete; 'marker' always needs it; 'settled' needs no file of the partition
+# modified within partition_settle_seconds; 'none' reads partitions as they are.
+PARTITION_COMPLETENESS_MODES = ('auto', 'marker', 'settled', 'none')
+PARTITION_COMPLETENESS = 'auto'
+PARTITION_MARKER = '_SUCCESS'  # what Hadoop, Spark and Beam writers leave in a finished folder
+PARTITION_SETTLE_SECONDS = 600
+# What an incomplete partition of the window does: 'fail' the run (the day is still being
+# delivered: run again later) or 'skip' it (listed) and read the newest complete ones.
+INCOMPLETE_PARTITION_ACTIONS = ('fail', 'skip')
+INCOMPLETE_PARTITIONS = 'fail'
+# Names that copies and writers in progress leave (`hdfs dfs -put`'s `._COPYING_`, `.tmp`
+# files): never data, whatever the partition's state; ignored and listed like '.' and '_' names.
+IN_PROGRESS_SUFFIXES = ('._COPYING_', '.tmp', '.temp', '.inprogress', '.partial')
+IN_PROGRESS_DIRECTORIES = ('_temporary',)  # Hadoop's and Spark's job output in progress
+# Plays of a date partition whose ts lies outside the partition's day (UTC, widened by
+# off_day_margin_ms on each side): always counted (off_day_plays); 'quarantine' also
+# quarantines them.
+OFF_DAY_ACTIONS = ('count', 'quarantine')
+OFF_DAY_PLAYS = 'count'
+OFF_DAY_MARGIN_MS = 0
+
+# Upper bounds of integer settings: far beyond any real run, so that a typo (10^12 steps, a
+# history of a million plays) fails at load naming its key rather than later without one.
+MAX_STEPS = 10**9
+MAX_HISTORY_LENGTH = 10_000
+MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+MAX_PLAYS_PER_USER = 1_000_000
+MAX_WINDOW_PARTITIONS = 100_000
+MAX_SETTLE_SECONDS = 7 * 24 * 3600
+MAX_VOCABULARY_SIZE = 2**31 - 1  # ids are int64, but tables of more rows fit no machine
+# The trainer's sizes (HParams), checked where the pipeline's config holds them (train.hparams).
+HPARAMS_MAXIMA = {'history_length': MAX_HISTORY_LENGTH, 'item_embedding_dim': 1 << 14,
+                  'hidden_dim': 1 << 14, 'num_layers': 256, 'num_heads': 1024,
+                  'ffn_dim': 1 << 16, 'num_sampled': 1 << 24, 'batch_size': 1 << 20,
+                  'train_steps': MAX_STEPS, 'steps_per_checkpoint': MAX_STEPS,
+                  'steps_per_log': MAX_STEPS, 'num_shards': 4096, 'top_k': 100_000,
+                  'ann_min_items': MAX_VOCABULARY_SIZE}
 
 # The Ns of POS@N and NEG@N reported by the Evaluator, the trainer's checkpoints and benchmarks.
 METRIC_NS = (10, 50, 100)
@@ -84,6 +123,11 @@ TRAINER_TFJOB_KEY = 'tfjob'  # the TFJobConfig fields, when training runs on a T
 TRAINER_CHECKPOINT_ROOT_KEY = 'checkpoint_root'
 # Steps to train when warm-started from a base model (train.warm_start_steps).
 TRAINER_WARM_START_STEPS_KEY = 'warm_start_steps'
+# What a damaged base model (truncated weights, missing assets or variables) does
+# (train.damaged_base): 'fail' the Trainer naming the base and what is wrong, or start 'cold'.
+TRAINER_DAMAGED_BASE_KEY = 'damaged_base'
+DAMAGED_BASE_ACTIONS = ('fail', 'cold')
+DAMAGED_BASE = 'fail'
 CHECKPOINT_ROOT_DIR = 'checkpoints'  # under the pipeline root
 _DNS_LABEL = r'[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?'
 
@@ -98,6 +142,10 @@ def _within(key: str, value, low, high) -> None:
 
 def _one_of(key: str, value, choices) -> None:
   require(value in choices, key, value, f'choose one of {list(choices)}')
+
+
+def _at_most(key: str, value, high) -> None:
+  require(value <= high, key, value, f'must be <= {high:,}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,10 +179,21 @@ class IngestConfig(Settings):
   # A rolling window: read only the newest this many partitions. Histories reach back into the
   # window's earlier partitions, and a run's cost stays flat as partitions accumulate. None: all.
   window_partitions: Optional[int] = None
+  # A partition is read only once complete (PARTITION_COMPLETENESS_MODES above): by its marker
+  # file, or once settled; an incomplete one in the window fails the run or is skipped and
+  # listed (incomplete_partitions). In-progress names (IN_PROGRESS_SUFFIXES) are never read.
+  partition_completeness: str = PARTITION_COMPLETENESS
+  partition_marker: str = PARTITION_MARKER
+  partition_settle_seconds: int = PARTITION_SETTLE_SECONDS
+  incomplete_partitions: str = INCOMPLETE_PARTITIONS
+  # Plays outside their date partition's day: counted, and with 'quarantine' quarantined.
+  off_day_plays: str = OFF_DAY_PLAYS
+  off_day_margin_ms: int = OFF_DAY_MARGIN_MS
 
   def check(self) -> None:
     _one_of('input_format', self.input_format, INPUT_FORMATS)
     _at_least('history_length', self.history_length, 0)
+    _at_most('history_length', self.history_length, MAX_HISTORY_LENGTH)
     _within('pos_threshold', self.pos_threshold, 0.0, 1.0)
     require(0.0 <= self.neg_threshold < self.pos_threshold, 'neg_threshold', self.neg_threshold,
             f'need 0 <= neg_threshold < pos_threshold ({self.pos_threshold})')
@@ -145,21 +204,36 @@ class IngestConfig(Settings):
             f'give at most one of {list(split)} (three ways to choose the eval split)')
     if self.eval_plays_per_user is not None:
       _at_least('eval_plays_per_user', self.eval_plays_per_user, 0)
+      _at_most('eval_plays_per_user', self.eval_plays_per_user, MAX_PLAYS_PER_USER)
+    if self.eval_start_ts is not None:
+      _within('eval_start_ts', self.eval_start_ts, 0, MAX_TS_MS)
     if self.eval_fraction is not None:
       require(0.0 < self.eval_fraction < 1.0, 'eval_fraction', self.eval_fraction,
               'must be in (0, 1)')
     _at_least('valid_plays_per_user', self.valid_plays_per_user, 0)
+    _at_most('valid_plays_per_user', self.valid_plays_per_user, MAX_PLAYS_PER_USER)
     _within('max_bad_fraction', self.max_bad_fraction, 0.0, 1.0)
     _one_of('ts_unit', self.ts_unit, TS_UNITS)
     _at_least('min_ts_ms', self.min_ts_ms, 0)
+    _at_most('min_ts_ms', self.min_ts_ms, MAX_TS_MS)
     if self.max_ts_ms is not None:
       _at_least('max_ts_ms', self.max_ts_ms, self.min_ts_ms)
+      _at_most('max_ts_ms', self.max_ts_ms, MAX_TS_MS)
     if self.partition_pattern is not None:
       _check_partition_pattern(self.partition_pattern)
     if self.window_partitions is not None:
       _at_least('window_partitions', self.window_partitions, 1)
+      _at_most('window_partitions', self.window_partitions, MAX_WINDOW_PARTITIONS)
       require(self.partition_pattern is not None, 'window_partitions', self.window_partitions,
               'needs partition_pattern (which names are partitions)')
+    _one_of('partition_completeness', self.partition_completeness, PARTITION_COMPLETENESS_MODES)
+    require(self.partition_marker.startswith(('.', '_')) and '/' not in self.partition_marker
+            and len(self.partition_marker) > 1, 'partition_marker', self.partition_marker,
+            'a file name starting with "_" or "." (such names are never read as data), no "/"')
+    _within('partition_settle_seconds', self.partition_settle_seconds, 0, MAX_SETTLE_SECONDS)
+    _one_of('incomplete_partitions', self.incomplete_partitions, INCOMPLETE_PARTITION_ACTIONS)
+    _one_of('off_day_plays', self.off_day_plays, OFF_DAY_ACTIONS)
+    _within('off_day_margin_ms', self.off_day_margin_ms, 0, MAX_TS_MS)
 
 
 def _check_partition_pattern(pattern: str) -> None:
@@ -184,6 +258,7 @@ class VocabularyConfig(Settings):
     _at_least('item_min_count', self.item_min_count, 1)
     if self.item_vocab_size is not None:
       _at_least('item_vocab_size', self.item_vocab_size, 1)
+      _at_most('item_vocab_size', self.item_vocab_size, MAX_VOCABULARY_SIZE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,14 +396,23 @@ class TrainConfig(Settings):
   # Steps when warm-started (None: train_steps): a day of new plays on top of a trained model
   # needs fewer steps than a model from scratch.
   warm_start_steps: Optional[int] = None
+  # A base model that is damaged (truncated weights, missing assets or variables): 'fail' the
+  # Trainer, naming the base and what is wrong, or start 'cold' (recorded with that reason).
+  damaged_base: str = DAMAGED_BASE
 
   def check(self) -> None:
     _at_least('train_steps', self.train_steps, 1)
+    _at_most('train_steps', self.train_steps, MAX_STEPS)
     _at_least('eval_steps', self.eval_steps, 1)
+    _at_most('eval_steps', self.eval_steps, MAX_STEPS)
     if self.warm_start_steps is not None:
       _at_least('warm_start_steps', self.warm_start_steps, 1)
+      _at_most('warm_start_steps', self.warm_start_steps, MAX_STEPS)
       require(self.warm_start, 'warm_start_steps', self.warm_start_steps,
               'needs warm_start: true')
+    _one_of('damaged_base', self.damaged_base, DAMAGED_BASE_ACTIONS)
+    for key, high in HPARAMS_MAXIMA.items():
+      _at_most(f'hparams.{key}', getattr(self.hparams, key), high)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -417,16 +501,26 @@ class PipelineConfig(Settings):
 
   @classmethod
   def from_json_file(cls, path: str) -> 'PipelineConfig':
-    """Loads a JSON config; every error names the file (and the line of a syntax error)."""
+    """Loads a JSON config; every error names the file (and the line of a syntax error, the
+    key given twice, the first byte that is not UTF-8)."""
     try:
-      with open(path, encoding='utf-8') as f:
-        values = json.load(f)
+      with open(path, 'rb') as f:
+        data = f.read()
     except OSError as error:
       raise SettingError(path, f'cannot read the config file: {error.strerror}') from None
+    try:
+      values = json.loads(_utf8_text(data), object_pairs_hook=_JsonObject.of)
+    except UnicodeDecodeError as error:
+      bom = next((name for mark, name in _OTHER_BOMS if data.startswith(mark)), None)
+      raise SettingError(path, f'not UTF-8 text: byte 0x{data[error.start]:02x} at offset '
+                         f'{error.start}' + (f' (the file starts with a {bom} byte-order mark: '
+                                             f'it is {bom})' if bom else '')
+                         + '; save the config as UTF-8') from None
     except json.JSONDecodeError as error:
       raise SettingError(f'{path}:{error.lineno}:{error.colno}',
                          f'not valid JSON: {error.msg}') from None
     try:
+      _refuse_duplicate_keys(values)
       return cls.from_dict(values)
     except SettingError as error:
       raise SettingError(f'{path}: {error.path}' if error.path else path, error.problem) from None
@@ -437,6 +531,47 @@ class PipelineConfig(Settings):
     for key in HPARAMS_SET_BY:
       del values['train']['hparams'][key]
     return values
+
+
+# Byte-order marks of encodings other than UTF-8, named when a config is not UTF-8 (UTF-32
+# first: its little-endian mark starts with UTF-16's).
+_OTHER_BOMS = ((b'\xff\xfe\x00\x00', 'UTF-32'), (b'\x00\x00\xfe\xff', 'UTF-32'),
+               (b'\xff\xfe', 'UTF-16'), (b'\xfe\xff', 'UTF-16'))
+
+
+def _utf8_text(data: bytes) -> str:
+  """The file's text; a UTF-8 byte-order mark (some editors write one) is dropped."""
+  return data.decode('utf-8-sig')
+
+
+class _JsonObject(dict):
+  """A JSON object as json.loads makes it, remembering the keys it was given more than once
+  (json keeps the last value silently, so one of the two would be ignored)."""
+  duplicates: Tuple[str, ...] = ()
+
+  @classmethod
+  def of(cls, pairs) -> '_JsonObject':
+    made = cls()
+    duplicates = []
+    for key, value in pairs:
+      if key in made:
+        duplicates.append(key)
+      made[key] = value
+    made.duplicates = tuple(duplicates)
+    return made
+
+
+def _refuse_duplicate_keys(values: Any, path: str = '') -> None:
+  """Raises SettingError naming the first key a JSON object of values holds twice."""
+  if isinstance(values, _JsonObject):
+    for key in values.duplicates:
+      raise SettingError(f'{path}{key}', 'given twice in one object; JSON would keep only the '
+                         'last value and silently drop the other: keep one')
+    for key, value in values.items():
+      _refuse_duplicate_keys(value, f'{path}{key}.')
+  elif isinstance(values, list):
+    for i, value in enumerate(values):
+      _refuse_duplicate_keys(value, f'{path.rstrip(".")}[{i}].')
 
 
 def load_config() -> PipelineConfig:

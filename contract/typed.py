@@ -16,6 +16,9 @@ import typing
 from typing import Any, Mapping
 
 
+_INT64_LIMIT = 2**63
+
+
 class SettingError(ValueError):
   """A setting that is unknown, of the wrong type or out of range; `path` names its key."""
 
@@ -104,6 +107,8 @@ def _checked(hint, value: Any, key: str) -> Any:
     _expect(isinstance(value, bool), key, value, 'true or false')
   elif hint is int:
     _expect(isinstance(value, int) and not isinstance(value, bool), key, value, 'an integer')
+    _expect(-_INT64_LIMIT <= value < _INT64_LIMIT, key, value,
+            'a 64-bit integer (TensorFlow and the metadata store hold no larger one)')
   elif hint is float:
     _expect(isinstance(value, (int, float)) and not isinstance(value, bool)
             and math.isfinite(value), key, value, 'a finite number')

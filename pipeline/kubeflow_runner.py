@@ -33,6 +33,7 @@ os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 from tfx import v1 as tfx
 import yaml
 
+from contract import schema as schema_lib
 from contract import settings
 from contract import storage as storage_names
 from pipeline import pipeline
@@ -171,7 +172,9 @@ def compile_pipeline_spec(*, image: str, pipeline_root: str, data_root: str,
       config=config,
       baseline='pushed_model',  # KFP v2 cannot execute the Resolver the local runner uses
       beam_pipeline_args=storage.beam_pipeline_args(beam_pipeline_args, uris),
-      enable_cache=enable_cache)
+      enable_cache=enable_cache,
+      # ImportSchemaGen reads the curated schema in its container: the image's copy.
+      schema_file=schema_lib.IMAGE_SCHEMA_FILE)
   runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
       config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
           default_image=image,

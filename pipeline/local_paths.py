@@ -55,6 +55,12 @@ def _path(value: Optional[str], default: str) -> str:
   return os.path.abspath(value or default)
 
 
+def check_object_stores(pipeline_name: str, environ: Optional[Mapping[str, str]] = None) -> None:
+  """Before a run: the buckets of the run's s3:// paths answer, or storage.StorageError names
+  the endpoint and the bucket, in seconds."""
+  storage.check_buckets(LocalPaths.from_env(pipeline_name, environ).uris())
+
+
 def create_local_pipeline(config: settings.PipelineConfig,
                           beam_pipeline_args: Optional[List[str]] = None,
                           environ: Optional[Mapping[str, str]] = None) -> tfx.dsl.Pipeline:

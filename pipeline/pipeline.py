@@ -11,10 +11,13 @@ from typing import List, Optional
 from tfx import v1 as tfx
 from ml_metadata.proto import metadata_store_pb2
 
+from components.example_validator.component import ExampleValidator
 from components.play_log_example_gen.component import PlayLogExampleGen
 from components.pushed_model_baseline.component import PushedModelBaseline
 from components.serving_pusher.component import ServingPusher
+from components.transform.component import Transform
 from contract import features
+from contract import schema as schema_lib
 from contract import settings
 from evaluation import eval_config as eval_config_lib
 
@@ -40,6 +43,7 @@ def create_pipeline(
     beam_pipeline_args: Optional[List[str]] = None,
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     enable_cache: bool = True,
+    schema_file: Optional[str] = None,
 ) -> tfx.dsl.Pipeline:
   """Builds the pipeline.
 
@@ -55,37 +59,25 @@ def create_pipeline(
     beam_pipeline_args: passed to every Beam-based component.
     metadata_connection_config: the MLMD store (None: the orchestrator's default).
     enable_cache: reuse outputs of unchanged components from MLMD.
+    schema_file: the curated schema of the raw examples where the steps run (None: the
+      repository's, contract/raw_examples.schema.pbtxt; Kubeflow: its path in the image).
   """
   if baseline not in BASELINES:
     raise ValueError(f'baseline={baseline!r}; choose one of {list(BASELINES)}')
-  ingest = config.ingest
-  example_gen = PlayLogExampleGen(
-      input_base=data_root,
-      input_format=ingest.input_format,
-      column_mapping=ingest.column_mapping,
-      history_length=ingest.history_length,
-      pos_threshold=ingest.pos_threshold,
-      neg_threshold=ingest.neg_threshold,
-      eval_plays_per_user=ingest.eval_plays_per_user,
-      eval_start_ts=ingest.eval_start_ts,
-      eval_fraction=ingest.eval_fraction,
-      valid_plays_per_user=ingest.valid_plays_per_user,
-      max_bad_fraction=ingest.max_bad_fraction,
-      ts_unit=ingest.ts_unit,
-      min_ts_ms=ingest.min_ts_ms,
-      max_ts_ms=ingest.max_ts_ms,
-      partition_pattern=ingest.partition_pattern,
-      window_partitions=ingest.window_partitions)
+  example_gen = PlayLogExampleGen(input_base=data_root, ingest_config=config.ingest)
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
-  schema_gen = tfx.components.SchemaGen(
-      statistics=statistics_gen.outputs['statistics'], infer_feature_shape=True)
-  example_validator = tfx.components.ExampleValidator(
+  # The curated schema, generated from the example's one definition (contract/features.py), not
+  # one inferred from the statistics it is to check: ExampleValidator fails the run on any
+  # anomaly, naming it, and Transform waits for it.
+  schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file or schema_lib.SCHEMA_FILE)
+  example_validator = ExampleValidator(
       statistics=statistics_gen.outputs['statistics'], schema=schema_gen.outputs['schema'])
-  transform = tfx.components.Transform(
+  transform = Transform(
       examples=example_gen.outputs['examples'],
       schema=schema_gen.outputs['schema'],
       preprocessing_fn=PREPROCESSING_FN,
       custom_config=dataclasses.asdict(config.vocabulary))
+  transform.add_upstream_node(example_validator)
   trainer_config = {
       # The hyper-parameters as the config holds them: history_length, pos_threshold and
       # train_steps already set from ingest and train (contract/settings.py).
@@ -101,6 +93,7 @@ def create_pipeline(
   if config.train.warm_start:
     trainer_config[settings.TRAINER_WARM_START_STEPS_KEY] = (config.train.warm_start_steps
                                                              or config.train.train_steps)
+    trainer_config[settings.TRAINER_DAMAGED_BASE_KEY] = config.train.damaged_base
     # The model in service is the base: the latest blessed model, or on Kubeflow the newest
     # pushed version (a node of its own: the Evaluator's baseline node waits for the candidate).
     base_model_node = resolver or PushedModelBaseline(

@@ -18,9 +18,11 @@ Credentials, region and endpoint come from the standard environment variables
 import atexit
 import logging
 import os
+import re
 import sys
 import traceback
-from typing import Callable, Iterable, List, MutableMapping, NoReturn, Optional, Sequence
+from typing import (Callable, Iterable, List, Mapping, MutableMapping, NoReturn, Optional,
+                    Sequence)
 
 from contract import storage as names
 
@@ -56,7 +58,8 @@ def register_filesystems(uris: Iterable[Optional[str]],
                          beam_args: Sequence[str] = ()) -> None:
   """Makes s3:// readable and writable by tf.io.gfile and by Beam in this process, if any of
   uris is on s3://; beam_args configure Beam's file systems for calls outside a pipeline (a
-  driver listing the input files) until a pipeline sets its own."""
+  driver listing the input files) until a pipeline sets its own. A process about to run steps
+  calls check_buckets too (building a pipeline needs no store)."""
   if not uses_s3(uris):
     return
   register_s3()
@@ -65,6 +68,76 @@ def register_filesystems(uris: Iterable[Optional[str]],
   from apache_beam.options.pipeline_options import PipelineOptions
   # pylint: enable=g-import-not-at-top
   FileSystems.set_options(PipelineOptions(list(beam_args)))
+
+
+# How long the bucket check waits for the endpoint (connect, then each read), with no retries: a
+# wrong endpoint fails the step in seconds, not after the SDKs' minutes of retries.
+BUCKET_CHECK_TIMEOUT_SECONDS = 5
+
+
+class StorageError(RuntimeError):
+  """An object store a run needs cannot be used: names the endpoint and the bucket."""
+
+
+def s3_buckets(texts: Iterable[Optional[str]]) -> List[str]:
+  """The buckets of the s3:// URIs anywhere in texts (paths, or a step's JSON arguments)."""
+  found = set()
+  for text in texts:
+    for match in re.finditer(r's3://([^/\s"\'\\]+)', text or ''):
+      found.add(match.group(1))
+  return sorted(found)
+
+
+def endpoint_name(environ: Mapping[str, str] = os.environ) -> str:
+  """The S3 endpoint the environment names, as a message should show it."""
+  endpoint = environ.get(names.BOTO_ENDPOINT_ENV) or environ.get(names.TFIO_ENDPOINT_ENV)
+  if endpoint:
+    return f'{endpoint} ({names.BOTO_ENDPOINT_ENV})'
+  region = environ.get(names.BOTO_REGION_ENV) or environ.get(names.REGION_ENV) or 'no region'
+  return f'AWS S3 ({region}; {names.BOTO_ENDPOINT_ENV} is not set)'
+
+
+def check_buckets(uris: Iterable[Optional[str]],
+                  timeout_seconds: float = BUCKET_CHECK_TIMEOUT_SECONDS) -> None:
+  """Asks the endpoint for each s3:// bucket of uris once (HeadBucket, no retries); raises
+  StorageError naming the endpoint and the bucket when it cannot be reached, the bucket does not
+  exist, or the credentials are refused. Without it, tensorflow-io answers `exists()` False
+  after a minute (a silent cold start, "nothing pushed") and Beam retries for minutes."""
+  buckets = s3_buckets(uris)
+  if not buckets:
+    return
+  share_environment(os.environ)
+  # pylint: disable=g-import-not-at-top
+  import boto3
+  from botocore import exceptions
+  from botocore.config import Config
+  # pylint: enable=g-import-not-at-top
+  client = boto3.client(
+      's3', endpoint_url=os.environ.get(names.BOTO_ENDPOINT_ENV) or None,
+      config=Config(connect_timeout=timeout_seconds, read_timeout=timeout_seconds,
+                    retries={'max_attempts': 1, 'mode': 'standard'},
+                    s3={'addressing_style': 'path'}))
+  where = endpoint_name()
+  for bucket in buckets:
+    try:
+      client.head_bucket(Bucket=bucket)
+    except (exceptions.EndpointConnectionError, exceptions.ConnectTimeoutError,
+            exceptions.ReadTimeoutError, exceptions.ConnectionClosedError) as error:
+      raise StorageError(f'cannot reach the S3 endpoint {where} for s3://{bucket}/: {error}; '
+                         f'check {names.BOTO_ENDPOINT_ENV}') from None
+    except exceptions.NoCredentialsError:
+      raise StorageError(f's3://{bucket}/ at {where}: no credentials; set '
+                         f'{names.ACCESS_KEY_ID_ENV} and {names.SECRET_ACCESS_KEY_ENV}') from None
+    except exceptions.ClientError as error:
+      code = str(error.response.get('Error', {}).get('Code', ''))
+      if code in ('404', 'NoSuchBucket', 'NotFound'):
+        problem = 'no such bucket'
+      elif code in ('403', 'AccessDenied', 'InvalidAccessKeyId', 'SignatureDoesNotMatch'):
+        problem = (f'access denied ({code}); check {names.ACCESS_KEY_ID_ENV}, '
+                   f'{names.SECRET_ACCESS_KEY_ENV} and {names.REGION_ENV}')
+      else:
+        problem = f'{code}: {error}'
+      raise StorageError(f's3://{bucket}/ at the S3 endpoint {where}: {problem}') from None
 
 
 def register_s3() -> None:

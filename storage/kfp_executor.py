@@ -25,6 +25,8 @@ def main() -> None:
   # directory).
   if any(names.S3_SCHEME in arg for arg in sys.argv[1:]):
     storage.register_filesystems([names.S3_SCHEME])
+    # The step's buckets answer, or it fails in seconds naming the endpoint.
+    storage.check_buckets(sys.argv[1:])
   sys.argv[0] = TFX_EXECUTOR_ENTRYPOINT
   runpy.run_module(TFX_EXECUTOR_ENTRYPOINT, run_name='__main__', alter_sys=True)
 

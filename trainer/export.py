@@ -31,7 +31,7 @@ line i.
 import dataclasses
 import json
 import os
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
@@ -43,6 +43,7 @@ from evaluation import baseline_ranks
 from trainer import inputs
 from trainer import model as model_lib
 from trainer import vocabulary
+from trainer import warm_start
 
 FeatureSpec = Dict[str, Union[tf.io.FixedLenFeature, tf.io.VarLenFeature]]
 
@@ -90,10 +91,14 @@ class ServingModule(tf.Module):
     if missing:
       raise ValueError(f'the raw feature spec lacks {missing}; it has {sorted(raw_spec)}')
     self._history_spec = {name: raw_spec[name] for name in features.SERVING_FEATURES}
+    # A request may carry any raw feature (the Evaluator sends whole examples); any other
+    # feature is refused by name (a misspelt one would be ignored in silence).
+    self._known_features = tuple(sorted(raw_spec))
     self._target_spec = dict(self._history_spec, **{features.ITEM_ID: raw_spec[features.ITEM_ID]})
 
   def _transformed(self, examples, spec) -> Dict[str, tf.Tensor]:
-    return self.tft_layer(checked_request(tf.io.parse_example(examples, spec)))
+    return self.tft_layer(checked_request(tf.io.parse_example(examples, spec),
+                                          examples, self._known_features))
 
   def _scores(self, transformed) -> tf.Tensor:
     """[B, V] scores of the vocabulary items as each history's next play."""
@@ -147,7 +152,8 @@ class ServingModule(tf.Module):
     }
 
 
-def checked_request(parsed: Dict[str, tf.SparseTensor]) -> Dict[str, tf.SparseTensor]:
+def checked_request(parsed: Dict[str, tf.SparseTensor], serialized: Optional[tf.Tensor] = None,
+                    known_features: Sequence[str] = ()) -> Dict[str, tf.SparseTensor]:
   """The parsed requests with their histories checked and completed, for Transform's layer.
 
   A client's request is not ExampleGen's output: nothing upstream has checked it, and a history
@@ -156,7 +162,11 @@ def checked_request(parsed: Dict[str, tf.SparseTensor]) -> Dict[str, tf.SparseTe
   feature and the request's index in the batch:
     - play rates or intents given, but not one per history item (they would attach to the wrong
       plays);
-    - a play rate that is NaN or outside [MIN_PLAY_RATE, MAX_PLAY_RATE], the range ingestion keeps.
+    - a play rate that is NaN or outside [MIN_PLAY_RATE, MAX_PLAY_RATE], the range ingestion keeps
+      (the message shows it as sent: 1.0000001, not 1);
+    - given the serialized requests, a feature not among known_features (a misspelt
+      `history_playrate` would otherwise be ignored, and the plays scored with default rates);
+      the message lists the known ones.
   A history with item ids and no play rates at all gets DEFAULT_PLAY_RATE for each play, one with
   no intents DEFAULT_INTENT, as ingestion gives logs without them; otherwise padding would make
   every play a skip of intent id 0. Empty histories pass unchanged.
@@ -164,6 +174,8 @@ def checked_request(parsed: Dict[str, tf.SparseTensor]) -> Dict[str, tf.SparseTe
   Args:
     parsed: tf.io.parse_example's output for B requests; the history features SparseTensor
       [B, None], other features passed through.
+    serialized: the B serialized tf.Examples parsed was made from, to check their feature names.
+    known_features: the names a request may carry.
 
   Returns:
     parsed with HISTORY_PLAY_RATE and HISTORY_INTENT completed, SparseTensor [B, None] each; every
@@ -172,6 +184,8 @@ def checked_request(parsed: Dict[str, tf.SparseTensor]) -> Dict[str, tf.SparseTe
   items = parsed[features.HISTORY_ITEM_ID]
   item_counts = _values_per_request(items)
   refusals = [_play_rate_range_refusal(parsed[features.HISTORY_PLAY_RATE])]
+  if serialized is not None:
+    refusals.append(_unknown_feature_refusal(serialized, known_features))
   completed = dict(parsed)
   for name, default in _HISTORY_DEFAULTS:
     counts = _values_per_request(parsed[name])
@@ -215,6 +229,27 @@ def _play_rate_range_refusal(play_rates: tf.SparseTensor) -> tf.Operation:
       f'): play rates must be in [{features.MIN_PLAY_RATE:g}, {features.MAX_PLAY_RATE:g}]'])
 
 
+def _unknown_feature_refusal(serialized: tf.Tensor, known: Sequence[str]) -> tf.Operation:
+  """An assertion failing on the first feature of the serialized tf.Examples [B] whose name is
+  not in `known`, naming it, its request and the known names."""
+  _, (feature_maps,) = tf.io.decode_proto(serialized, 'tensorflow.Example', ['features'],
+                                          [tf.string])
+  counts, (entries,) = tf.io.decode_proto(feature_maps[:, 0], 'tensorflow.Features', ['feature'],
+                                          [tf.string])
+  present = tf.sequence_mask(counts[:, 0], tf.shape(entries)[1])
+  _, (keys,) = tf.io.decode_proto(tf.boolean_mask(entries, present),
+                                  'tensorflow.Features.FeatureEntry', ['key'], [tf.string])
+  names = keys[:, 0]
+  requests = tf.boolean_mask(
+      tf.broadcast_to(tf.range(tf.shape(entries, out_type=tf.int64)[0])[:, tf.newaxis],
+                      tf.shape(entries, out_type=tf.int64)), present)
+  unknown = ~tf.reduce_any(tf.equal(names[:, tf.newaxis], tf.constant(list(known))[tf.newaxis]),
+                           axis=1)
+  return _first_refusal(unknown, [
+      'unknown feature ', names, ' (request ', requests,
+      f'): the model does not read it; known features: {", ".join(known)}'])
+
+
 def _first_refusal(refused: tf.Tensor, message: List[Union[str, tf.Tensor]]) -> tf.Operation:
   """An assertion that fails on the first refused entry (refused [N] bool) with the message of
   its parts, each a string or a tensor [N] of which that entry's value is shown. One message is
@@ -226,8 +261,18 @@ def _first_refusal(refused: tf.Tensor, message: List[Union[str, tf.Tensor]]) -> 
 
 
 def _as_string(values: tf.Tensor) -> tf.Tensor:
-  """Numbers as text, floats in their shortest form (0.99, not 0.990000)."""
-  return tf.strings.as_string(values, shortest=values.dtype.is_floating)
+  """Numbers as text; strings as they are; floats as sent: the shortest decimal that reads back
+  as the same value (0.99, not 0.990000; 1.0000001, not 1)."""
+  if values.dtype == tf.string:
+    return values
+  if not values.dtype.is_floating:
+    return tf.strings.as_string(values)
+  digits = 9 if values.dtype.size <= 4 else 17  # enough for any float32 / float64
+  candidates = tf.stack([tf.strings.as_string(values, precision=p, shortest=True)
+                         for p in range(1, digits + 1)])
+  exact = tf.equal(tf.strings.to_number(candidates, values.dtype), values)  # NaN: none
+  fewest = tf.argmax(tf.cast(exact, tf.int32), axis=0)  # the first exact one (NaN: the first)
+  return tf.gather(tf.transpose(candidates), fewest, batch_dims=1)
 
 
 def _with_defaults(values: tf.SparseTensor, missing: tf.Tensor, items: tf.SparseTensor,
@@ -284,6 +329,7 @@ def export_serving_model(model: model_lib.DeepMatch,
   module = ServingModule(model, tf_transform_output, hparams, raw_feature_spec)
   tf.saved_model.save(module, export_dir, signatures=module.signatures())
   write_item_vectors(module, os.path.join(export_dir, ANN_DIR))
+  warm_start.write_hparams(export_dir, hparams)  # what a warm start from it compares
   if module.num_vocabulary >= hparams.ann_min_items:
     report = build_ann_index(os.path.join(export_dir, ANN_DIR), hparams.top_k,
                              hparams.ann_min_recall, seed=hparams.seed)

@@ -7,7 +7,9 @@ run_fn puts the pieces together: the strategy (distribution.py: one process, or 
 TF_CONFIG parameter-server cluster whose workers and parameter servers serve), the training loop
 (train_loop.py) with checkpoints a re-run resumes from (checkpoints.py) and the eval split
 measured at each checkpoint (checkpoint_eval.py), and the serving export (export.py), which
-rebuilds the model outside any strategy from the last checkpoint.
+rebuilds the model outside any strategy from the last checkpoint. It first refuses
+hyper-parameters whose history_length or pos_threshold disagree with what the examples were
+written with (their features.EXAMPLE_SETTINGS_FILE, which Transform's copy carries).
 
 As a command (no TFX around it), for the TFJob, the local cluster, benchmarks and tests; its
 flags (flags.py) are the FnArgs fields:
@@ -17,11 +19,14 @@ flags (flags.py) are the FnArgs fields:
       --hparams '{"train_steps": 1000, "num_shards": 2}'
 """
 
+import json
+import os
 import sys
-from typing import List, Optional
+from typing import Any, List, Mapping, Optional, Sequence
 
 from absl import logging
 
+from contract import features
 from contract import settings
 from trainer import checkpoints
 from trainer import distribution
@@ -35,6 +40,51 @@ def hparams_from_fn_args(fn_args) -> settings.HParams:
   if fn_args.train_steps:
     hparams = hparams.replace(train_steps=int(fn_args.train_steps))
   return hparams
+
+
+# The hyper-parameters that must be what shaped the examples (contract/settings.HPARAMS_SET_BY):
+# another history_length silently truncates (or pads) every history, another pos_threshold
+# filters variant a's histories by another rule than the labels were given by.
+CHECKED_AGAINST_EXAMPLES = (features.EXAMPLE_HISTORY_LENGTH, features.EXAMPLE_POS_THRESHOLD)
+
+
+def examples_settings_file(train_files: Sequence[str]) -> Optional[str]:
+  """features.EXAMPLE_SETTINGS_FILE of the examples the train files are in (a split's files,
+  '<examples>/Split-train/*', as TFX and the command give them), if they have one."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  for pattern in train_files or []:
+    path = os.path.join(os.path.dirname(os.path.dirname(pattern.rstrip('/'))),
+                        features.EXAMPLE_SETTINGS_FILE)
+    if tf.io.gfile.exists(path):
+      return path
+  return None
+
+
+def check_hparams_against_examples(hparams: settings.HParams, recorded: Mapping[str, Any],
+                                   source: str) -> None:
+  """Raises ValueError naming both values when hparams disagree with the settings the examples
+  were written with (history_length, pos_threshold)."""
+  for key in CHECKED_AGAINST_EXAMPLES:
+    if key in recorded and getattr(hparams, key) != recorded[key]:
+      raise ValueError(
+          f'hparams.{key} {getattr(hparams, key)!r} disagrees with the examples\' {key} '
+          f'{recorded[key]!r} (written by PlayLogExampleGen, {source}): train with '
+          f'{key} {recorded[key]!r}, or write the examples again with ingest.{key} '
+          f'{getattr(hparams, key)!r}')
+
+
+def check_examples(fn_args, hparams: settings.HParams) -> None:
+  """check_hparams_against_examples with the settings recorded beside the train files; examples
+  that record none (written before they did, or made by hand) are not checked."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  path = examples_settings_file(fn_args.train_files)
+  if path is None:
+    logging.warning('the train files %s record no %s: history_length and pos_threshold are not '
+                    'checked against the examples', fn_args.train_files,
+                    features.EXAMPLE_SETTINGS_FILE)
+    return
+  with tf.io.gfile.GFile(path) as f:
+    check_hparams_against_examples(hparams, json.load(f), path)
 
 
 def checkpoint_dir(fn_args, hparams: settings.HParams, base_model: Optional[str] = None) -> str:
@@ -84,12 +134,15 @@ def run_fn(fn_args) -> None:
   from trainer import warm_start  # pylint: disable=g-import-not-at-top
 
   hparams = hparams_from_fn_args(fn_args)
+  check_examples(fn_args, hparams)
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
   num_items = vocabulary.num_items(tf_transform_output)
   num_intents = vocabulary.num_intents(tf_transform_output)
   started = warm_start.initial_weights(
       fn_args.base_model, hparams, vocabulary.vocabularies(tf_transform_output),
-      fn_args.model_run_dir, logging.info)
+      fn_args.model_run_dir, logging.info,
+      damaged_base=(fn_args.custom_config or {}).get(settings.TRAINER_DAMAGED_BASE_KEY,
+                                                     settings.DAMAGED_BASE))
   if started.warm:
     hparams = hparams.replace(train_steps=warm_start_steps(fn_args, hparams))
   logging.info('training %s on %d items (%s)', 'a cluster' if task else 'one process', num_items,

@@ -12,9 +12,14 @@ base SavedModel is needed:
   new term keeps the new model's fresh row, a dropped term is left out; the OOV rows carry over;
 - every other weight (projection, positions, attention, ...) is copied as it is.
 
-A base that cannot be used (no SavedModel: nothing pushed yet; weights of another shape: the
-model's sizes or variant changed) means a cold start, with the reason logged and recorded. The
-optimizer starts fresh either way: its moments belong to the base's last steps, not this data.
+A base that cannot be used means a cold start, with the exact reason logged and recorded: no
+SavedModel (nothing pushed yet); another variant or other sizes ("base is variant c, this
+training is variant a", "base has 2 layers, this has 1"), read from the hyper-parameters the
+export records beside it (ASSETS_EXTRA/HPARAMS_FILE), or for an older export from the weights
+that do not fit. A damaged base (a truncated or unreadable variables file, a missing
+vocabulary, a missing variables/ folder) fails the Trainer or starts cold, as
+train.damaged_base says, naming the base's path and what is wrong. The optimizer starts fresh
+either way: its moments belong to the base's last steps, not this data.
 """
 
 import dataclasses
@@ -38,6 +43,18 @@ RECORD_FILE = 'warm_start.json'
 INITIAL_WEIGHTS_PREFIX = 'warm_start/initial'
 _SAVED_MODEL_VARIABLES = 'variables/variables'
 _ASSETS_DIR = 'assets'
+# Where an export records its hyper-parameters (HParams.to_json), written by trainer/export.py.
+ASSETS_EXTRA = 'assets.extra'
+HPARAMS_FILE = 'hparams.json'
+# The hyper-parameters that decide the model's weights: a base that differs in any of them is
+# another model. (b and c share their weights, but a base trained for another loss is not what
+# this training asks for either.)
+_MODEL_DEFINING = ('variant', 'history_length', 'item_embedding_dim', 'hidden_dim', 'num_layers',
+                   'num_heads', 'ffn_dim', 'repeat_bonus')
+
+
+class DamagedBaseError(RuntimeError):
+  """The base model is damaged and train.damaged_base is 'fail'."""
 # Stands for the OOV rows after the vocabulary's own: a string no vocabulary term can be (ids are
 # never empty, and never hold a NUL).
 _OOV_TERM = '\0oov-{}'
@@ -82,9 +99,41 @@ def read_record(model_run_dir: str) -> Optional[WarmStart]:
 
 
 def base_vocabulary(base_model: str, name: str) -> List[str]:
-  """A Transform vocabulary as the base SavedModel carries it (one term per line)."""
-  with tf.io.gfile.GFile(os.path.join(base_model, _ASSETS_DIR, name)) as f:
-    return f.read().splitlines()
+  """A Transform vocabulary as the base SavedModel carries it: exactly as Transform writes it,
+  one term per '\\n'-terminated line (not str.splitlines, which also splits on \\x0b, \\x0c,
+  \\x1c-\\x1e, U+0085, U+2028 and U+2029, characters a term may hold)."""
+  with tf.io.gfile.GFile(os.path.join(base_model, _ASSETS_DIR, name), 'rb') as f:
+    text = f.read().decode('utf-8')
+  terms = text.split('\n')
+  if terms and terms[-1] == '':
+    terms.pop()  # the last line's own '\n'
+  return terms
+
+
+def write_hparams(export_dir: str, hparams: settings.HParams) -> None:
+  """Records the hyper-parameters beside an export, for a later warm start to compare."""
+  tf.io.gfile.makedirs(os.path.join(export_dir, ASSETS_EXTRA))
+  with tf.io.gfile.GFile(os.path.join(export_dir, ASSETS_EXTRA, HPARAMS_FILE), 'w') as f:
+    f.write(hparams.to_json())
+
+
+def _differences(base: Dict, hparams: settings.HParams) -> List[str]:
+  """How the base's recorded hyper-parameters differ from this training's, in words."""
+  said = []
+  for key in _MODEL_DEFINING:
+    if key not in base or base[key] == getattr(hparams, key):
+      continue
+    mine = getattr(hparams, key)
+    if key == 'variant':
+      said.append(f'base is variant {base[key]}, this training is variant {mine}')
+    elif key == 'num_layers':
+      said.append(f'base has {base[key]} layers, this has {mine}')
+    elif key == 'repeat_bonus':
+      said.append(f'base has repeat_bonus {str(base[key]).lower()}, this has '
+                  f'{str(mine).lower()}')
+    else:
+      said.append(f'base has {key} {base[key]}, this has {mine}')
+  return said
 
 
 def with_oov_terms(vocabulary: Sequence[str]) -> List[str]:
@@ -119,7 +168,8 @@ def _unsharded_model(hparams: settings.HParams, num_items: int,
 
 def initial_weights(base_model: Optional[str], hparams: settings.HParams,
                     new_vocabularies: Dict[str, Sequence[str]], model_run_dir: str,
-                    log: Callable[[str], None]) -> WarmStart:
+                    log: Callable[[str], None],
+                    damaged_base: str = settings.DAMAGED_BASE) -> WarmStart:
   """Writes this training's first weights, the base model's remapped to the new vocabularies,
   as a model-only checkpoint (WarmStart.initial_weights) that training starts from.
 
@@ -130,23 +180,94 @@ def initial_weights(base_model: Optional[str], hparams: settings.HParams,
       features.INTENT_VOCAB), without OOV rows.
     model_run_dir: where the checkpoint and RECORD_FILE go.
     log: where the one-line summary goes.
+    damaged_base: 'fail' (raise DamagedBaseError) or 'cold' when the base is damaged.
 
   Returns:
     what was done (also written to model_run_dir/RECORD_FILE).
   """
-  done = _initial_weights(base_model, hparams, new_vocabularies, model_run_dir, log)
+  try:
+    done = _initial_weights(base_model, hparams, new_vocabularies, model_run_dir, log)
+  except _Damaged as damage:
+    message = (f'the base model {base_model} is damaged: {damage}')
+    if damaged_base == 'fail':
+      raise DamagedBaseError(
+          f'warm start: {message}. Replace or remove it, or set train.damaged_base to "cold" '
+          'to train from scratch') from None
+    done = _cold(base_model, f'{message} (train.damaged_base: cold)', log)
   tf.io.gfile.makedirs(model_run_dir)
   with tf.io.gfile.GFile(os.path.join(model_run_dir, RECORD_FILE), 'w') as f:
     f.write(done.to_json())
   return done
 
 
+class _Damaged(Exception):
+  """What is wrong with a damaged base (its path is added by initial_weights)."""
+
+
+def _base_hparams(base_model: str) -> Optional[Dict]:
+  """The hyper-parameters an export recorded beside itself, or None (an older export)."""
+  path = os.path.join(base_model, ASSETS_EXTRA, HPARAMS_FILE)
+  if not tf.io.gfile.exists(path):
+    return None
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      values = json.load(f)
+  except (ValueError, UnicodeDecodeError) as error:
+    raise _Damaged(f'{ASSETS_EXTRA}/{HPARAMS_FILE} is not JSON ({error})') from None
+  if not isinstance(values, dict):
+    raise _Damaged(f'{ASSETS_EXTRA}/{HPARAMS_FILE} is not a JSON object')
+  return values
+
+
+def _read_base_vocabulary(base_model: str, name: str) -> List[str]:
+  path = os.path.join(base_model, _ASSETS_DIR, name)
+  if not tf.io.gfile.exists(path):
+    raise _Damaged(f'{_ASSETS_DIR}/{name} (its vocabulary) is missing')
+  try:
+    return base_vocabulary(base_model, name)
+  except (UnicodeDecodeError, tf.errors.OpError) as error:
+    raise _Damaged(f'{_ASSETS_DIR}/{name} cannot be read ({type(error).__name__}: '
+                   f'{checkpoints.first_line(error)})') from None
+
+
+def _check_variables(base_model: str) -> None:
+  """Reads every tensor of the base's variables; raises _Damaged saying what is wrong."""
+  prefix = os.path.join(base_model, _SAVED_MODEL_VARIABLES)
+  if not tf.io.gfile.isdir(os.path.join(base_model, 'variables')):
+    raise _Damaged('its variables/ folder is missing (the weights)')
+  if not tf.io.gfile.exists(prefix + '.index'):
+    raise _Damaged('variables/variables.index is missing')
+  data_files = tf.io.gfile.glob(prefix + '.data-*')
+  if not data_files:
+    raise _Damaged('variables/variables.data-* is missing (the weights)')
+  try:
+    reader = tf.train.load_checkpoint(prefix)
+    for key in reader.get_variable_to_shape_map():
+      reader.get_tensor(key)
+  except Exception as error:  # pylint: disable=broad-except  # IndexError, DataLossError, ...
+    raise _Damaged(
+        f'its weights cannot be read: {", ".join(os.path.relpath(p, base_model) for p in data_files)}'
+        f' is truncated or corrupt ({type(error).__name__}: {checkpoints.first_line(error)})'
+    ) from None
+
+
 def _initial_weights(base_model, hparams, new_vocabularies, model_run_dir, log) -> WarmStart:
   if not base_model:
     return _cold(None, 'no base model (warm start is off, or nothing blessed yet)', log)
   if not tf.io.gfile.exists(os.path.join(base_model, 'saved_model.pb')):
+    if tf.io.gfile.isdir(base_model) and tf.io.gfile.listdir(base_model):
+      raise _Damaged('saved_model.pb is missing (the folder holds '
+                     f'{sorted(tf.io.gfile.listdir(base_model))[:5]})')
     return _cold(base_model, 'the base holds no SavedModel (nothing pushed yet)', log)
-  base_vocabularies = {name: base_vocabulary(base_model, name) for name in new_vocabularies}
+  recorded = _base_hparams(base_model)
+  if recorded is not None:
+    differences = _differences(recorded, hparams)
+    if differences:
+      return _cold(base_model, f'the base {base_model} is another model: '
+                   + '; '.join(differences), log)
+  base_vocabularies = {name: _read_base_vocabulary(base_model, name)
+                       for name in new_vocabularies}
+  _check_variables(base_model)
   base = _unsharded_model(hparams, len(with_oov_terms(base_vocabularies[features.ITEM_VOCAB])),
                           len(with_oov_terms(base_vocabularies[features.INTENT_VOCAB])))
   try:
@@ -155,7 +276,8 @@ def _initial_weights(base_model, hparams, new_vocabularies, model_run_dir, log) 
         ).assert_existing_objects_matched()
   except (AssertionError, ValueError, tf.errors.OpError) as error:
     return _cold(base_model, f'its weights do not fit this model ({type(error).__name__}: '
-                 f'{checkpoints.first_line(error)}): its sizes or variant differ', log)
+                 f'{checkpoints.first_line(error)}): its sizes or variant differ (the base '
+                 f'records no {HPARAMS_FILE} to say which)', log)
   model = _unsharded_model(hparams,
                            len(with_oov_terms(new_vocabularies[features.ITEM_VOCAB])),
                            len(with_oov_terms(new_vocabularies[features.INTENT_VOCAB])))

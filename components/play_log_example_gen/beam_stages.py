@@ -8,9 +8,10 @@ import collections
 import dataclasses
 import gzip
 import itertools
+import json
 import random
 import zlib
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from absl import logging
 import apache_beam as beam
@@ -40,7 +41,7 @@ EXAMPLE_LOCATIONS_PER_REASON = 3
 # quarantined (blank lines apart); per bucket: rows_used = unique plays (duplicates quarantined).
 COUNTERS = ('files_read', 'rows_read', 'rows_used', 'rows_quarantined', 'blank_lines',
             'train_plays', 'tied_plays', 'capped_play_rates', 'default_play_rates',
-            'unknown_intents')
+            'unknown_intents', 'off_day_plays')
 
 
 def empty_counts() -> Dict[str, Any]:
@@ -95,6 +96,42 @@ def _quarantine_rows(counts: Dict[str, Any], rows: Sequence[play_log_reader.Quar
     yield beam.pvalue.TaggedOutput(QUARANTINED, row.to_json())
 
 
+# --- Plays outside their partition's day ------------------------------------------------------
+
+class PartitionDay(NamedTuple):
+  """The epoch ms [start, end) a date partition's plays should lie in."""
+  name: str
+  start_ms: int
+  end_ms: int
+
+
+class OffDayRule(NamedTuple):
+  """{file index: its partition's day}; whether plays outside it are quarantined (else only
+  counted, as off_day_plays)."""
+  days: Dict[int, PartitionDay]
+  quarantine: bool = False
+
+  def split(self, file_index: int, path: str, plays: pa.Table
+            ) -> Tuple[int, pa.Table, List[play_log_reader.QuarantinedRow]]:
+    """(plays off the day, the plays to use, the rows quarantined) of one block."""
+    day = self.days.get(file_index)
+    if day is None or not plays.num_rows:
+      return 0, plays, []
+    ts = plays['ts'].to_numpy()
+    off = (ts < day.start_ms) | (ts >= day.end_ms)
+    count = int(off.sum())
+    if not count or not self.quarantine:
+      return count, plays, []
+    rows = [play_log_reader.QuarantinedRow(
+        path, row['line'], play_log_reader.OFF_PARTITION_DAY,
+        f'ts {row["ts"]} = {play_log_reader.iso(row["ts"])} is outside partition {day.name}\'s '
+        f'day [{play_log_reader.iso(day.start_ms)}, {play_log_reader.iso(day.end_ms)})',
+        json.dumps({k: row[k] for k in ('user_id', 'item_id', 'ts', 'play_rate', 'intent')},
+                   ensure_ascii=False))
+            for row in plays.filter(pa.array(off)).to_pylist()]
+    return count, plays.filter(pa.array(~off)), rows
+
+
 # --- Beam stages ------------------------------------------------------------------------------
 
 class ReadPlayLogFile(beam.DoFn):
@@ -102,11 +139,13 @@ class ReadPlayLogFile(beam.DoFn):
   quarantined rows and counts tagged."""
 
   def __init__(self, input_format: str, column_mapping: str,
-               timestamps: play_log_reader.TimestampRule, num_buckets: int):
+               timestamps: play_log_reader.TimestampRule, num_buckets: int,
+               off_day: Optional[OffDayRule] = None):
     self._input_format = input_format
     self._column_mapping = column_mapping
     self._timestamps = timestamps
     self._num_buckets = num_buckets
+    self._off_day = off_day or OffDayRule({})
 
   def setup(self):
     self._settings = play_log_reader.ReadSettings(
@@ -122,10 +161,12 @@ class ReadPlayLogFile(beam.DoFn):
       counts['blank_lines'] += block.blank_lines
       counts['capped_play_rates'] += block.capped_play_rates
       counts['default_play_rates'] += block.default_play_rates
-      yield from _quarantine_rows(counts, block.quarantined)
-      buckets = user_examples.user_buckets(block.plays['user_id'], self._num_buckets)
+      off_day, plays, off_day_rows = self._off_day.split(file_index, path, block.plays)
+      counts['off_day_plays'] += off_day
+      yield from _quarantine_rows(counts, block.quarantined + off_day_rows)
+      buckets = user_examples.user_buckets(plays['user_id'], self._num_buckets)
       for bucket in np.unique(buckets).tolist():
-        yield bucket, block.plays.filter(pa.array(buckets == bucket))
+        yield bucket, plays.filter(pa.array(buckets == bucket))
     logging.info('PlayLogExampleGen read %d rows from %s (%d quarantined)', counts['rows_read'],
                  path, counts['rows_quarantined'])
     yield beam.pvalue.TaggedOutput(COUNTS, counts)

@@ -2,14 +2,18 @@
 
 The component has no input artifacts, so without a fingerprint a re-run over changed files
 under the same input_base would be served from the cache. Like TFX's FileBasedDriver, the
-driver adds an `input_fingerprint` exec property (paths, sizes and modification times) that
-becomes part of the cache key.
+driver adds an `input_fingerprint` exec property that becomes part of the cache key; unlike it,
+the fingerprint is taken from the files' content (input_files.content_digest: a streaming
+SHA-256, or an object store's own checksum), not their sizes and modification times, which a
+re-delivered day keeps (`cp -p`, `rsync -a`, object-store copies) while its bytes change.
+
+The files are those the executor will read, found with the same settings: a window's newest
+partition that is not complete yet fails the run here, before anything is cached.
 """
 
 import hashlib
 from typing import Any, Dict
 
-from apache_beam.io.filesystems import FileSystems
 from tfx.dsl.components.base import base_driver
 from tfx.orchestration import data_types
 from tfx.orchestration import data_types_utils
@@ -18,6 +22,7 @@ from tfx.orchestration.portable import base_driver as ir_base_driver
 from tfx.orchestration.portable import data_types as portable_data_types
 from tfx.proto.orchestration import driver_output_pb2
 
+from components.play_log_example_gen import executor
 from components.play_log_example_gen import input_files
 
 INPUT_BASE_KEY = 'input_base'
@@ -27,18 +32,16 @@ INPUT_FINGERPRINT_KEY = 'input_fingerprint'
 
 
 def input_fingerprint(exec_properties: Dict[str, Any]) -> str:
-  """Returns a digest of the paths, sizes and modification times of the files a run reads (with
-  a rolling window, those of its partitions: a new partition changes it, an old one leaving the
-  window too)."""
+  """Returns a digest of the paths and contents of the files a run reads (with a rolling
+  window, those of its partitions: a new partition changes it, an old one leaving the window
+  too, and so does any changed byte)."""
   digest = hashlib.sha256()
-  window = exec_properties.get(WINDOW_PARTITIONS_KEY)
+  ingest = executor.ingest_settings(exec_properties)
   files = input_files.find_input_files(
-      exec_properties[INPUT_BASE_KEY], exec_properties.get(PARTITION_PATTERN_KEY) or None,
-      int(window) if window else None).data
-  for match in FileSystems.match(files):
-    for entry in match.metadata_list:
-      digest.update(f'{entry.path}\t{entry.size_in_bytes}\t{entry.last_updated_in_seconds}\n'
-                    .encode())
+      exec_properties[INPUT_BASE_KEY], ingest.partition_pattern, ingest.window_partitions,
+      input_files.Completeness.of(ingest)).data
+  for path in files:
+    digest.update(f'{path}\t{input_files.content_digest(path)}\n'.encode())
   return f'files:{len(files)},sha256:{digest.hexdigest()}'
 
 

@@ -1,9 +1,10 @@
 """Executor of PlayLogExampleGen: a Beam pipeline from play-log files to split tf.Examples."""
 
+import dataclasses
 import json
 import os
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, get_type_hints
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union, get_type_hints
 
 from absl import logging
 import apache_beam as beam
@@ -22,6 +23,7 @@ from components.play_log_example_gen import defaults
 from components.play_log_example_gen import input_files
 from components.play_log_example_gen import play_log_reader
 from components.play_log_example_gen import user_examples
+from contract import features
 from contract import settings
 
 EXAMPLES_KEY = 'examples'
@@ -32,21 +34,51 @@ QUARANTINE_PREFIX = 'quarantine'
 # Properties of the examples of a partitioned input (besides TFX's own `span`).
 PARTITIONS_PROPERTY = 'partitions'
 PARTITIONS_OUTSIDE_WINDOW_PROPERTY = 'partitions_outside_window'
+# The incomplete partitions the window skipped (incomplete_partitions 'skip'): JSON
+# {name: why}.
+PARTITIONS_INCOMPLETE_PROPERTY = 'partitions_incomplete'
 
 
-def validate_parameters(**parameters: Any) -> settings.IngestConfig:
-  """The ingest settings the parameters make (they are the fields of the pipeline config's
-  `ingest`); raises ValueError (contract.typed.SettingError) naming the first bad one."""
-  ingest = settings.IngestConfig(**parameters)
+INGEST_CONFIG_KEY = 'ingest_config'
+
+
+def validate_ingest(values: Union[settings.IngestConfig, Mapping[str, Any], None]
+                    ) -> settings.IngestConfig:
+  """The ingest settings (the pipeline config's `ingest`) from an IngestConfig or its fields;
+  raises ValueError (contract.typed.SettingError) naming the first bad one."""
+  ingest = (values if isinstance(values, settings.IngestConfig)
+            else settings.IngestConfig.from_dict(dict(values or {})))
   column_mapping_lib.parse_column_mapping(ingest.column_mapping)
   return ingest
+
+
+def ingest_json(ingest: settings.IngestConfig) -> str:
+  """The component's one ingest parameter: the settings as JSON (keys sorted: a stable cache
+  key)."""
+  return json.dumps(dataclasses.asdict(ingest), sort_keys=True)
 
 
 _INGEST_TYPES = get_type_hints(settings.IngestConfig)
 
 
+def ingest_settings(exec_properties: Mapping[str, Any]) -> settings.IngestConfig:
+  """The ingest settings of the component's exec properties (the driver's and the executor's
+  view of them are one): the JSON of `ingest_config`, as the component gives it. A caller that
+  drives the executor directly (benchmarks/quality.py) may give the IngestConfig fields as
+  properties of their own instead; not both."""
+  given = exec_properties.get(INGEST_CONFIG_KEY)
+  flat = _ingest_parameters(exec_properties)
+  if given in (None, ''):
+    return validate_ingest(flat)
+  if flat:
+    raise ValueError(f'PlayLogExampleGen: {sorted(flat)} given both in {INGEST_CONFIG_KEY} and '
+                     'as properties of their own; give the settings once, in '
+                     f'{INGEST_CONFIG_KEY}')
+  return validate_ingest(json.loads(given) if isinstance(given, str) else given)
+
+
 def _ingest_parameters(exec_properties: Mapping[str, Any]) -> Dict[str, Any]:
-  """The ingest parameters given among the executor's properties; integer ones as int, since
+  """The IngestConfig fields given as properties of their own; integer ones as int, since
   Kubeflow can deliver an integer parameter as a float."""
   parameters = {}
   for name, kind in _INGEST_TYPES.items():
@@ -54,6 +86,24 @@ def _ingest_parameters(exec_properties: Mapping[str, Any]) -> Dict[str, Any]:
     if value not in (None, ''):
       parameters[name] = int(value) if kind in (int, Optional[int]) else value
   return parameters
+
+
+def record_example_settings(examples: types.Artifact, ingest: settings.IngestConfig) -> None:
+  """Records the settings that shaped the examples on them: custom properties, and
+  features.EXAMPLE_SETTINGS_FILE at their root (which the Trainer reads beside its files)."""
+  recorded = example_settings(ingest)
+  examples.set_int_custom_property(features.EXAMPLE_HISTORY_LENGTH,
+                                   recorded[features.EXAMPLE_HISTORY_LENGTH])
+  for key in (features.EXAMPLE_POS_THRESHOLD, features.EXAMPLE_NEG_THRESHOLD):
+    examples.set_float_custom_property(key, recorded[key])
+  with FileSystems.create(os.path.join(examples.uri, features.EXAMPLE_SETTINGS_FILE)) as f:
+    f.write(json.dumps(recorded, sort_keys=True).encode('utf-8'))
+
+
+def example_settings(ingest: settings.IngestConfig) -> Dict[str, Any]:
+  return {features.EXAMPLE_HISTORY_LENGTH: ingest.history_length,
+          features.EXAMPLE_POS_THRESHOLD: ingest.pos_threshold,
+          features.EXAMPLE_NEG_THRESHOLD: ingest.neg_threshold}
 
 
 def num_user_buckets(files: Sequence[str]) -> int:
@@ -146,6 +196,29 @@ def _record_partitions(examples: types.Artifact, found: input_files.InputFiles) 
       PARTITIONS_PROPERTY, json.dumps([p.name for p in found.partitions]))
   examples.set_int_custom_property(PARTITIONS_OUTSIDE_WINDOW_PROPERTY,
                                    len(found.partitions_outside_window))
+  examples.set_string_custom_property(
+      PARTITIONS_INCOMPLETE_PROPERTY,
+      json.dumps({p.name: why for p, why in found.partitions_incomplete}))
+
+
+def partition_days(found: input_files.InputFiles, pattern: Optional[str],
+                   margin_ms: int) -> Dict[int, beam_stages.PartitionDay]:
+  """{file index: its date partition's day} (UTC, widened by margin_ms on each side) for the
+  files of date partitions; empty for span partitions and unpartitioned input."""
+  if not pattern or settings.SPAN_PLACEHOLDER in pattern:
+    return {}
+  day_ms = 24 * 3600 * 1000
+  by_name = {p.name: p for p in found.partitions}
+  days = {}
+  for index, path in enumerate(found.data):
+    # The partition is a folder (or file) on the path; the last such name, as the input base's
+    # own path may hold a date too.
+    names = [part for part in path.split('/') if part in by_name]
+    if names:
+      partition = by_name[names[-1]]
+      days[index] = beam_stages.PartitionDay(partition.name, partition.span * day_ms - margin_ms,
+                                             (partition.span + 1) * day_ms + margin_ms)
+  return days
 
 
 def format_counts(counts: Mapping[str, Any]) -> str:
@@ -153,7 +226,8 @@ def format_counts(counts: Mapping[str, Any]) -> str:
                         for r, e in sorted(counts[beam_stages.QUARANTINED].items()))
   notes = [f'{name.replace("_", " ")}={counts[name]}'
            for name in ('files_ignored', 'blank_lines', 'tied_plays', 'capped_play_rates',
-                        'default_play_rates', 'unknown_intents') if counts[name]]
+                        'default_play_rates', 'unknown_intents', 'off_day_plays')
+           if counts.get(name)]
   return (f'rows read={counts["rows_read"]} used={counts["rows_used"]} '
           f'quarantined={counts["rows_quarantined"]} ({by_reason or "none"}); examples '
           + ' '.join(f'{s}={n}' for s, n in counts['examples'].items())
@@ -167,6 +241,9 @@ def _remove_examples(examples: types.Artifact) -> None:
     split_uri = artifact_utils.get_split_uri([examples], split)
     if FileSystems.exists(split_uri):
       FileSystems.delete([split_uri])
+  settings_file = os.path.join(examples.uri, features.EXAMPLE_SETTINGS_FILE)
+  if FileSystems.exists(settings_file):
+    FileSystems.delete([settings_file])
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -191,7 +268,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
   def _ingest(self, examples: types.Artifact, quarantine: types.Artifact,
               exec_properties: Dict[str, Any]) -> None:
-    ingest = validate_parameters(**_ingest_parameters(exec_properties))
+    ingest = ingest_settings(exec_properties)
     input_format, column_mapping = ingest.input_format, ingest.column_mapping
     max_bad_fraction = ingest.max_bad_fraction
     config = user_examples.ExampleConfig(
@@ -208,15 +285,22 @@ class Executor(base_beam_executor.BaseBeamExecutor):
       eval_fraction = settings.EVAL_FRACTION
     input_base = exec_properties['input_base']
     found = input_files.find_input_files(input_base, ingest.partition_pattern,
-                                         ingest.window_partitions)
+                                         ingest.window_partitions,
+                                         input_files.Completeness.of(ingest))
     for path in found.ignored:
-      logging.info('PlayLogExampleGen ignores %s (a name starting with "." or "_"%s)', path,
+      logging.info('PlayLogExampleGen ignores %s (a name starting with "." or "_", or a copy in '
+                   'progress (%s)%s)', path, ' '.join(settings.IN_PROGRESS_SUFFIXES),
                    f', or in no partition named {ingest.partition_pattern!r}'
                    if ingest.partition_pattern else '')
     if ingest.partition_pattern:
+      skipped = ''.join(f'; skipped {p.name}: not complete yet ({why})'
+                        for p, why in found.partitions_incomplete)
       print(f'PlayLogExampleGen: partitions {_partition_names(found.partitions)} '
             f'({len(found.partitions_outside_window)} older outside the window of '
-            f'{ingest.window_partitions or "all"})', flush=True)
+            f'{ingest.window_partitions or "all"}){skipped}', flush=True)
+    off_day = beam_stages.OffDayRule(
+        partition_days(found, ingest.partition_pattern, ingest.off_day_margin_ms),
+        quarantine=ingest.off_day_plays == 'quarantine')
     num_buckets = num_user_buckets(found.data)
     logging.info('PlayLogExampleGen reading %d %s file(s) with column mapping %s into %d user '
                  'buckets; eval split: %s', len(found.data), input_format, column_mapping,
@@ -229,7 +313,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
           | 'InputFiles' >> beam.Create(list(enumerate(found.data)))
           | 'SpreadFiles' >> beam.Reshuffle()
           | 'ReadFiles' >> beam.ParDo(beam_stages.ReadPlayLogFile(
-              input_format, column_mapping, timestamps, num_buckets)).with_outputs(
+              input_format, column_mapping, timestamps, num_buckets, off_day)).with_outputs(
                   beam_stages.QUARANTINED, beam_stages.COUNTS, main='plays'))
       if eval_fraction is None:  # a given cut time, or each user's last plays
         eval_start = pipeline | 'EvalStart' >> beam.Create([config.eval_start_ts])
@@ -283,6 +367,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
       _record_counts(artifact, counts)
     if found.partitions:
       _record_partitions(examples, found)
+    record_example_settings(examples, ingest)
     summary = format_counts(counts)
     logging.info('PlayLogExampleGen: %s; quarantine in %s', summary, quarantine.uri)
     print(f'PlayLogExampleGen: {summary}; quarantine in {quarantine.uri}', flush=True)

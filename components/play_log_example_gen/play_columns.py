@@ -46,11 +46,22 @@ def _is_missing(array: Optional[pa.Array], rows: int) -> np.ndarray:
   return missing
 
 
+# features.CONTROL_CHARACTER_RANGES as an RE2 character class (pyarrow's regular expressions).
+_CONTROL_CHARACTERS = '[' + ''.join(
+    f'\\x{{{low:x}}}-\\x{{{high:x}}}' for low, high in features.CONTROL_CHARACTER_RANGES) + ']'
+
+
+def _has_control_characters(array: pa.Array) -> np.ndarray:
+  """Rows whose (unstripped) string holds a control character: the row-level rules judge them."""
+  return _numpy_bool(pc.match_substring_regex(array, _CONTROL_CHARACTERS))
+
+
 def _ids(array: Optional[pa.Array], rows: int) -> Tuple[pa.Array, np.ndarray]:
   """Returns (ids as strings, ok): strings stripped, integers as decimal strings."""
   if array is not None and (pa.types.is_string(array.type)
                             or pa.types.is_large_string(array.type)):
-    return pc.utf8_trim_whitespace(array).cast(pa.string()), ~_is_missing(array, rows)
+    return (pc.utf8_trim_whitespace(array).cast(pa.string()),
+            ~_is_missing(array, rows) & ~_has_control_characters(array))
   if array is not None and pa.types.is_integer(array.type):
     return array.cast(pa.string()), _numpy_bool(pc.is_valid(array))
   return pa.nulls(rows, pa.string()), np.zeros(rows, bool)
@@ -134,7 +145,7 @@ def _intents(array: Optional[pa.Array], rows: int) -> Tuple[pa.Array, np.ndarray
   if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
     intents = pc.if_else(pa.array(_is_missing(array, rows)), features.DEFAULT_INTENT,
                          pc.utf8_trim_whitespace(array))
-    return intents.cast(pa.string()), np.ones(rows, bool)
+    return intents.cast(pa.string()), ~_has_control_characters(array)
   return pa.nulls(rows, pa.string()), np.zeros(rows, bool)
 
 

@@ -20,6 +20,7 @@ import io
 import json
 import math
 import re
+import unicodedata
 from typing import Any, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -47,6 +48,14 @@ BAD_PLAY_RATE = 'bad_play_rate'  # not a number, outside [0, 1], or play_ms far 
 NEGATIVE_PLAY_MS = 'negative_play_ms'
 BAD_DURATION = 'bad_duration'  # <= 0 or longer than MAX_DURATION_MS
 DUPLICATE_EVENT = 'duplicate_event'  # same user, item and ts as an earlier row: the first is kept
+# user_id, item_id or intent holds a line break or another control character
+# (features.CONTROL_CHARACTER_RANGES): no vocabulary file can hold it as one term.
+CONTROL_CHARACTER = 'control_character'
+# ts outside the day of its date partition (ingest.off_day_plays 'quarantine').
+OFF_PARTITION_DAY = 'off_partition_day'
+# The same characters as a Python regular expression.
+CONTROL_CHARACTERS = re.compile('[' + ''.join(
+    f'\\U{low:08x}-\\U{high:08x}' for low, high in features.CONTROL_CHARACTER_RANGES) + ']')
 
 # The columns of every block of validated plays.
 PLAYS_SCHEMA = pa.schema([
@@ -134,11 +143,23 @@ def _missing(value: Any) -> bool:
   return value is None or (isinstance(value, str) and not value.strip())
 
 
+def _without_control_characters(text: str, column: str) -> str:
+  """text (an id or intent, stripped), or BadRow(CONTROL_CHARACTER) naming the character."""
+  found = CONTROL_CHARACTERS.search(text)
+  if found:
+    char = found.group()
+    name = unicodedata.name(char, '') or repr(char)[1:-1]
+    raise BadRow(CONTROL_CHARACTER,
+                 f'{column} {text!r} holds U+{ord(char):04X} {name} at {found.start()}: a line '
+                 'break or control character, which no vocabulary file can hold in one term')
+  return text
+
+
 def _id_value(value: Any, column: str, missing_reason: str) -> str:
   if _missing(value):
     raise BadRow(missing_reason, f'{column} is missing')
   if isinstance(value, str):
-    return value.strip()
+    return _without_control_characters(value.strip(), column)
   if isinstance(value, int) and not isinstance(value, bool):
     return str(value)
   raise BadRow(BAD_TYPE, f'{column} must be a string, got {type(value).__name__} {value!r}')
@@ -188,6 +209,11 @@ def _timestamp_ms(value: Any, ms_per_unit: int) -> int:
   return int(moment.timestamp() * 1000)
 
 
+def iso(ts: int) -> str:
+  """An epoch ms as ISO-8601 UTC (or 'N ms' when it is no date)."""
+  return _iso(ts)
+
+
 def _iso(ts: int) -> str:
   try:
     return datetime.datetime.fromtimestamp(ts / 1000, datetime.timezone.utc).isoformat()
@@ -233,7 +259,7 @@ def _intent(value: Any) -> str:
     return features.DEFAULT_INTENT
   if not isinstance(value, str):
     raise BadRow(BAD_TYPE, f'intent must be a string, got {value!r}')
-  return value.strip()
+  return _without_control_characters(value.strip(), 'intent')
 
 
 # --- Blocks of a file ----------------------------------------------------------------------------

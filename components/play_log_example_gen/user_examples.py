@@ -1,7 +1,8 @@
 """Plays of a bucket of users -> serialized tf.Examples, split by time.
 
-The splits share one schema (contract/features.py): a history of plays, oldest first, each with
-its ts and label, and a target play. They differ in how the user's plays (in time order) are cut:
+The splits share one layout, defined once in contract/features.py (RAW_FEATURES: names, types,
+shapes and which play column each holds), which this encoder follows: a history of plays, oldest
+first, and a target play. They differ in how the user's plays (in time order) are cut:
 
   train: the training plays, cut into disjoint windows of up to history_length + 1 consecutive
     plays aligned from the user's first play. A window is one example: its last play is the
@@ -25,7 +26,7 @@ tf.train.Example parsing.
 import dataclasses
 import json
 import zlib
-from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -75,13 +76,6 @@ def _entry_prefix(key: str) -> bytes:
   return _length_delimited(key.encode()) + b'\x12'
 
 
-_USER_ID, _ITEM_ID, _PLAY_RATE, _INTENT, _TS, _LABEL = (_entry_prefix(key) for key in (
-    features.USER_ID, features.ITEM_ID, features.PLAY_RATE, features.INTENT, features.TS,
-    features.LABEL))
-_HISTORY_ITEM_ID, _HISTORY_PLAY_RATE, _HISTORY_INTENT, _HISTORY_TS, _HISTORY_LABEL = (
-    _entry_prefix(key) for key in (
-        features.HISTORY_ITEM_ID, features.HISTORY_PLAY_RATE, features.HISTORY_INTENT,
-        features.HISTORY_TS, features.HISTORY_LABEL))
 # Feature's oneof fields for numbers, each a list message whose field 1 holds packed values.
 _FLOAT_LIST, _INT64_LIST = b'\x12', b'\x1a'
 
@@ -112,39 +106,41 @@ def _packed_entry(prefix: bytes, kind: bytes, packed: bytes) -> bytes:
 
 
 class _EncodedPlays(NamedTuple):
-  """Every play's encoded values in one buffer per feature, plays in order, with offsets: the
-  values of plays [a, b) are buffer[offsets[a]:offsets[b]] (rates: 4 bytes per play)."""
-  items: bytes  # BytesList elements
-  item_offsets: List[int]
-  rates: bytes  # packed little-endian floats
-  intents: bytes  # BytesList elements
-  intent_offsets: List[int]
-  ts: bytes  # varints
-  ts_offsets: List[int]
-  labels: bytes  # varints
-  label_offsets: List[int]
+  """Every play's encoded values, one buffer per play column (features.PLAY_COLUMNS but the
+  user's), plays in order, with offsets: the values of plays [a, b) of a column are
+  buffers[column][offsets[column][a]:offsets[column][b]]."""
+  buffers: Dict[str, bytes]  # BytesList elements, or packed values (floats, varints)
+  offsets: Dict[str, List[int]]
+
+
+def _entry_writer(feature: features.RawFeature) -> Callable[[bytes], bytes]:
+  """The function from a feature's encoded values to its map entry in Example.features."""
+  prefix = _entry_prefix(feature.name)
+  if feature.dtype == features.BYTES:
+    return lambda elements: _bytes_entry(prefix, elements)
+  kind = _FLOAT_LIST if feature.dtype == features.FLOAT else _INT64_LIST
+  return lambda packed: _packed_entry(prefix, kind, packed)
+
+
+# The example's layout, from its one definition (features.RAW_FEATURES), in wire order:
+# (column, whether its values are the history's, entry writer) of every feature but the user's.
+_USER_FEATURE, = (f for f in features.RAW_FEATURES if f.part == features.USER)
+_USER_ENTRY = _entry_writer(_USER_FEATURE)
+_LAYOUT = tuple((f.column, f.part == features.HISTORY, _entry_writer(f))
+                for f in features.RAW_FEATURES if f.part != features.USER)
+if features.RAW_FEATURES[0] is not _USER_FEATURE:
+  raise AssertionError('the encoder writes the user feature first')
 
 
 def _example(user_entry: bytes, plays: _EncodedPlays, start: int, target: int) -> bytes:
   """Returns a serialized tf.Example: history plays[start:target], target plays[target]."""
-  after = target + 1
-  items, item_at, rates = plays.items, plays.item_offsets, plays.rates
-  intents, intent_at = plays.intents, plays.intent_offsets
-  ts, ts_at = plays.ts, plays.ts_offsets
-  labels, label_at = plays.labels, plays.label_offsets
-  return _length_delimited(b''.join((
-      user_entry,
-      _bytes_entry(_ITEM_ID, items[item_at[target]:item_at[after]]),
-      _packed_entry(_PLAY_RATE, _FLOAT_LIST, rates[4 * target:4 * after]),
-      _bytes_entry(_INTENT, intents[intent_at[target]:intent_at[after]]),
-      _packed_entry(_TS, _INT64_LIST, ts[ts_at[target]:ts_at[after]]),
-      _packed_entry(_LABEL, _INT64_LIST, labels[label_at[target]:label_at[after]]),
-      _bytes_entry(_HISTORY_ITEM_ID, items[item_at[start]:item_at[target]]),
-      _packed_entry(_HISTORY_PLAY_RATE, _FLOAT_LIST, rates[4 * start:4 * target]),
-      _bytes_entry(_HISTORY_INTENT, intents[intent_at[start]:intent_at[target]]),
-      _packed_entry(_HISTORY_TS, _INT64_LIST, ts[ts_at[start]:ts_at[target]]),
-      _packed_entry(_HISTORY_LABEL, _INT64_LIST, labels[label_at[start]:label_at[target]]),
-  )))
+  buffers, offsets = plays.buffers, plays.offsets
+  entries = [user_entry]
+  for column, history, write in _LAYOUT:
+    at = offsets[column]
+    entries.append(write(buffers[column][at[start]:at[target]] if history
+                         else buffers[column][at[target]:at[target + 1]]))
+  return _length_delimited(b''.join(entries))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,19 +292,22 @@ def bucket_examples(plays: pa.Table, config: ExampleConfig,
   ts = plays['ts'].to_numpy()[order]
   play_rates = plays['play_rate'].to_numpy()[order]
   intent_codes, intents = _dictionary(plays['intent'].take(pa.array(order, pa.int64())))
-  encoded = _EncodedPlays(
-      *_encoded_strings(item_codes, items),
-      play_rates.astype('<f4').tobytes(),
-      *_encoded_strings(intent_codes, intents),
-      *varints(ts),
-      *varints(config.labels(play_rates)))
+  columns = {
+      features.ITEM_ID: _encoded_strings(item_codes, items),
+      features.PLAY_RATE: (play_rates.astype('<f4').tobytes(),
+                           list(range(0, 4 * len(order) + 1, 4))),
+      features.INTENT: _encoded_strings(intent_codes, intents),
+      features.TS: varints(ts),
+      features.LABEL: varints(config.labels(play_rates))}
+  encoded = _EncodedPlays({c: v for c, (v, _) in columns.items()},
+                          {c: at for c, (_, at) in columns.items()})
   # Users by name, so the examples' order does not depend on the order the plays came in.
   starts = np.flatnonzero(np.concatenate([[True], np.diff(user_codes) != 0]))
   stops = np.concatenate([starts[1:], [len(order)]])
   examples = []
   for user_start in sorted(starts.tolist(), key=lambda s: users[user_codes[s]]):
     user_stop = int(stops[np.searchsorted(starts, user_start)])
-    user_entry = _bytes_entry(_USER_ID, _string_value(users[user_codes[user_start]]))
+    user_entry = _USER_ENTRY(_string_value(users[user_codes[user_start]]))
     first_eval = config.first_eval_index(ts[user_start:user_stop])
     for split, start, target in _example_spans(user_stop - user_start,
                                                config.first_valid_index(first_eval), first_eval,

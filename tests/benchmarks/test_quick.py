@@ -81,3 +81,8 @@ def test_daily_quick_prints_the_ingestion_and_the_warm_start_tables():
   assert any(line.startswith('| seed | cold POS@50') for line in lines), stdout[-3000:]
   assert any(re.match(rf'\| 0 \| {NUMBER} \|', line) for line in lines), stdout[-3000:]
   assert "share of the cold run's time: mean" in stdout
+
+
+def test_fingerprint_quick_prints_the_hash_against_a_plain_read():
+  stdout = run_quick('fingerprint.py')
+  table_rows(stdout, 'what ', ['content_digest (SHA-256)', 'read only', 'path, size, mtime (old)'])

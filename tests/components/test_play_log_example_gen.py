@@ -46,15 +46,20 @@ HISTORY_FEATURES = (features.HISTORY_ITEM_ID, features.HISTORY_TS, features.HIST
                     features.HISTORY_INTENT, features.HISTORY_LABEL)
 
 
-def run_executor(tmp_path, input_base, **exec_properties):
-  """Runs the executor on the DirectRunner; returns (examples artifact, quarantine artifact)."""
+INGEST_FIELDS = frozenset(settings.IngestConfig.__dataclass_fields__)
+
+
+def run_executor(tmp_path, input_base, **ingest):
+  """Runs the executor on the DirectRunner with these ingest settings, given as the component
+  gives them (one JSON); returns (examples artifact, quarantine artifact)."""
   examples = standard_artifacts.Examples()
   examples.uri = str(tmp_path / 'out' / 'examples')
   quarantine = artifacts.Quarantine()
   quarantine.uri = str(tmp_path / 'out' / 'quarantine')
   # Most tests here are about the train and eval splits; the valid split's tests ask for one.
-  properties = {'input_base': str(input_base), 'input_format': 'csv', 'valid_plays_per_user': 0}
-  properties.update(exec_properties)
+  ingest = {'input_format': 'csv', 'valid_plays_per_user': 0, **ingest}
+  assert set(ingest) <= INGEST_FIELDS, set(ingest) - INGEST_FIELDS
+  properties = {'input_base': str(input_base), executor.INGEST_CONFIG_KEY: json.dumps(ingest)}
   executor.Executor().Do({}, {'examples': [examples], 'quarantine': [quarantine]}, properties)
   return examples, quarantine
 
@@ -546,22 +551,80 @@ def test_varints_equal_protobuf_encoding():
 
 
 def test_component_spec_and_parameter_errors(tmp_path):
-  gen = component.PlayLogExampleGen(input_base=str(tmp_path), column_mapping='mssd')
+  gen = component.PlayLogExampleGen(input_base=str(tmp_path),
+                                    ingest_config={'column_mapping': 'mssd'})
   assert set(gen.outputs) == {'examples', 'quarantine'}
-  assert gen.exec_properties['history_length'] == settings.HISTORY_LENGTH
-  assert gen.exec_properties['max_bad_fraction'] == settings.MAX_BAD_FRACTION
+  # One ingest parameter: the whole IngestConfig as JSON, validated once here.
+  assert set(gen.exec_properties) == {'input_base', executor.INGEST_CONFIG_KEY}
+  ingest = json.loads(gen.exec_properties[executor.INGEST_CONFIG_KEY])
+  assert settings.IngestConfig.from_dict(ingest) == settings.IngestConfig(column_mapping='mssd')
+  assert ingest['history_length'] == settings.HISTORY_LENGTH
+  assert ingest['max_bad_fraction'] == settings.MAX_BAD_FRACTION
+  same = component.PlayLogExampleGen(input_base=str(tmp_path),
+                                     ingest_config=settings.IngestConfig(column_mapping='mssd'))
+  assert same.exec_properties == gen.exec_properties
+  with pytest.raises(ValueError, match=r"history_lenght: unknown setting; did you mean "
+                                       r"'history_length'"):
+    component.PlayLogExampleGen(input_base=str(tmp_path), ingest_config={'history_lenght': 20})
   with pytest.raises(ValueError, match="unknown column mapping 'spotify'"):
-    component.PlayLogExampleGen(input_base=str(tmp_path), column_mapping='spotify')
+    component.PlayLogExampleGen(input_base=str(tmp_path),
+                                ingest_config={'column_mapping': 'spotify'})
   with pytest.raises(ValueError, match='maps unknown canonical columns'):
-    component.PlayLogExampleGen(input_base=str(tmp_path), column_mapping='{"rate": "x"}')
+    component.PlayLogExampleGen(input_base=str(tmp_path),
+                                ingest_config={'column_mapping': '{"rate": "x"}'})
   with pytest.raises(ValueError, match='neg_threshold < pos_threshold'):
-    component.PlayLogExampleGen(input_base=str(tmp_path), pos_threshold=0.2)
+    component.PlayLogExampleGen(input_base=str(tmp_path), ingest_config={'pos_threshold': 0.2})
   with pytest.raises(ValueError, match=r"input_format: 'xml' is not allowed; choose one of"):
-    component.PlayLogExampleGen(input_base=str(tmp_path), input_format='xml')
+    component.PlayLogExampleGen(input_base=str(tmp_path), ingest_config={'input_format': 'xml'})
   with pytest.raises(ValueError, match='holds no play-log files'):
     input_files.find_input_files(str(tmp_path / 'nothing-*.csv'))
   with pytest.raises(ValueError, match=r"ts_unit: 'us' is not allowed; choose one of"):
-    component.PlayLogExampleGen(input_base=str(tmp_path), ts_unit='us')
+    component.PlayLogExampleGen(input_base=str(tmp_path), ingest_config={'ts_unit': 'us'})
+
+
+def test_the_examples_record_the_settings_that_shaped_them(tmp_path):
+  logs = tmp_path / 'logs'
+  os.makedirs(logs)
+  write_csv(logs / 'a.csv', [['u1', f'i{k}', T0 + k, 1000 * k, 10_000, 'on_demand']
+                             for k in range(8)])
+  examples, _ = run_executor(tmp_path, logs, history_length=3, pos_threshold=0.7,
+                             neg_threshold=0.25, eval_plays_per_user=2)
+  assert examples.get_int_custom_property(features.EXAMPLE_HISTORY_LENGTH) == 3
+  assert examples.get_float_custom_property(features.EXAMPLE_POS_THRESHOLD) == 0.7
+  assert examples.get_float_custom_property(features.EXAMPLE_NEG_THRESHOLD) == 0.25
+  # The same beside the splits, where the Trainer finds them (through Transform's copy).
+  with open(os.path.join(examples.uri, features.EXAMPLE_SETTINGS_FILE)) as f:
+    assert json.load(f) == {'history_length': 3, 'pos_threshold': 0.7, 'neg_threshold': 0.25}
+
+
+def test_the_executor_takes_the_settings_once(tmp_path):
+  with pytest.raises(ValueError, match=r"\['history_length'\] given both in ingest_config"):
+    executor.ingest_settings({'input_base': str(tmp_path), 'history_length': 3,
+                              executor.INGEST_CONFIG_KEY: '{"history_length": 4}'})
+  # Direct callers (benchmarks) may give the fields as properties of their own.
+  assert executor.ingest_settings({'history_length': 3.0}).history_length == 3
+
+
+def test_the_encoder_writes_the_one_definition_of_the_example(tmp_path):
+  logs = tmp_path / 'logs'
+  os.makedirs(logs)
+  write_csv(logs / 'a.csv', [['u1', f'i{k}', T0 + k, 1000 * k, 10_000, 'on_demand']
+                             for k in range(6)])
+  examples, _ = run_executor(tmp_path, logs, history_length=3, eval_plays_per_user=2)
+  kinds = {features.BYTES: 'bytes_list', features.INT64: 'int64_list',
+           features.FLOAT: 'float_list'}
+  for split in features.SPLITS:
+    files = glob.glob(os.path.join(artifact_utils.get_split_uri([examples], split), '*.gz'))
+    for record in tf.data.TFRecordDataset(files, compression_type='GZIP'):
+      feature = tf.train.Example.FromString(record.numpy()).features.feature
+      assert set(feature) == set(features.RAW_FEATURE_NAMES), split
+      for definition in features.RAW_FEATURES:
+        assert feature[definition.name].WhichOneof('kind') == kinds[definition.dtype]
+        values = getattr(feature[definition.name], kinds[definition.dtype]).value
+        if definition.scalar:
+          assert len(values) == 1, definition.name
+        else:
+          assert len(values) == len(feature[features.HISTORY_ITEM_ID].bytes_list.value)
 
 
 def test_missing_required_column_names_the_file(tmp_path):
@@ -955,11 +1018,13 @@ def test_global_time_cut_by_fraction_of_the_plays(tmp_path):
   assert a10['history_item_id'] == [f'a{k}' for k in range(10)]
   with pytest.raises(ValueError, match=r"give at most one of \['eval_plays_per_user', "
                      r"'eval_start_ts', 'eval_fraction'\]"):
-    component.PlayLogExampleGen(input_base=str(logs), eval_start_ts=T0, eval_fraction=0.1)
+    component.PlayLogExampleGen(input_base=str(logs),
+                                ingest_config={'eval_start_ts': T0, 'eval_fraction': 0.1})
   with pytest.raises(ValueError, match='give at most one of'):
-    component.PlayLogExampleGen(input_base=str(logs), eval_plays_per_user=2, eval_fraction=0.1)
+    component.PlayLogExampleGen(input_base=str(logs),
+                                ingest_config={'eval_plays_per_user': 2, 'eval_fraction': 0.1})
   with pytest.raises(ValueError, match=r'eval_fraction: 1.0 is not allowed; must be in \(0, 1\)'):
-    component.PlayLogExampleGen(input_base=str(logs), eval_fraction=1.0)
+    component.PlayLogExampleGen(input_base=str(logs), ingest_config={'eval_fraction': 1.0})
 
 
 def test_default_split_is_the_latest_tenth_of_the_plays(tmp_path):

@@ -22,6 +22,7 @@ from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils
 from tfx.utils import import_utils
 
 from components.pushed_model_baseline import executor as baseline_executor
+from contract import schema as schema_lib
 from contract import settings
 from contract import storage as storage_names
 from pipeline import kubeflow_runner
@@ -36,7 +37,7 @@ PIPELINE_ROOT = f'{BUCKET}/root'
 DATA_ROOT = f'{BUCKET}/plays'
 SERVING_MODEL_DIR = f'{BUCKET}/serving/playrecall'
 BEAM_ARGS = ['--runner=DataflowRunner', '--project=ml-prod', '--region=europe-west4']
-EXPECTED_TASKS = {'PlayLogExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator',
+EXPECTED_TASKS = {'PlayLogExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'ExampleValidator',
                   'Transform', 'Trainer', 'pushed_model_baseline', 'Evaluator', 'Pusher'}
 ENTRYPOINT = list(kfp_executor.COMMAND)
 S3_BUCKET = 'playrecall-kfp'
@@ -142,6 +143,8 @@ def test_user_code_is_referenced_by_module_path_and_paths_are_the_object_store(s
     assert 'module_file' not in spec.root.dag.tasks[task].inputs.parameters, task
     assert 'module_path' not in spec.root.dag.tasks[task].inputs.parameters, task
   assert _parameter(spec, 'PlayLogExampleGen', 'input_base') == DATA_ROOT
+  assert json.loads(_parameter(spec, 'PlayLogExampleGen', 'ingest_config')) == (
+      dataclasses.asdict(settings.IngestConfig()))
   assert _parameter(spec, 'pushed_model_baseline', 'serving_model_dir') == SERVING_MODEL_DIR
   push_destination = json.loads(_parameter(spec, 'Pusher', 'push_destination'))
   assert push_destination['filesystem']['base_directory'] == SERVING_MODEL_DIR
@@ -306,3 +309,15 @@ def test_baseline_container_command_reads_and_writes_s3_as_a_kfp_pod_would(tmp_p
   with open(output_file) as f:
     [model] = json.load(f)['artifacts']['model']['artifacts']
   assert model['metadata'][baseline_executor.PUSHED_VERSION_PROPERTY] == 1700000000
+
+
+def test_the_curated_schema_is_read_from_the_image_and_transform_waits_for_the_validator(spec):
+  assert _parameter(spec, 'ImportSchemaGen', 'schema_file') == schema_lib.IMAGE_SCHEMA_FILE
+  # The image's copy of the repository's file: k8s/Dockerfile copies contract/ into its WORKDIR.
+  with open(os.path.join(REPO_ROOT, 'k8s', 'Dockerfile')) as f:
+    dockerfile = f.read().splitlines()
+  [workdir] = [line.split()[1] for line in dockerfile if line.startswith('WORKDIR ')]
+  assert 'COPY contract contract' in dockerfile
+  assert schema_lib.IMAGE_SCHEMA_FILE == os.path.join(
+      workdir, os.path.relpath(schema_lib.SCHEMA_FILE, REPO_ROOT))
+  assert 'ExampleValidator' in spec.root.dag.tasks['Transform'].dependent_tasks

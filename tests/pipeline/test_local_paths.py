@@ -9,7 +9,7 @@ from contract import storage as storage_names
 from pipeline import local_paths
 import storage
 
-NODES = {'PlayLogExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator', 'Transform',
+NODES = {'PlayLogExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'ExampleValidator', 'Transform',
          'Trainer', 'latest_blessed_model_resolver', 'Evaluator', 'Pusher'}
 
 

@@ -1,9 +1,11 @@
-"""create_pipeline's wiring of the warm start: which node gives the Trainer its base model."""
+"""create_pipeline's wiring: the curated schema and the validator before Transform; the ingest
+settings as one parameter; the warm start: which node gives the Trainer its base model."""
 
 import json
 
 from kfp.client import client as kfp_client
 
+from contract import schema as schema_lib
 from contract import settings
 from pipeline import kubeflow_runner
 from pipeline import pipeline
@@ -56,3 +58,21 @@ def test_without_warm_start_the_trainer_has_no_base():
   built = _build(settings.PipelineConfig(), 'pushed_model')
   assert 'base_model' not in _node(built, 'Trainer').inputs
   assert pipeline.PUSHED_MODEL_BASE_ID not in {c.id for c in built.components}
+
+
+def test_the_curated_schema_guards_transform_and_ingest_is_one_parameter():
+  config = settings.PipelineConfig.from_dict({'ingest': {'history_length': 20}})
+  built = _build(config, 'resolver')
+  schema_gen = _node(built, 'ImportSchemaGen')
+  assert schema_gen.exec_properties['schema_file'] == schema_lib.SCHEMA_FILE
+  validator, transform = _node(built, 'ExampleValidator'), _node(built, 'Transform')
+  assert validator.inputs['schema'] is schema_gen.outputs['schema']
+  assert transform.inputs['schema'] is schema_gen.outputs['schema']
+  assert _node(built, 'Trainer').inputs['schema'] is schema_gen.outputs['schema']
+  assert validator in transform.upstream_nodes  # an anomaly stops the run before Transform
+  example_gen = _node(built, 'PlayLogExampleGen')
+  assert set(example_gen.exec_properties) == {'input_base', 'ingest_config'}
+  assert settings.IngestConfig.from_dict(json.loads(
+      example_gen.exec_properties['ingest_config'])) == config.ingest
+  custom_config = json.loads(_node(built, 'Trainer').exec_properties['custom_config'])
+  assert custom_config['hparams']['history_length'] == 20

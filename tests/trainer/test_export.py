@@ -63,6 +63,13 @@ def _serialized(history=(), play_rates=None, intents=None, item_id=None, omit=()
   return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
+def _with_feature(serialized, name, float_values):
+  """A serialized request with one more (float) feature."""
+  example = tf.train.Example.FromString(serialized)
+  example.features.feature[name].float_list.value.extend(float_values)
+  return example.SerializeToString()
+
+
 def _bytes(values):
   return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode() for v in values]))
 
@@ -325,6 +332,21 @@ REFUSED = {
     'infinite play rate': (
         [_serialized(HISTORY, [float('inf'), 0.5, 1.0], item_id='song_1')],
         'history_play_rate[0] is inf (request 0): play rates must be in [0, 1]'),
+    # The value as sent (float32's shortest form), not rounded to 6 digits ("is 1").
+    'play rate just above 1': (
+        [_serialized(HISTORY, [1.0, 1.0000001, 0.5], item_id='song_1')],
+        'history_play_rate[1] is 1.0000001 (request 0): play rates must be in [0, 1]'),
+    'play rate just below 0': (
+        [_serialized(HISTORY, [1.0, 0.5, -1e-07], item_id='song_1')],
+        'history_play_rate[2] is -1e-07 (request 0): play rates must be in [0, 1]'),
+    # A misspelt optional feature would be ignored: the history scored with default rates.
+    'unknown feature': (
+        [WITH_DEFAULTS, _with_feature(_serialized(HISTORY, omit=[features.HISTORY_PLAY_RATE],
+                                                  item_id='song_1'),
+                                      'history_playrate', [0.0, 0.1, 0.0])],
+        'unknown feature history_playrate (request 1): the model does not read it; known '
+        'features: history_intent, history_item_id, history_label, history_play_rate, '
+        'history_ts, intent, item_id, label, play_rate, ts, user_id'),
 }
 
 
@@ -335,6 +357,26 @@ def test_bad_requests_are_refused_with_a_message_naming_them(case, serving):
   for signature in SIGNATURES:
     with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
       _answer(signatures, signature, requests)
+
+
+def test_requests_may_carry_every_feature_examplegen_writes(serving):
+  """The Evaluator sends whole examples: the features the model does not read but knows are
+  not refused."""
+  signatures = serving[2]
+  example = tf.train.Example.FromString(_serialized(HISTORY, [1.0, 0.2, 0.9], item_id='song_1'))
+  feature = example.features.feature
+  feature[features.USER_ID].bytes_list.value.append(b'user_1')
+  feature[features.TS].int64_list.value.append(1000)
+  feature[features.HISTORY_TS].int64_list.value.extend([1, 2, 3])
+  feature[features.HISTORY_LABEL].int64_list.value.extend([1, 0, 1])
+  feature[features.PLAY_RATE].float_list.value.append(1.0)
+  feature[features.INTENT].bytes_list.value.append(b'on_demand')
+  feature[features.LABEL].int64_list.value.append(1)
+  plain = _serialized(HISTORY, [1.0, 0.2, 0.9], item_id='song_1')
+  for signature in SIGNATURES:
+    whole = _answer(signatures, signature, [example.SerializeToString()])
+    for name, values in _answer(signatures, signature, [plain]).items():
+      _assert_same(whole[name], values, f'{signature} {name}')
 
 
 def test_item_vector_files_follow_the_vocabulary(exported):

@@ -137,7 +137,8 @@ def test_a_base_that_cannot_be_used_means_a_cold_start_with_the_reason(base_expo
   cases = {
       'no base model': (None, HPARAMS),
       'holds no SavedModel (nothing pushed yet)': (str(tmp_path / 'empty'), HPARAMS),
-      'its weights do not fit this model': (base_dir, HPARAMS.replace(hidden_dim=16)),
+      'is another model: base has hidden_dim 8, this has 16': (base_dir,
+                                                               HPARAMS.replace(hidden_dim=16)),
   }
   for reason, (base, hparams) in cases.items():
     done = warm_start.initial_weights(base, hparams, new, str(tmp_path / 'run'), lambda _: None)

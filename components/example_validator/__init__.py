@@ -1,0 +1,1 @@
+"""ExampleValidator that stops the run on an anomaly."""

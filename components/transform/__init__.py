@@ -1,0 +1,1 @@
+"""Transform that carries the examples' recorded settings to the transformed examples."""
