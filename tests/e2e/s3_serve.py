@@ -13,8 +13,7 @@ import sys
 from contract import storage as storage_names
 from datagen import ground_truth
 import storage
-from tests.e2e import test_local_cli
-from tests.e2e.cli_workspace import NUM_ITEMS
+from tests.e2e.cli_workspace import NUM_ITEMS, serve
 
 # Two users: one who played the two most popular songs, one with an empty history.
 HISTORIES = [[(ground_truth.item_id(0, NUM_ITEMS), 1.0, 'on_demand'),
@@ -25,7 +24,7 @@ def main() -> None:
   version_dir = sys.argv[1]
   storage.register_filesystems([version_dir])
   assert version_dir.startswith(storage_names.S3_SCHEME), version_dir
-  item_ids, scores = test_local_cli.serve(version_dir, HISTORIES)
+  item_ids, scores = serve(version_dir, HISTORIES)
   print(json.dumps({'item_ids': [[i.decode() for i in row] for row in item_ids],
                     'scores': scores.tolist()}))
 

@@ -4,6 +4,7 @@ import pytest
 from matplotlib import image
 
 from evaluation import report
+from tests.pipeline import mlmd_store
 
 
 def _overall_row(out: str, metric: str) -> str:
@@ -74,3 +75,19 @@ def test_help_names_the_options(capsys):
   assert exit_info.value.code == 0
   out = capsys.readouterr().out
   assert '--baseline' in out and '--plot' in out
+
+
+def test_pipeline_summary_prints_the_report_and_plot_of_a_runs_evaluation(medium_vs_good,
+                                                                          tmp_path):
+  """pipeline.summary, on a metadata store whose latest run holds this Evaluator output."""
+  store = mlmd_store.Store(str(tmp_path / 'metadata.db'))
+  [evaluation_id] = store.add_run(mlmd_store.PIPELINE, 'run',
+                                  [('ModelEvaluation', medium_vs_good, {})])
+  out = store.summary(tmp_path / 'reports')
+  run = report.load_run(medium_vs_good)
+  assert report.format_report(run, run.baseline) in out
+  assert 'Gate: NOT BLESSED' in out
+  plot = tmp_path / 'reports' / f'hit_rates-{evaluation_id}.png'
+  assert f'plot: {plot}' in out
+  pixels = image.imread(str(plot))
+  assert pixels.shape[0] > 200 and pixels.shape[1] > 400
