@@ -359,6 +359,13 @@ def time_to_quality(model_run_dir: str) -> List[Dict[str, float]]:
           for step in sorted(seconds)]
 
 
+def time_to_most_of_best(curve: List[Dict[str, float]], share: float = 0.9) -> float:
+  """The share of a run's training seconds spent before its first checkpoint with at least
+  `share` of the best checkpoint's POS@50 (the one exported)."""
+  best = max(point['pos_at_50'] for point in curve)
+  return seconds_to_reach(curve, share * best) / curve[-1]['seconds']
+
+
 def seconds_to_reach(curve: List[Dict[str, float]], pos_at_50: float) -> float:
   """Training seconds at the first checkpoint whose POS@50 reaches pos_at_50 (inf if none)."""
   return next((point['seconds'] for point in curve if point['pos_at_50'] >= pos_at_50),
@@ -438,6 +445,44 @@ def data_facts(log_dir: str, examples_uri: str) -> List[str]:
 
 
 # --- Report ------------------------------------------------------------------------------------
+
+
+# POS@N split by whether the target is among the history's items, at these N.
+HISTORY_SPLIT_NS = (10, 50)
+
+
+def targets_in_history(split: Split) -> np.ndarray:
+  """bool [N]: each example's target item is one of its history's items (a return)."""
+  return np.asarray([target in set(history.tolist())
+                     for target, history in zip(split.target_ids, split.history_ids)])
+
+
+def history_split_rates(ranks: np.ndarray, labels: np.ndarray,
+                        in_history: np.ndarray) -> Dict[str, float]:
+  """POS@N over the positive targets the history holds ('returns') and over the others
+  ('new'), and the share of returns among positives: where a method's hits come from."""
+  positive = labels == features.LABEL_POSITIVE
+  rates = {'return_share': float(np.mean(in_history[positive]))}
+  for n in HISTORY_SPLIT_NS:
+    hits = ranks < n
+    rates[f'pos_at_{n}_returns'] = float(np.mean(hits[positive & in_history]))
+    rates[f'pos_at_{n}_new'] = float(np.mean(hits[positive & ~in_history]))
+  return rates
+
+
+def format_history_split(rates: Dict[int, Dict[str, Dict[str, float]]]) -> List[str]:
+  """Markdown table of POS@N on returns and on new songs, mean ± standard error over seeds."""
+  keys = [f'pos_at_{n}_{kind}' for kind in ('returns', 'new') for n in HISTORY_SPLIT_NS]
+  share, share_error = mean_and_error([r[MOST_POPULAR]['return_share'] for r in rates.values()])
+  lines = [f'Positive eval targets the history already holds (returns): {share:.1%} ± '
+           f'{share_error:.1%}. POS@N on returns and on the others (new songs):', '',
+           '| method | ' + ' | '.join(f'POS@{n} {kind}' for kind in ('returns', 'new')
+                                     for n in HISTORY_SPLIT_NS) + ' |',
+           '|' + '---|' * (len(keys) + 1)]
+  for method in next(iter(rates.values())):
+    cells = [mean_and_error([r[method][key] for r in rates.values()]) for key in keys]
+    lines.append(f'| {method} | ' + ' | '.join(f'{m:.4f} ± {e:.4f}' for m, e in cells) + ' |')
+  return lines
 
 
 def mean_and_error(values: Sequence[float]):
@@ -532,6 +577,11 @@ def format_time_to_quality(curves: Dict[int, Dict[str, List[Dict[str, float]]]],
   for variant, curve in curves[first_seed].items():
     lines.append(f'| {variant} | ' + ' | '.join(
         f'{p["seconds"]:.0f} s: {p["pos_at_50"]:.4f}' for p in curve) + ' |')
+  lines += ['', 'Share of the training time each variant took to reach 90 % of the POS@50 of the '
+            'checkpoint it exported (the best on the valid split), per seed:', '']
+  for variant in curves[first_seed]:
+    shares = [time_to_most_of_best(by_variant[variant]) for by_variant in curves.values()]
+    lines.append(f'- {variant}: ' + ', '.join(f'{share:.0%}' for share in shares))
   if target is not None:
     lines += ['', f'Training seconds to reach POS@50 >= {target} (every seed):', '']
     for variant in curves[first_seed]:
@@ -561,7 +611,8 @@ def reproducing_command(args: argparse.Namespace) -> str:
 
 
 def write_results(path: str, args: argparse.Namespace, counts: Dict[str, int], table: str,
-                  finding_lines: List[str], curve_lines: List[str], fact_lines: List[str],
+                  split_lines: List[str], finding_lines: List[str], curve_lines: List[str],
+                  fact_lines: List[str],
                   stage_seconds: Dict[str, float], load: str) -> None:
   stages = ', '.join(f'{name} {seconds:.0f} s' for name, seconds in stage_seconds.items())
   text = f"""# Recall quality on generated data
@@ -586,6 +637,10 @@ Stage times of the first seed on this machine (2 cores): {stages}. Load average 
 Each cell: mean over the seeds ± its standard error.
 
 {table}
+
+## Where the hits come from
+
+{chr(10).join(split_lines)}
 
 ## Expected directions (original work: b > a on POS@N; c about b on POS@N, clearly lower NEG@N)
 
@@ -643,6 +698,9 @@ def run_seed(work_dir: str, seed: int, args: argparse.Namespace):
     curves[variant] = time_to_quality(os.path.join(train_dir, 'model_run'))
   rates = {method: hit_rate.hit_rates(r, evaluation.labels, settings.METRIC_NS)
            for method, r in ranks.items()}
+  in_history = targets_in_history(evaluation)
+  for method, r in ranks.items():
+    rates[method].update(history_split_rates(r, evaluation.labels, in_history))
   counts = {'vocabulary': size, 'train': len(train.labels), 'eval': len(evaluation.labels),
             'positive': int(np.sum(evaluation.labels == features.LABEL_POSITIVE)),
             'negative': int(np.sum(evaluation.labels == features.LABEL_NEGATIVE))}
@@ -681,12 +739,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print('(--quick: a smoke run; the figures are not meaningful)')
   print(table)
   print()
-  for line in findings(rates) + [''] + curve_lines + [''] + first_facts:
+  split_lines = format_history_split(rates)
+  for line in split_lines + [''] + findings(rates) + [''] + curve_lines + [''] + first_facts:
     print(line)
   print(f'\nload average {load}')
   if args.results:
-    write_results(args.results, args, first_counts, table, findings(rates), curve_lines,
-                  first_facts, first_seconds, load)
+    write_results(args.results, args, first_counts, table, split_lines, findings(rates),
+                  curve_lines, first_facts, first_seconds, load)
     progress(f'\nwritten to {args.results}')
   return 0
 

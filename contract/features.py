@@ -207,8 +207,9 @@ TOP_ITEM_IDS = 'item_ids'  # bytes [batch, K]
 TOP_SCORES = 'scores'  # float [batch, K]
 USER_VECTOR_SIGNATURE = 'user_vector'  # history -> user vector
 USER_VECTOR = 'user_vector'  # float [batch, H]
-# With the model's repeat bonus, user_vector also gives what each history play adds to its item's
-# score (score = user . item + bias + the sum of its plays' bonus): an ANN stack adds them.
+# With the model's repeat bonus, user_vector also gives each history play's log-weight w_j as a
+# return to its item: score = log(exp(user . item + bias) + the sum of exp(w_j) over the item's
+# plays); an ANN stack scores the history's items that way.
 REPEAT_BONUS_ITEM_IDS = 'repeat_bonus_item_ids'  # bytes [batch, L]: '' for padding and OOV
 REPEAT_BONUS = 'repeat_bonus'  # float [batch, L]
 # Used by the Evaluator: history + target -> exact rank of the target item among the whole

@@ -282,7 +282,7 @@ class HParams(Settings):
   ffn_dim: int = 128
   dropout: float = 0.1
   user_vector: str = 'last'  # 'last' real position or masked 'mean'
-  # Items of the history earn a learned bonus from their own plays there (model.RepeatBonus).
+  # The next play may return to a play of the history (model.RepeatBonus): people replay songs.
   repeat_bonus: bool = True
   # Losses.
   num_sampled: int = 1024

@@ -8,18 +8,18 @@ batch, and encodes the history:
   serving_default: history -> TOP_ITEM_IDS [B, K] (vocabulary strings) and TOP_SCORES [B, K]
     over the whole vocabulary; the OOV bucket is never returned. K = min(top_k, V).
   user_vector: history -> USER_VECTOR [B, H]; with the repeat bonus (hparams.repeat_bonus) also
-    REPEAT_BONUS_ITEM_IDS [B, L] and REPEAT_BONUS [B, L], what each history play adds to its
-    item's score ('' and 0 for padding and OOV plays).
+    REPEAT_BONUS_ITEM_IDS [B, L] and REPEAT_BONUS [B, L], each history play's log-weight w_j as
+    a return to its item ('' and 0 for padding and OOV plays; model.RepeatBonus).
   target_rank: history + target item_id -> TARGET_RANK [B] int64, the number of vocabulary items
     scoring strictly higher than the target (0 = best); an OOV target gets V, never a hit. And
     POPULARITY_RANK [B] int64, the target's rank by training play count (V for OOV).
 
 Beside the SavedModel, assets.extra/ holds the item vectors for an approximate nearest-neighbour
 index: item_vectors.npy [V, H] float32, item_bias.npy [V] float32 and item_ids.txt (line i is
-row i). Score = user_vector . item_vector + item_bias + the repeat bonus of the item's plays in
-the history; a maximum-inner-product index over [item_vector, item_bias] queried with
-[user_vector, 1] ranks the rest exactly as the model does; a serving stack scores the union of
-its top K and the history's items, adding the user_vector signature's REPEAT_BONUS to those. From
+row i). Score = log(exp(user_vector . item_vector + item_bias) + the sum of exp(REPEAT_BONUS) over
+the item's plays in the history); a maximum-inner-product index over [item_vector, item_bias]
+queried with [user_vector, 1] ranks the items the history does not hold exactly as the model
+does; a serving stack scores the union of its top K and the history's items that way. From
 hparams.ann_min_items items on, assets.extra/scann holds such an index (ScaNN), exported only if
 its measured recall@top_k reaches hparams.ann_min_recall, and assets.extra/ann_index.json says
 what was measured and why the index was or was not exported. A serving stack that cannot score
@@ -126,7 +126,8 @@ class ServingModule(tf.Module):
           batch[features.HISTORY_LENGTH], self.hparams.history_length)
       outputs[features.REPEAT_BONUS_ITEM_IDS] = tf.where(scored, self.item_ids.lookup(items), '')
       outputs[features.REPEAT_BONUS] = tf.where(
-          scored, self.model.repeat_bonus.next_play_weights(batch, user_vectors), 0.0)
+          scored, self.model.repeat_bonus.next_play_weights(
+              batch, user_vectors, self.model.history_item_vectors(batch)), 0.0)
     return outputs
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])

@@ -24,14 +24,14 @@ def positive_loss(model: model_lib.DeepMatch,
                   weights: tf.Tensor,
                   sampled: samplers.Sample,
                   unique_gather: bool,
-                  target_offsets: Optional[tf.Tensor] = None,
-                  sampled_offsets: Optional[tf.Tensor] = None) -> tf.Tensor:
+                  target_log_mass: Optional[tf.Tensor] = None,
+                  sampled_log_mass: Optional[tf.Tensor] = None) -> tf.Tensor:
   """Per-example weighted sampled-softmax loss [B] of the target items.
 
-  The logits are user . item + item bias (+ the given offsets), less the log of each candidate's
-  expected count (the correction that makes the sampled softmax an unbiased stand-in for the full
-  one); a sampled id equal to the example's target (an accidental hit) is removed from that
-  example's candidates.
+  The logits are user . item + item bias (mixed with a return to the history, given the log
+  repeat masses: model.RepeatBonus), less the log of each candidate's expected count (the
+  correction that makes the sampled softmax an unbiased stand-in for the full one); a sampled id
+  equal to the example's target (an accidental hit) is removed from that example's candidates.
 
   Args:
     model: gives item_vectors and item_bias.
@@ -41,8 +41,8 @@ def positive_loss(model: model_lib.DeepMatch,
     sampled: a sampler's (sampled_ids [S], true_expected_count [B, 1], sampled_expected_count [S]).
     unique_gather: look up and project each distinct id of targets + samples once, then expand
       (popular items repeat a lot in a batch); False looks up every occurrence.
-    target_offsets: [B] added to the target logits (the repeat bonus), or None.
-    sampled_offsets: [B, S] added to the sampled logits, or None.
+    target_log_mass: [B], the targets' log repeat masses R (model.repeat_log_mass), or None.
+    sampled_log_mass: [B, S], the sampled candidates' for each example, or None.
   """
   sampled_ids, true_expected_count, sampled_expected_count = sampled
   target_ids = tf.reshape(tf.cast(target_ids, tf.int64), [-1])
@@ -53,14 +53,15 @@ def positive_loss(model: model_lib.DeepMatch,
   target_vectors, sampled_vectors = candidate_vectors[:num_targets], candidate_vectors[num_targets:]
   target_bias, sampled_bias = candidate_bias[:num_targets], candidate_bias[num_targets:]
 
-  target_logits = (tf.reduce_sum(user_vectors * target_vectors, axis=-1) + target_bias
-                   - tf.math.log(tf.reshape(true_expected_count, [-1])))
-  sampled_logits = (tf.matmul(user_vectors, sampled_vectors, transpose_b=True) + sampled_bias
-                    - tf.math.log(sampled_expected_count)[tf.newaxis, :])
-  if target_offsets is not None:
-    target_logits += target_offsets
-  if sampled_offsets is not None:
-    sampled_logits += sampled_offsets
+  target_logits = tf.reduce_sum(user_vectors * target_vectors, axis=-1) + target_bias
+  sampled_logits = (tf.matmul(user_vectors, sampled_vectors, transpose_b=True)
+                    + sampled_bias[tf.newaxis, :])
+  if target_log_mass is not None:
+    target_logits += model_lib.repeat_offsets(target_log_mass, target_logits)
+  if sampled_log_mass is not None:
+    sampled_logits += model_lib.repeat_offsets(sampled_log_mass, sampled_logits)
+  target_logits -= tf.math.log(tf.reshape(true_expected_count, [-1]))
+  sampled_logits -= tf.math.log(sampled_expected_count)[tf.newaxis, :]
   sampled_logits = _remove_accidental_hits(sampled_logits, target_ids, sampled_ids)
   logits = tf.concat([target_logits[:, tf.newaxis], sampled_logits], axis=1)
   # Cross-entropy with the target in column 0.
@@ -73,12 +74,12 @@ def negative_loss(user_vectors: tf.Tensor,
                   target_bias: tf.Tensor,
                   weights: tf.Tensor,
                   neg_weight: float,
-                  target_offsets: Optional[tf.Tensor] = None) -> tf.Tensor:
-  """Per-example weighted sigmoid cross-entropy [B] of score user . item + bias (+ target_offsets
-  [B], the repeat bonus) against label 0."""
+                  target_log_mass: Optional[tf.Tensor] = None) -> tf.Tensor:
+  """Per-example weighted sigmoid cross-entropy [B] of score user . item + bias (mixed with a
+  return, given the targets' log repeat masses [B]: model.RepeatBonus) against label 0."""
   logits = tf.reduce_sum(user_vectors * target_vectors, axis=-1) + target_bias
-  if target_offsets is not None:
-    logits += target_offsets
+  if target_log_mass is not None:
+    logits += model_lib.repeat_offsets(target_log_mass, logits)
   losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.zeros_like(logits), logits=logits)
   return neg_weight * losses * tf.cast(weights, losses.dtype)
 
@@ -98,8 +99,8 @@ def compute_losses(model: model_lib.DeepMatch,
   learned_unigram learns the distribution the softmax is over. Both losses are sums over their
   targets divided by the number of targets of every label (the batch's real plays), so a loss
   is a mean per play whatever the mix of labels. 'targets' counts the plays in a loss. With the
-  model's repeat bonus, every candidate's logit gets the bonus of its plays earlier in the
-  sequence, as the target's does.
+  model's repeat bonus, every candidate's logit is mixed with a return to its plays earlier in
+  the sequence, as the target's is.
   """
   sequence_vectors = model.target_user_vectors(batch, training=training)  # [B, L + 1, H]
   sequence_items = tf.cast(batch[features.SEQUENCE_ITEM_XF], tf.int64)
@@ -109,16 +110,18 @@ def compute_losses(model: model_lib.DeepMatch,
   labels = tf.boolean_mask(batch[features.SEQUENCE_LABEL], real)
   denominator = tf.maximum(tf.cast(tf.size(labels), user_vectors.dtype), 1.0)
   repeat_weights = (None if model.repeat_bonus is None
-                    else model.repeat_bonus.sequence_weights(batch, sequence_vectors))
+                    else model.repeat_bonus.sequence_weights(batch, sequence_vectors,
+                                                             model.history_item_vectors(batch)))
 
-  def repeat_bonus_of(candidates, targets_mask):
-    """The bonus of candidates ([S] shared, or the sequence items) at the masked targets."""
+  def log_mass_of(candidates, targets_mask):
+    """The log repeat masses of candidates ([S] shared, or the sequence items [B, L + 1]) at
+    the masked targets."""
     if repeat_weights is None:
       return None
     shared = candidates.shape.rank == 1
-    bonus = model_lib.repeat_bonus(repeat_weights, batch[features.HISTORY_ITEM_XF],
-                                   candidates if shared else candidates[:, :, tf.newaxis])
-    return tf.boolean_mask(bonus if shared else bonus[..., 0], targets_mask)
+    log_mass = model_lib.repeat_log_mass(repeat_weights, batch[features.HISTORY_ITEM_XF],
+                                         candidates if shared else candidates[:, :, tf.newaxis])
+    return tf.boolean_mask(log_mass if shared else log_mass[..., 0], targets_mask)
 
   is_positive = tf.equal(labels, features.LABEL_POSITIVE)
   positive_ids = tf.boolean_mask(target_ids, is_positive)
@@ -128,9 +131,9 @@ def compute_losses(model: model_lib.DeepMatch,
   positive = positive_loss(model, tf.boolean_mask(user_vectors, is_positive), positive_ids,
                            tf.ones_like(positive_ids, tf.float32), sampled,
                            unique_gather=hparams.unique_gather,
-                           target_offsets=repeat_bonus_of(sequence_items, positive_targets),
-                           sampled_offsets=repeat_bonus_of(tf.cast(sampled[0], tf.int64),
-                                                           positive_targets))
+                           target_log_mass=log_mass_of(sequence_items, positive_targets),
+                           sampled_log_mass=log_mass_of(tf.cast(sampled[0], tf.int64),
+                                                        positive_targets))
   positive = tf.reduce_sum(positive) / denominator
 
   trained = tf.reduce_sum(tf.cast(is_positive, user_vectors.dtype))
@@ -144,7 +147,7 @@ def compute_losses(model: model_lib.DeepMatch,
     negative = negative_loss(tf.boolean_mask(user_vectors, is_negative), negative_vectors,
                              negative_bias, tf.ones_like(negative_ids, tf.float32),
                              hparams.neg_weight,
-                             target_offsets=repeat_bonus_of(sequence_items, negative_targets))
+                             target_log_mass=log_mass_of(sequence_items, negative_targets))
     negative = tf.reduce_sum(negative) / denominator
   else:
     negative = tf.zeros([], user_vectors.dtype)

@@ -136,6 +136,22 @@ def _scores(export_dir, user_vectors):
   return user_vectors @ vectors.T + bias
 
 
+def _scores_with_returns(export_dir, user_outputs, vocab):
+  """_scores of the user_vector signature's answer, each history song mixed with a return to
+  its plays, as a serving stack over the exported item vectors computes them."""
+  scores = _scores(export_dir, user_outputs[features.USER_VECTOR].numpy())
+  for row, (ids, bonus) in enumerate(zip(user_outputs[features.REPEAT_BONUS_ITEM_IDS].numpy(),
+                                         user_outputs[features.REPEAT_BONUS].numpy())):
+    returns = {}
+    for item, value in zip(ids, bonus):
+      if item:
+        returns[item] = returns.get(item, 0.0) + np.exp(value)
+    for item, mass in returns.items():
+      column = vocab.index(item)
+      scores[row, column] = np.log(np.exp(scores[row, column]) + mass)
+  return scores
+
+
 REQUESTS = {
     'known': _serialized(['song_7', 'song_2', 'song_5'], [1.0, 0.2, 0.9],
                          ['on_demand', 'recommend', 'genre_request']),
@@ -207,9 +223,13 @@ def test_scores_add_the_repeat_bonus_the_user_vector_signature_gives(transform_o
   expected = (user[features.USER_VECTOR].numpy() @ model.all_item_vectors().numpy()[:NUM_SONGS].T
               + model.all_item_bias().numpy()[:NUM_SONGS])
   for row in range(4):
+    returns = {}  # each item's plays' exp(bonus): the mass of a return to it
     for item, value in zip(ids[row], bonus[row]):
       if item:
-        expected[row, vocab.index(item)] += value
+        returns[item] = returns.get(item, 0.0) + np.exp(value)
+    for item, mass in returns.items():
+      column = vocab.index(item)
+      expected[row, column] = np.log(np.exp(expected[row, column]) + mass)
   for row in range(4):
     scores = dict(zip(top[features.TOP_ITEM_IDS].numpy()[row],
                       top[features.TOP_SCORES].numpy()[row]))
@@ -227,8 +247,9 @@ def test_target_rank_counts_items_scoring_strictly_higher(exported):
       **{features.SIGNATURE_INPUT: requests})[features.TARGET_RANK].numpy()
   assert ranks.dtype == np.int64
   users = loaded.signatures[features.USER_VECTOR_SIGNATURE](
-      **{features.SIGNATURE_INPUT: requests[:1]})[features.USER_VECTOR].numpy()
-  scores = _scores(export_dir, users)[0]
+      **{features.SIGNATURE_INPUT: requests[:1]})
+  vocab = [f'song_{NUM_SONGS - 1 - i}'.encode() for i in range(NUM_SONGS)]
+  scores = _scores_with_returns(export_dir, users, vocab)[0]
   top_ids = loaded.signatures[features.SERVING_SIGNATURE](
       **{features.SIGNATURE_INPUT: requests[:1]})[features.TOP_ITEM_IDS].numpy()[0]
   for target, rank in zip(targets[:-1], ranks[:-1]):

@@ -171,17 +171,17 @@ class ComputeLossesTest(tf.test.TestCase):
     def weight(q, j):  # history play j (rate item / 10) as seen by play q; context weights are 0
       return float(recency[q - 1 - j] + 2.0 * sequences[0][j][0] / 10.0 + 1.0)
 
-    # Play 2 (item 3) sees play 0 (item 3); of the sampled ids 2, 5, 1, id 5 was play 1.
+    none = model_lib.NO_REPEAT
+    # Play 2 (item 3) returns to play 0 (item 3); of the sampled ids 2, 5, 1, id 5 was play 1.
     positive = losses.positive_loss(
         model, users[:3], tf.constant([3, 5, 3], tf.int64), tf.ones([3]), _fixed_sample(3),
-        unique_gather=True, target_offsets=tf.constant([0.0, 0.0, weight(2, 0)]),
-        sampled_offsets=tf.constant([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0],
-                                     [0.0, weight(2, 1), 0.0]]))
-    # The skip (play 3, item 3) sees plays 0 and 2 of item 3.
+        unique_gather=True, target_log_mass=tf.constant([none, none, weight(2, 0)]),
+        sampled_log_mass=tf.constant([[none] * 3, [none] * 3, [none, weight(2, 1), none]]))
+    # The skip (play 3, item 3) may return to plays 0 and 2 of item 3.
     negative = losses.negative_loss(
         users[3:4], model.item_vectors(tf.constant([3], tf.int64)),
         model.item_bias(tf.constant([3], tf.int64)), tf.ones([1]), neg_weight=1.0,
-        target_offsets=tf.constant([weight(3, 0) + weight(3, 2)]))
+        target_log_mass=tf.constant([np.logaddexp(weight(3, 0), weight(3, 2))], tf.float32))
     self.assertAllClose(got['positive_loss'], tf.reduce_sum(positive) / 4)
     self.assertAllClose(got['negative_loss'], tf.reduce_sum(negative) / 4)
 

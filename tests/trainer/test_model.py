@@ -206,10 +206,14 @@ class RepeatBonusTest(tf.test.TestCase):
     # Plays 0, 1, 2 are 2, 1, 0 plays before the most recent: recency 0.125, 0.25, 0.5.
     weight = [0.125 + context + 2.0 * 1.0 + 0.0, 0.25 + context + 2.0 * 0.1 + 1.0,
               0.5 + context + 2.0 * 0.9 + 3.0]
-    plain = (user @ model.all_item_vectors().numpy().T + model.all_item_bias().numpy())
+    bias = model.all_item_bias().numpy()
+    bias[3], bias[7] = -2.0, 1.5  # a rare song and a hit
+    model.item_bias_table.assign(bias[:, np.newaxis])
+    plain = user @ model.all_item_vectors().numpy().T + bias
     expected = plain.copy()
-    expected[3] += weight[0] + weight[2]
-    expected[7] += weight[1]
+    # A new pick (exp(user . item + bias)) or a return to one of the item's plays (exp(w)).
+    expected[3] = np.log(np.exp(plain[3]) + np.exp(weight[0]) + np.exp(weight[2]))
+    expected[7] = np.log(np.exp(plain[7]) + np.exp(weight[1]))
     self.assertAllClose(model.scores(batch)[0], expected, atol=1e-5)
 
   def test_variant_a_bonus_has_no_feedback_weights(self):
@@ -221,8 +225,21 @@ class RepeatBonusTest(tf.test.TestCase):
     user = model(batch).numpy()[0]
     context = float(user @ (np.arange(8) / 10.0))
     plain = user @ model.all_item_vectors().numpy().T + model.all_item_bias().numpy()
-    self.assertAllClose(model.scores(batch)[0, 4] - plain[4], 0.25 + 0.5 + 2 * context,
+    self.assertAllClose(model.scores(batch)[0, 4],
+                        np.log(np.exp(plain[4]) + np.exp(0.25 + context) + np.exp(0.5 + context)),
                         atol=1e-5)
+
+  def test_affinity_weighs_a_return_by_how_the_song_suits_the_moment(self):
+    model = self._model_with_bonus_weights(HPARAMS.replace(variant='a'))
+    model.repeat_bonus.affinity.assign(0.5 * np.eye(8))
+    batch = _batch(items=[[4, 0, 0, 0, 0, 0]], play_rates=[[1.0, 0, 0, 0, 0, 0]],
+                   intents=[[0] * 6], lengths=[1])
+    user = model(batch).numpy()[0]
+    vectors = model.all_item_vectors().numpy()
+    context = float(user @ (np.arange(8) / 10.0))
+    weight = 0.5 + context + 0.5 * float(user @ vectors[4])
+    plain = user @ vectors[4] + model.all_item_bias().numpy()[4]
+    self.assertAllClose(model.scores(batch)[0, 4], np.logaddexp(plain, weight), atol=1e-5)
 
   def test_oov_and_padding_add_nothing_to_scores_without_their_column(self):
     model = self._model_with_bonus_weights()
@@ -238,21 +255,36 @@ class RepeatBonusTest(tf.test.TestCase):
     model = self._model_with_bonus_weights(HPARAMS.replace(variant='a'))
     batch = _batch(items=[[3, 7, 3, 0, 0, 0]], play_rates=[[1.0] * 3 + [0] * 3],
                    intents=[[0] * 6], lengths=[3])
-    users = tf.zeros([1, L + 1, 8])  # no context term: recency alone
-    weights = model.repeat_bonus.sequence_weights(batch, users).numpy()[0]  # [L + 1, L]
+    users = tf.zeros([1, L + 1, 8])  # no context or affinity term: recency alone
+    weights = model.repeat_bonus.sequence_weights(
+        batch, users, model.history_item_vectors(batch)).numpy()[0]  # [L + 1, L]
     recency = [0.5, 0.25, 0.125, 0.0, 0.0, -1.0]
     for q in range(L + 1):
       for j in range(L):
-        expected = recency[q - 1 - j] if j < min(q, 3) else 0.0
+        expected = recency[q - 1 - j] if j < min(q, 3) else model_lib.NO_REPEAT
         self.assertAllClose(weights[q, j], expected, msg=f'play {q}, history play {j}')
 
-  def test_repeat_bonus_sums_weights_of_equal_items(self):
+  def test_repeat_log_mass_sums_exp_weights_of_equal_items(self):
     weights = tf.constant([[[1.0, 2.0, 4.0], [8.0, 16.0, 32.0]]])  # [1, 2, 3]
     history = tf.constant([[5, 6, 5]], tf.int64)
-    shared = model_lib.repeat_bonus(weights, history, tf.constant([5, 6, 9], tf.int64))
-    self.assertAllClose(shared, [[[5.0, 2.0, 0.0], [40.0, 16.0, 0.0]]])
-    per_query = model_lib.repeat_bonus(weights, history, tf.constant([[[6], [5]]], tf.int64))
-    self.assertAllClose(per_query, [[[2.0], [40.0]]])
+    none = model_lib.NO_REPEAT
+    shared = model_lib.repeat_log_mass(weights, history, tf.constant([5, 6, 9], tf.int64))
+    self.assertAllClose(shared, [[[np.logaddexp(1.0, 4.0), 2.0, none],
+                                  [np.logaddexp(8.0, 32.0), 16.0, none]]])
+    per_query = model_lib.repeat_log_mass(weights, history, tf.constant([[[6], [5]]], tf.int64))
+    self.assertAllClose(per_query, [[[2.0], [np.logaddexp(8.0, 32.0)]]])
+
+  def test_plays_that_do_not_count_add_no_mass(self):
+    weights = tf.constant([[[1.0, model_lib.NO_REPEAT, model_lib.NO_REPEAT]]])
+    history = tf.constant([[5, 6, 5]], tf.int64)
+    got = model_lib.repeat_log_mass(weights, history, tf.constant([5, 6], tf.int64))
+    self.assertAllClose(got, [[[1.0, model_lib.NO_REPEAT]]])
+
+  def test_repeat_offsets_mix_a_new_pick_and_a_return(self):
+    # log repeat masses, and base logits (user . item + bias)
+    got = model_lib.repeat_offsets(tf.constant([0.0, 3.0, model_lib.NO_REPEAT]),
+                                   tf.constant([0.0, -4.0, 2.0]))
+    self.assertAllClose(got, [np.log(2.0), np.log(np.exp(-4.0) + np.exp(3.0)) + 4.0, 0.0])
 
 
 if __name__ == '__main__':
