@@ -319,8 +319,7 @@ def generate_chunk(config: GeneratorConfig, streams: Streams, catalogue: Catalog
   user = np.repeat(np.arange(first_user, end_user), counts)
   user_first_row = np.repeat(np.cumsum(counts) - counts, counts)
   position = np.arange(n) - user_first_row  # play index within the user
-  intent = _sample_categorical(
-      np.cumsum(intent_shares(config)), streams.uniform('intent', user, position))
+  intent = play_intents(config, streams, user, position)
 
   # Every play is worked out for each liked genre its session could be in; the feedback
   # (a skip under one genre, not under another) then picks the genre play by play.
@@ -357,8 +356,17 @@ def _play_in_slot(config, streams, catalogue, users, user, position, intent,
   """Item, play_ms and affinity [n] of every play if its session were in the user's liked genre
   `slot`."""
   session_slot = np.full(len(user), slot, dtype=np.int64)
-  item = _choose_items(config, streams, catalogue, users, user, position, intent, session_slot,
-                       users.liked_genres[user, slot])
+  item = choose_items(config, streams, catalogue, users, user, position, intent, session_slot,
+                      users.liked_genres[user, slot])
+  return play_outcome(config, streams, catalogue, users, user, position, item)
+
+
+def play_outcome(config: GeneratorConfig, streams: Streams, catalogue: Catalogue, users: Users,
+                 user: np.ndarray, position: np.ndarray,
+                 item: np.ndarray) -> Dict[str, np.ndarray]:
+  """How each user's play `position` of `item` goes: item, play_ms and affinity [n], by the
+  user's affinity for the song and the play-rate law (draws keyed by user and position).
+  benchmarks/online.py plays the songs a system serves with it."""
   item_affinity = affinity(users, catalogue, user, item)
   play_rate = _play_rate(config, streams, item_affinity, user, position,
                          catalogue.item_genre[item])
@@ -419,10 +427,24 @@ def session_transitions(config: GeneratorConfig, streams: Streams, users: Users,
   num_slots = config.liked_genres_per_user
   first = position == 0
   weights = taste_weights(users, user, play_progress(users, user, position))
-  # Sessions: a new one starts with probability 1/mean_length (always at a user's first play),
-  # or after a skip that ends the session.
   skipped_before = np.concatenate([np.zeros((1, num_slots), bool), skipped_by_slot[:-1]])
   skipped_before[first] = False
+  return next_sessions(config, streams, user, position, intent, first, skipped_before, weights)
+
+
+def next_sessions(config: GeneratorConfig, streams: Streams, user: np.ndarray,
+                  position: np.ndarray, intent: np.ndarray, first: np.ndarray,
+                  skipped_before: np.ndarray, weights: np.ndarray) -> Transitions:
+  """The session law of plays (user, position) given the previous play in each liked slot.
+
+  first [n]: a user's first play (always a new session); skipped_before [n, liked]: whether the
+  previous play was a skip, were its session in each slot; weights [n, liked]: the taste weights
+  at the play. session_transitions applies it to generated plays; benchmarks/online.py to the
+  plays of a simulated continuation.
+  """
+  num_slots = config.liked_genres_per_user
+  # Sessions: a new one starts with probability 1/mean_length (always at a user's first play),
+  # or after a skip that ends the session.
   ends = skipped_before & (streams.uniform('skip_ends_session', user, position)
                            < config.skip_ends_session)[:, None]
   random_start = first | (streams.uniform('session_start', user, position)
@@ -485,8 +507,15 @@ def intent_shares(config: GeneratorConfig) -> np.ndarray:
   return shares / shares.sum()
 
 
-def _choose_items(config, streams, catalogue, users, user, position, intent, session_slot,
-                  session_genre) -> np.ndarray:
+def play_intents(config: GeneratorConfig, streams: Streams, user: np.ndarray,
+                 position: np.ndarray) -> np.ndarray:
+  """INTENT_* of each user's play `position`, by the intent shares, independent of the rest."""
+  return _sample_categorical(np.cumsum(intent_shares(config)),
+                             streams.uniform('intent', user, position))
+
+
+def choose_items(config, streams, catalogue, users, user, position, intent, session_slot,
+                 session_genre) -> np.ndarray:
   """The song of each play, by intent (see the docs for the story behind each branch)."""
   pick_u = streams.uniform('item_pick', user, position)
   is_favourite = streams.uniform('is_favourite', user, position) < config.favourite_share

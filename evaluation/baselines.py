@@ -57,6 +57,14 @@ class CooccurrenceRanker:
                                               (previous_id + 1) * self._size])
     return self._keys[start:end] - previous_id * self._size, self._counts[start:end]
 
+  def top_items(self, previous_id: int, k: int) -> np.ndarray:
+    """The k first ids of this ranking for previous_id: the items seen after it, most often
+    first (ties: more popular first), then the rest by popularity."""
+    items, counts = self.row(previous_id)
+    followed = items[np.lexsort((items, -counts))][:k]
+    return np.concatenate([followed, _by_popularity_without(followed, k - followed.size,
+                                                            self._size)])
+
   def ranks(self, previous_ids, target_ids) -> np.ndarray:
     """Exact rank of each target among all V items for its previous item (OOV target: V)."""
     previous = _check_ids('previous_ids', previous_ids, self._size)
@@ -108,6 +116,22 @@ def repeat_ranks(history_ids: Sequence, history_played: Sequence, target_ids,
     ranks[i] = _repeat_rank(_repeated_items(i, history, played, vocabulary_size), target,
                             vocabulary_size)
   return ranks
+
+
+def repeat_top_items(history, played, k: int, vocabulary_size: int) -> np.ndarray:
+  """The k first ids of the repeat baseline's ranking of one history (the order repeat_ranks
+  counts): its played-through items by how often, ties by the most recent, then the rest of
+  the vocabulary by popularity."""
+  items, counts, last = _repeated_items(0, history, played, vocabulary_size)
+  repeated = items[np.lexsort((-last, -counts))][:k]
+  return np.concatenate([repeated, _by_popularity_without(repeated, k - repeated.size,
+                                                          vocabulary_size)])
+
+
+def _by_popularity_without(taken: np.ndarray, k: int, vocabulary_size: int) -> np.ndarray:
+  """The k most popular ids (lowest first) not in taken."""
+  candidates = np.arange(min(vocabulary_size, max(k, 0) + taken.size), dtype=np.int64)
+  return candidates[~np.isin(candidates, taken)][:max(k, 0)]
 
 
 def _repeated_items(index: int, history, played, vocabulary_size: int):

@@ -172,8 +172,8 @@ def test_top_items_are_vocabulary_strings_by_descending_score(exported):
     assert sorted(item.decode() for item in row) == sorted(vocab)
   assert np.all(np.diff(scores, axis=1) <= 0)
   users = loaded.signatures[features.USER_VECTOR_SIGNATURE](
-      **{features.SIGNATURE_INPUT: tf.constant(list(REQUESTS.values()))})[features.USER_VECTOR]
-  expected = _scores(export_dir, users.numpy())
+      **{features.SIGNATURE_INPUT: tf.constant(list(REQUESTS.values()))})
+  expected = _scores_with_returns(export_dir, users, [item.encode() for item in vocab])
   np.testing.assert_allclose(scores, -np.sort(-expected, axis=1), rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(
       ids, np.array([[vocab[i].encode() for i in np.argsort(-row, kind='stable')] for row in expected]))
