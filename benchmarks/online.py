@@ -111,6 +111,10 @@ QUICK_HPARAMS = {'batch_size': 32, 'num_sampled': 32, 'hidden_dim': 16, 'item_em
 # --- The generator's world of a log ------------------------------------------------------------
 
 
+
+# Songs a system is asked for per request (serving's top_k), of which a queue is served.
+SONGS_PER_REQUEST = 50
+
 @dataclasses.dataclass
 class World:
   """The generator's catalogue and users of a generated log, and its plays."""
@@ -408,7 +412,7 @@ class Simulation:
 
 
 def simulate(world: World, system: System, users: np.ndarray, sessions: int, seed: int,
-             slate: int = 5, top_k: int = 50,
+             slate: int = 5, top_k: int = SONGS_PER_REQUEST,
              history_length: int = settings.HISTORY_LENGTH) -> Simulation:
   """Continues `users` for `sessions` sessions each, the system serving the recommend plays
   (the module docstring's rule). Returns per-user figures and every play and served song:
@@ -563,7 +567,8 @@ def _max_per_user(user: np.ndarray, values: np.ndarray, num: int) -> np.ndarray:
 # --- Responsiveness ------------------------------------------------------------------------
 
 
-def responsiveness(world: World, system: System, users: np.ndarray, top_k: int = 50,
+def responsiveness(world: World, system: System, users: np.ndarray,
+                   top_k: int = SONGS_PER_REQUEST,
                    history_length: int = settings.HISTORY_LENGTH) -> Dict[str, np.ndarray]:
   """Per user: the top-K before, after the system's best song that is new to the request (not in
   its history) is played through, and after it is skipped, the same history before it."""
@@ -751,7 +756,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   parser.add_argument('--sessions', type=int, default=5, help='sessions per user')
   parser.add_argument('--seeds', default='0,1,2', help='simulation seeds (comma-separated)')
   parser.add_argument('--slate', type=int, default=5, help='songs queued per request')
-  parser.add_argument('--top_k', type=int, default=50, help='songs asked of a system per request,'
+  parser.add_argument('--top_k', type=int, default=SONGS_PER_REQUEST,
+                      help='songs asked of a system per request,'
                       ' and the K of the responsiveness lists')
   parser.add_argument('--history_length', type=int, default=settings.HISTORY_LENGTH,
                       help='plays a request carries')
