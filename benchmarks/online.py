@@ -115,6 +115,7 @@ QUICK_HPARAMS = {'batch_size': 32, 'num_sampled': 32, 'hidden_dim': 16, 'item_em
 # Songs a system is asked for per request (serving's top_k), of which a queue is served.
 SONGS_PER_REQUEST = 50
 
+
 @dataclasses.dataclass
 class World:
   """The generator's catalogue and users of a generated log, and its plays."""
