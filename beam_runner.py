@@ -2,9 +2,10 @@
 
   python beam_runner.py [--beam_arg=VALUE ...]
 
-With no arguments Beam's DirectRunner runs on all local cores; any other runner is chosen by
-its own arguments, e.g. --runner=FlinkRunner --flink_master=HOST:PORT. Paths as in
-local_runner.py.
+With no arguments Beam's local runner runs on all local cores (settings.BEAM_PIPELINE_ARGS:
+pipeline/beam_direct.py's runner, which never downloads Prism as Beam's DirectRunner would try
+to); arguments without a --runner get that runner too. Any other runner is chosen by its own
+arguments, e.g. --runner=FlinkRunner --flink_master=HOST:PORT. Paths as in local_runner.py.
 """
 
 import os

@@ -1,6 +1,7 @@
 """playrecall: a TFX pipeline that trains and ships a skip-aware deep-recall model for music.
 
-Dependencies are pinned in requirements/lock.txt and installed with
+Dependencies are pinned in requirements/lock.txt (runtime) and requirements/test-lock.txt (tests,
+development) and installed with
 `pip install --no-deps --ignore-requires-python -r requirements/lock.txt` (see the Makefile):
 tfx 1.16.0 declares Requires-Python <3.11 but runs on 3.11, so no resolver may see it.
 """

@@ -1,6 +1,8 @@
 """Daily operation: ingestion cost as days accumulate, and warm against cold start on a new day.
 
   TF_USE_LEGACY_KERAS=1 PYTHONPATH=. python benchmarks/daily.py --days 6 --seeds 0,1,2
+  ... benchmarks/daily.py --days 9 --window 7 --plays_per_day 1000000 --skip ingestion \
+      --skip warm_start                # the partition cache at 1M plays a day
   ... benchmarks/daily.py --quick      # a smoke run: tiny days, one seed, a few steps
 
 With the project's real code (the executors TFX runs; Beam's DirectRunner):
@@ -9,7 +11,14 @@ With the project's real code (the executors TFX runs; Beam's DirectRunner):
      rolling window (--window partitions) and, interleaved with it in the same process, with
      every day so far (the reference: what the pipeline did before partitions). Each is timed
      --repeats times; the table gives the median seconds with their range and the plays read.
-  3. Warm against cold, on day 3 (for each trainer seed): a model is trained cold on the window
+  3. The partition cache: the days arrive again, one at a time. After each arrival, interleaved,
+     PlayLogExampleGen runs over the window without the cache, over the window with the cache
+     (the earlier days' validated plays cached by the runs before; the new day's entry is
+     deleted before each repeat, so every timed run parses the new day, as a daily run does),
+     and over the newest day alone (the reference: what a run should cost). The table gives
+     the cached run's time as a multiple of the one-day run's (goal: at most 1.5 from day 3
+     on) and whether its examples are byte for byte those of the run without the cache.
+  4. Warm against cold, on day 3 (for each trainer seed): a model is trained cold on the window
      ending on day 2 (the base, as the pipeline's latest blessed model); on the window ending on
      day 3 one model trains cold for --train_steps and one warm-starts from the base for as many
      steps. POS@50 is measured on the day-3 window's eval split at every --checkpoint_steps; the
@@ -21,6 +30,8 @@ are marked not for publishing.
 """
 
 import argparse
+import glob
+import hashlib
 import os
 import shutil
 import statistics
@@ -37,6 +48,10 @@ from datagen import generate as generate_lib
 # Users play about this many songs a day in the generated log (heavy users more).
 PLAYS_PER_USER_PER_DAY = 20
 WARM_START_DAY = 3
+SECTIONS = ('ingestion', 'cache', 'warm_start')
+# The goal of the partition cache: from this day on, a run over the window costs at most
+# CACHE_GOAL times a run over the newest day alone.
+CACHE_GOAL_FROM_DAY, CACHE_GOAL = 3, 1.5
 # --quick: the fewest days the warm start needs, tiny days, one seed, Beam in this process.
 QUICK_SETTINGS = {'days': WARM_START_DAY, 'plays_per_day': 600, 'num_items': 200, 'repeats': 1,
                   'seeds': '0', 'train_steps': 20, 'checkpoint_steps': 10}
@@ -58,8 +73,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   parser.add_argument('--train_steps', type=int, default=1500,
                       help='steps of each cold run, and the warm run\'s budget')
   parser.add_argument('--checkpoint_steps', type=int, default=100)
-  parser.add_argument('--skip', choices=('ingestion', 'warm_start'), default=None,
-                      help='leave one of the two measurements out')
+  parser.add_argument('--skip', choices=SECTIONS, action='append', default=[],
+                      help='leave a measurement out (may be given more than once)')
   parser.add_argument('--work_dir', default=None, help='default: a temp dir, deleted after')
   parser.add_argument('--quick', action='store_true',
                       help='tiny days, one seed, a few steps, Beam in this process: checks the '
@@ -97,17 +112,32 @@ def generate_days(out_dir: str, args: argparse.Namespace) -> List[str]:
   return sorted(name for name in os.listdir(out_dir) if not name.startswith('_'))
 
 
-def example_gen(out_dir: str, data_dir: str, args: argparse.Namespace,
-                window: Optional[int]) -> Dict[str, float]:
+def example_gen(out_dir: str, data_dir: str, args: argparse.Namespace, window: Optional[int],
+                cache_dir: Optional[str] = None) -> Dict[str, float]:
   """Runs PlayLogExampleGen's executor over the partitions (the newest `window` of them, or
-  all); returns its seconds and the plays it read."""
+  all), with the partition cache in cache_dir (None: no cache); returns its seconds, the plays
+  it read and the partitions it took from the cache."""
   shutil.rmtree(out_dir, ignore_errors=True)
+  cache = ({'partition_cache': False} if cache_dir is None
+           else {'partition_cache_dir': cache_dir})
   started = time.perf_counter()
   examples = quality.run_example_gen(out_dir, data_dir, args,
                                      partition_pattern=settings.DAILY_PARTITION_PATTERN,
-                                     window_partitions=window)
+                                     window_partitions=window, **cache)
   return {'seconds': time.perf_counter() - started,
-          'plays': examples.get_int_custom_property('rows_read')}
+          'plays': examples.get_int_custom_property('rows_read'),
+          'from_cache': examples.get_int_custom_property('partitions_from_cache')}
+
+
+def examples_digest(out_dir: str) -> str:
+  """SHA-256 of the examples' split files (names and bytes), as example_gen wrote them."""
+  digest = hashlib.sha256()
+  for path in sorted(glob.glob(os.path.join(out_dir, 'examples', 'Split-*', '*'))):
+    digest.update(os.path.relpath(path, out_dir).encode() + b'\0')
+    with open(path, 'rb') as f:
+      for block in iter(lambda: f.read(1 << 24), b''):
+        digest.update(block)
+  return digest.hexdigest()
 
 
 def measure_ingestion(work_dir: str, days: List[str], args: argparse.Namespace) -> List[Dict]:
@@ -129,6 +159,40 @@ def measure_ingestion(work_dir: str, days: List[str], args: argparse.Namespace) 
     progress(f'  day {number}: window {statistics.median(times["window"]):.1f} s '
              f'({plays["window"]:,} plays), all days {statistics.median(times["all"]):.1f} s '
              f'({plays["all"]:,} plays)')
+  return rows
+
+
+# The runs of the cache comparison: (name, window: 'one' day or the 'window', cached).
+CACHE_VARIANTS = (('one_day', 'one', False), ('window', 'window', False),
+                  ('cached', 'window', True))
+
+
+def measure_cache(work_dir: str, days: List[str], args: argparse.Namespace) -> List[Dict]:
+  data_dir = os.path.join(work_dir, 'arrived-cache')
+  cache_dir = os.path.join(work_dir, 'partition_cache')
+  os.makedirs(data_dir, exist_ok=True)
+  rows = []
+  for number, day in enumerate(days, start=1):
+    shutil.copytree(os.path.join(work_dir, 'generated', day), os.path.join(data_dir, day))
+    times = {name: [] for name, _, _ in CACHE_VARIANTS}
+    results = {}
+    for _ in range(args.repeats):
+      for name, window, cached in CACHE_VARIANTS:  # interleaved
+        if cached:  # the new day is parsed in every timed run, as in a daily run
+          shutil.rmtree(os.path.join(cache_dir, day), ignore_errors=True)
+        results[name] = example_gen(os.path.join(work_dir, 'cache', name), data_dir, args,
+                                    1 if window == 'one' else args.window,
+                                    cache_dir if cached else None)
+        times[name].append(results[name]['seconds'])
+    identical = (examples_digest(os.path.join(work_dir, 'cache', 'cached'))
+                 == examples_digest(os.path.join(work_dir, 'cache', 'window')))
+    rows.append({'day': number, 'name': day, 'load': load_average_text(),
+                 'identical': identical, 'from_cache': results['cached']['from_cache'],
+                 **{f'{name}_seconds': times[name] for name in times},
+                 **{f'{name}_plays': results[name]['plays'] for name in times}})
+    progress(f'  day {number}: one day {statistics.median(times["one_day"]):.1f} s, window '
+             f'{statistics.median(times["window"]):.1f} s, cached '
+             f'{statistics.median(times["cached"]):.1f} s; identical: {identical}')
   return rows
 
 
@@ -196,6 +260,28 @@ def print_ingestion(rows: List[Dict], args: argparse.Namespace) -> None:
           f'{row["load"]} |')
 
 
+def print_cache(rows: List[Dict], args: argparse.Namespace) -> None:
+  print(f'\nPartition cache (PlayLogExampleGen, {args.repeats} interleaved runs per cell; median '
+        f's (min-max)); window of {args.window} days')
+  print('| day | newest day alone: s | plays | window, no cache: s | window, cached: s | plays '
+        '| partitions from the cache | cached / newest day alone | examples identical | '
+        'load 1/5/15 min |')
+  print('|---|---|---|---|---|---|---|---|---|---|')
+  for row in rows:
+    ratio = (statistics.median(row['cached_seconds'])
+             / statistics.median(row['one_day_seconds']))
+    print(f'| {row["day"]} ({row["name"]}) | {_spread(row["one_day_seconds"])} | '
+          f'{row["one_day_plays"]:,} | {_spread(row["window_seconds"])} | '
+          f'{_spread(row["cached_seconds"])} | {row["cached_plays"]:,} | {row["from_cache"]} | '
+          f'{ratio:.2f} | {"yes" if row["identical"] else "NO"} | {row["load"]} |')
+  held = [row for row in rows if row['day'] >= CACHE_GOAL_FROM_DAY]
+  worst = max((statistics.median(row['cached_seconds'])
+               / statistics.median(row['one_day_seconds']) for row in held), default=None)
+  if worst is not None:
+    print(f'cached / newest day alone from day {CACHE_GOAL_FROM_DAY} on: at most {worst:.2f} '
+          f'(goal <= {CACHE_GOAL})')
+
+
 def print_warm_start(rows: List[Dict]) -> None:
   print(f'\nWarm against cold start on day {WARM_START_DAY} (one row per trainer seed)')
   print('| seed | cold POS@50 (final) | cold s | warm POS@50 at its 1st checkpoint | warm final '
@@ -219,10 +305,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   try:
     progress('generating the days')
     days = generate_days(os.path.join(work_dir, 'generated'), args)
-    if args.skip != 'ingestion':
+    if 'ingestion' not in args.skip:
       progress('ingestion, day by day')
       print_ingestion(measure_ingestion(work_dir, days, args), args)
-    if args.skip != 'warm_start':
+    if 'cache' not in args.skip:
+      progress('the partition cache, day by day')
+      print_cache(measure_cache(work_dir, days, args), args)
+    if 'warm_start' not in args.skip:
       progress('warm against cold start')
       print_warm_start(measure_warm_start(work_dir, days, args))
   finally:

@@ -17,6 +17,14 @@ the project's speed.
       --direct_num_workers=2 --direct_running_mode=multi_processing
   python benchmarks/ingest_throughput.py --quick    # a smoke run, seconds
 Arguments after `--` are Beam pipeline args, passed through as the pipeline's would be.
+
+One large file over workers: with --workers 1,2 the log is one CSV file (--single_file) and
+PlayLogExampleGen runs on it with each number of DirectRunner worker processes, interleaved, the
+file read in byte ranges of --range_bytes; the table gives each count's median seconds (min-max)
+and its speed-up over the first (the goal: 2 workers at least 1.6 x 1 worker on 1 GB, about
+19M events at ~53 bytes each):
+  python benchmarks/ingest_throughput.py --num_events 19000000 --single_file \
+      --workers 1,2 --skip_transform --repeats 3
 """
 
 import argparse
@@ -34,13 +42,16 @@ from tfx.types import standard_artifacts
 
 from benchmarks import quality
 from components.play_log_example_gen import artifacts
+from components.play_log_example_gen import defaults
 from components.play_log_example_gen import executor as executor_lib
 from datagen import generate as generate_lib
+from pipeline import beam_direct
 
 
 # --quick: a few thousand events, one repeat, Beam in this process.
 QUICK_EVENTS, QUICK_ITEMS = 3_000, 300
 QUICK_BEAM_PIPELINE_ARGS = ['--direct_num_workers=1', '--direct_running_mode=in_memory']
+QUICK_RANGE_BYTES = 32 << 10  # --quick's log (about 150 KB) in a few ranges
 
 
 def parse_args(argv=None):
@@ -55,6 +66,14 @@ def parse_args(argv=None):
                       help='interleaved runs of the reference and the executor')
   parser.add_argument('--skip_transform', action='store_true',
                       help='time PlayLogExampleGen only')
+  parser.add_argument('--single_file', action='store_true',
+                      help='write the log as one CSV file (the generator writes a file per '
+                      'million plays otherwise)')
+  parser.add_argument('--workers', default=None,
+                      help='worker process counts to compare on the log, e.g. 1,2 (implies '
+                      '--single_file)')
+  parser.add_argument('--range_bytes', type=int, default=defaults.RANGE_BYTES,
+                      help='byte ranges a large file is read in')
   parser.add_argument('--work_dir', default=None,
                       help='where the log and outputs go (default: a temp dir, deleted after)')
   parser.add_argument('--quick', action='store_true',
@@ -67,7 +86,48 @@ def parse_args(argv=None):
     args.num_events, args.num_items, args.num_users, args.repeats = (
         QUICK_EVENTS, QUICK_ITEMS, None, 1)
     args.beam_pipeline_args = args.beam_pipeline_args or QUICK_BEAM_PIPELINE_ARGS
+    # The worker comparison's code path, on threads in this process (no worker start-up).
+    args.workers, args.range_bytes = args.workers or '1,2', QUICK_RANGE_BYTES
+  args.workers = [int(n) for n in args.workers.split(',')] if args.workers else []
+  args.single_file = args.single_file or bool(args.workers)
   return args
+
+
+def workers_beam_args(workers, quick):
+  """Beam args of a run on this many DirectRunner workers: processes, or with --quick threads."""
+  mode = 'multi_threading' if quick else 'multi_processing'
+  return [f'--direct_num_workers={workers}', f'--direct_running_mode={mode}']
+
+
+def compare_workers(log_glob, out_dir, args, events):
+  """{workers: [(events, wall s, cpu s)] per repeat}, the counts interleaved; each run must read
+  every one of the log's events."""
+  timings = {workers: [] for workers in args.workers}
+  for repeat in range(args.repeats):
+    for workers in args.workers:
+      print(f'repeat {repeat + 1}/{args.repeats}: PlayLogExampleGen on {workers} worker(s) ...',
+            flush=True)
+      shutil.rmtree(out_dir, ignore_errors=True)
+      timings[workers].append(time_executor(log_glob, out_dir,
+                                            workers_beam_args(workers, args.quick)))
+      assert timings[workers][-1][0] == events, (timings[workers][-1][0], events)
+  return timings
+
+
+def print_workers(timings, file_bytes, args):
+  first = statistics.median(t[1] for t in timings[args.workers[0]])
+  print(f'\nOne {file_bytes / 1e6:,.1f} MB CSV file in byte ranges of {args.range_bytes / 1e6:.3g} '
+        f'MB ({-(-file_bytes // args.range_bytes)} ranges), {args.repeats} interleaved runs')
+  print(f'{"workers":<8} {"wall s (min-max)":>22} {"events/s":>12} {"x speed":>8} {"cpu s":>7}')
+  for workers, runs in timings.items():
+    seconds = [s for _, s, _ in runs]
+    median = statistics.median(seconds)
+    spread = f'{median:.1f} ({min(seconds):.1f}-{max(seconds):.1f})'
+    print(f'{workers:<8} {spread:>22} {runs[0][0] / median:>12,.0f} {first / median:>8.2f} '
+          f'{statistics.median(c for _, _, c in runs):>7.1f}')
+  load = os.getloadavg()
+  print(f'load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min) after these '
+        f'runs, {os.cpu_count()} cores')
 
 
 def cpu_seconds():
@@ -87,7 +147,8 @@ def time_executor(log_glob, out_dir, beam_pipeline_args):
   examples.uri = os.path.join(out_dir, 'examples')
   quarantine = artifacts.Quarantine()
   quarantine.uri = os.path.join(out_dir, 'quarantine')
-  context = base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=beam_pipeline_args)
+  context = base_beam_executor.BaseBeamExecutor.Context(
+      beam_pipeline_args=beam_direct.with_runner(beam_pipeline_args))
   started, started_cpu = time.time(), cpu_seconds()
   executor_lib.Executor(context).Do(
       {}, {'examples': [examples], 'quarantine': [quarantine]},
@@ -99,7 +160,7 @@ def time_executor(log_glob, out_dir, beam_pipeline_args):
 def time_transform(examples_uri, out_dir, beam_pipeline_args):
   started, started_cpu = time.time(), cpu_seconds()
   quality.run_transform(out_dir, examples_uri, argparse.Namespace(
-      beam_pipeline_args=beam_pipeline_args))
+      beam_pipeline_args=beam_direct.with_runner(beam_pipeline_args)))
   return time.time() - started, cpu_seconds() - started_cpu
 
 
@@ -120,12 +181,17 @@ def main(argv=None):
     print(f'generating {args.num_events:,} events into {log_dir} ...', flush=True)
     summary = generate_lib.generate(log_dir, num_events=args.num_events, num_users=args.num_users,
                                     num_items=args.num_items, seed=args.seed, fmt='csv',
-                                    overwrite=True)
+                                    num_shards=1 if args.single_file else None, overwrite=True)
     files = sorted(glob.glob(os.path.join(log_dir, 'plays-*.csv')))
     print(f'  {summary["events"]:,} events, {summary["users"]:,} users, {len(files)} file(s) '
           f'in {summary["seconds"]:.1f} s', flush=True)
 
     out_dir = os.path.join(work_dir, 'out')
+    defaults.RANGE_BYTES = args.range_bytes  # read where the executor plans its byte ranges
+    if args.workers:
+      print_workers(compare_workers(os.path.join(log_dir, 'plays-*.csv'), out_dir, args,
+                                    summary['events']),
+                    sum(os.path.getsize(path) for path in files), args)
     reference, executor = [], []
     for repeat in range(args.repeats):
       print(f'repeat {repeat + 1}/{args.repeats}: pyarrow.csv.read_csv, then PlayLogExampleGen on '

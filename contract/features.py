@@ -139,6 +139,12 @@ EXAMPLE_POS_THRESHOLD = 'pos_threshold'  # float
 EXAMPLE_NEG_THRESHOLD = 'neg_threshold'  # float
 EXAMPLE_SETTINGS = (EXAMPLE_HISTORY_LENGTH, EXAMPLE_POS_THRESHOLD, EXAMPLE_NEG_THRESHOLD)
 EXAMPLE_SETTINGS_FILE = 'example_settings.json'
+# The eval split's bound (ingest.eval_max_users, an int; absent: none) and, when it has one, the
+# users in the eval split and the users with eval plays before the sample. The Evaluator's
+# noise estimate counts the targets it scores, so it is the sample's.
+EXAMPLE_EVAL_MAX_USERS = 'eval_max_users'
+EXAMPLE_EVAL_USERS = 'eval_users'
+EXAMPLE_EVAL_USERS_BEFORE_SAMPLE = 'eval_users_before_sample'
 
 
 # The splits of PlayLogExampleGen's examples. The Trainer trains on TRAIN_SPLIT and picks the

@@ -25,8 +25,12 @@ from contract.typed import SettingError, Settings, build, require
 
 PIPELINE_NAME = 'playrecall'
 CONFIG_ENV = 'PLAYRECALL_CONFIG'
-# Beam arguments when a runner is given none: the DirectRunner on every local core.
-BEAM_PIPELINE_ARGS = ('--direct_running_mode=multi_processing', '--direct_num_workers=0')
+# The Beam runner named when none is given (pipeline/beam_direct.py): Beam's local FnApiRunner
+# without the DirectRunner's first try of Prism, a binary Beam would download at run time.
+BEAM_RUNNER = 'pipeline.beam_direct.LocalRunner'
+# Beam arguments when a runner is given none: that runner on every local core.
+BEAM_PIPELINE_ARGS = (f'--runner={BEAM_RUNNER}', '--direct_running_mode=multi_processing',
+                      '--direct_num_workers=0')
 # A pipeline name is a directory name under PLAYRECALL_HOME and a Kubernetes label.
 PIPELINE_NAME_PATTERN = r'[A-Za-z0-9][A-Za-z0-9_-]{0,62}'
 
@@ -79,6 +83,10 @@ IN_PROGRESS_DIRECTORIES = ('_temporary',)  # Hadoop's and Spark's job output in 
 OFF_DAY_ACTIONS = ('count', 'quarantine')
 OFF_DAY_PLAYS = 'count'
 OFF_DAY_MARGIN_MS = 0
+# The validated plays of each partition are cached (ingest.partition_cache), by default in this
+# folder under the pipeline root (pipeline/pipeline.py sets ingest.partition_cache_dir to it), so
+# that it lives where the run's outputs do: a local folder, gs:// or s3://.
+PARTITION_CACHE_DIR = 'partition_cache'
 
 # Upper bounds of integer settings: far beyond any real run, so that a typo (10^12 steps, a
 # history of a million plays) fails at load naming its key rather than later without one.
@@ -87,6 +95,7 @@ MAX_HISTORY_LENGTH = 10_000
 MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 MAX_PLAYS_PER_USER = 1_000_000
 MAX_WINDOW_PARTITIONS = 100_000
+MAX_EVAL_USERS = 10**9
 MAX_SETTLE_SECONDS = 7 * 24 * 3600
 MAX_VOCABULARY_SIZE = 2**31 - 1  # ids are int64, but tables of more rows fit no machine
 # The trainer's sizes (HParams), checked where the pipeline's config holds them (train.hparams).
@@ -102,7 +111,7 @@ METRIC_NS = (10, 50, 100)
 
 # --- Choices of the trainer ----------------------------------------------------------------------
 VARIANTS = ('a', 'b', 'c')
-SAMPLERS = ('log_uniform', 'uniform', 'learned_unigram', 'fixed_unigram')
+SAMPLERS = ('log_uniform', 'uniform', 'mixed', 'learned_unigram', 'fixed_unigram')
 USER_VECTOR_MODES = ('last', 'mean')
 # lazy_adam updates only the item-table rows a batch touches (trainer/optimizers.py); adam is
 # tf_keras Adam, whose work per step grows with the catalogue.
@@ -189,6 +198,15 @@ class IngestConfig(Settings):
   # Plays outside their date partition's day: counted, and with 'quarantine' quarantined.
   off_day_plays: str = OFF_DAY_PLAYS
   off_day_margin_ms: int = OFF_DAY_MARGIN_MS
+  # Partitioned input: each partition's validated plays, quarantined rows and counts are cached
+  # in partition_cache_dir (None: PARTITION_CACHE_DIR under the pipeline root, which the
+  # pipeline sets), keyed by the partition's content and the settings that validate it, so a
+  # daily run parses only new or changed partitions. false: every run parses its whole window.
+  partition_cache: bool = True
+  partition_cache_dir: Optional[str] = None
+  # At most this many users' plays form the eval split (a fixed hash sample of the users who
+  # have eval plays, the same on every rerun); the examples record it. None: every user.
+  eval_max_users: Optional[int] = None
 
   def check(self) -> None:
     _one_of('input_format', self.input_format, INPUT_FORMATS)
@@ -234,6 +252,12 @@ class IngestConfig(Settings):
     _one_of('incomplete_partitions', self.incomplete_partitions, INCOMPLETE_PARTITION_ACTIONS)
     _one_of('off_day_plays', self.off_day_plays, OFF_DAY_ACTIONS)
     _within('off_day_margin_ms', self.off_day_margin_ms, 0, MAX_TS_MS)
+    if self.partition_cache_dir is not None:
+      require(self.partition_cache_dir.strip() != '', 'partition_cache_dir',
+              self.partition_cache_dir, 'a folder (None: under the pipeline root)')
+    if self.eval_max_users is not None:
+      _at_least('eval_max_users', self.eval_max_users, 1)
+      _at_most('eval_max_users', self.eval_max_users, MAX_EVAL_USERS)
 
 
 def _check_partition_pattern(pattern: str) -> None:

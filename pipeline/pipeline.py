@@ -20,6 +20,7 @@ from contract import features
 from contract import schema as schema_lib
 from contract import settings
 from evaluation import eval_config as eval_config_lib
+from pipeline import beam_direct
 
 PREPROCESSING_FN = 'transform.preprocessing.preprocessing_fn'
 RUN_FN = 'trainer.run.run_fn'
@@ -56,7 +57,9 @@ def create_pipeline(
     baseline: how the Evaluator finds the model to compare against: 'resolver' (the latest
       blessed model in MLMD; local and Beam runners) or 'pushed_model' (the newest version in
       serving_model_dir; for Kubeflow Pipelines v2, which cannot run a Resolver).
-    beam_pipeline_args: passed to every Beam-based component.
+    beam_pipeline_args: passed to every Beam-based component; without a `--runner`, the
+      project's local runner is named (pipeline/beam_direct.py: Beam's default would try to
+      download the Prism runner at run time).
     metadata_connection_config: the MLMD store (None: the orchestrator's default).
     enable_cache: reuse outputs of unchanged components from MLMD.
     schema_file: the curated schema of the raw examples where the steps run (None: the
@@ -64,7 +67,8 @@ def create_pipeline(
   """
   if baseline not in BASELINES:
     raise ValueError(f'baseline={baseline!r}; choose one of {list(BASELINES)}')
-  example_gen = PlayLogExampleGen(input_base=data_root, ingest_config=config.ingest)
+  example_gen = PlayLogExampleGen(input_base=data_root, ingest_config=ingest_settings(
+      config.ingest, pipeline_root))
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
   # The curated schema, generated from the example's one definition (contract/features.py), not
   # one inferred from the statistics it is to check: ExampleValidator fails the run on any
@@ -135,7 +139,16 @@ def create_pipeline(
       + ([base_model_node] if base_model_node not in (None, baseline_node) else []),
       enable_cache=enable_cache,
       metadata_connection_config=metadata_connection_config,
-      beam_pipeline_args=beam_pipeline_args or [])
+      beam_pipeline_args=beam_direct.with_runner(beam_pipeline_args or []))
+
+
+def ingest_settings(ingest: settings.IngestConfig, pipeline_root: str) -> settings.IngestConfig:
+  """The ingest settings, the partition cache under the pipeline root unless they name a
+  folder: it then lives where the run's outputs do (a local folder, gs://, s3://)."""
+  if ingest.partition_cache_dir is not None:
+    return ingest
+  return dataclasses.replace(ingest, partition_cache_dir=os.path.join(
+      pipeline_root, settings.PARTITION_CACHE_DIR))
 
 
 def _latest_blessed_model() -> tfx.dsl.Resolver:

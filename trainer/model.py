@@ -252,16 +252,21 @@ class RepeatBonus(tf_keras.layers.Layer):
 
   Play j of the history (item h_j, vector v_j) has, as the prediction of a later play q, the
   log-weight
-      w_qj = recency[k] + u_q . g + u_q A v_j + rate_weight * rate_j + intent_weight[intent_j]
-  where k is the number of plays between j and q's predecessor (0: j is the most recent play), u_q
-  the user vector predicting q, u_q A v_j how well the song suits the moment, and the last two
-  terms only with feedback features (b, c). An item's score is the log of the sum of the two ways
+      w_qj = recency[k] + replays[n] + u_q . g + u_q A v_j
+             + rate_weight * rate_j + intent_weight[intent_j]
+  where k is the number of plays between j and q's predecessor (0: j is the most recent play), n
+  the number of plays of h_j that q sees (j among them; capped at MAX_REPLAYS), u_q the user
+  vector predicting q, u_q A v_j how well the song suits the moment, and the last two terms only
+  with feedback features (b, c). An item's score is the log of the sum of the two ways
   it can come next:
       score_i = log(exp(u_q . v_i + bias_i) + sum over the plays j of item i of exp(w_qj))
               = base_i + softplus(R_i - base_i),   base_i = u_q . v_i + bias_i,
                                                     R_i = log sum_j exp(w_qj).
   So an item played n times counts n times and recent plays weigh more, as in the repeat
-  baseline; and a return does not depend on the song's popularity, which base_i carries (in the
+  baseline; replays[n] makes that count more than linear where it should be (a song played
+  again and again is a favourite, a song played once may have been a passing pick: the top 50 of
+  a model without it held 14 history songs against the oracle's 10, and still found fewer of the
+  returns); and a return does not depend on the song's popularity, which base_i carries (in the
   bias and in the vectors): a rarely played favourite comes back as readily as a hit. A bonus
   added to base_i, as this layer first was, must be larger for rare songs than for hits, which
   one weight per play cannot be: such a model ranked only 43 % of the returns to songs outside
@@ -276,6 +281,7 @@ class RepeatBonus(tf_keras.layers.Layer):
     self.feedback_features = hparams.feedback_features
     self.recency = self.add_weight(name='recency', shape=[hparams.history_length],
                                    initializer='zeros')
+    self.replays = self.add_weight(name='replays', shape=[MAX_REPLAYS], initializer='zeros')
     self.context = self.add_weight(name='context', shape=[hparams.hidden_dim, 1],
                                    initializer='zeros')
     self.affinity = self.add_weight(name='affinity', shape=[hparams.hidden_dim, hparams.hidden_dim],
@@ -291,13 +297,15 @@ class RepeatBonus(tf_keras.layers.Layer):
     """w_qj [B, Q, L] for Q predictions, NO_REPEAT where not counted.
 
     Args:
-      batch: the model batch (history play rates and intents [B, L]).
+      batch: the model batch (history items, play rates and intents [B, L]).
       user_vectors: [B, Q, H], the user vector predicting each of the Q plays.
       history_vectors: [B, L, H], the history plays' item vectors.
       plays_between: [B, Q, L] int, k of each (prediction, history play) pair.
       counted: [B, Q, L] bool, the history plays each prediction may see.
     """
     weights = tf.gather(self.recency, tf.clip_by_value(plays_between, 0, self.history_length - 1))
+    replays = replays_seen(batch[features.HISTORY_ITEM_XF], counted)
+    weights += tf.gather(self.replays, tf.clip_by_value(replays - 1, 0, MAX_REPLAYS - 1))
     weights += tf.matmul(user_vectors, self.context)  # [B, Q, 1]
     weights += tf.matmul(tf.matmul(user_vectors, self.affinity), history_vectors,
                          transpose_b=True)
@@ -334,6 +342,18 @@ class RepeatBonus(tf_keras.layers.Layer):
 
 # The log-weight of a play that does not count (padding, a later play): exp of it is 0.
 NO_REPEAT = -1e9
+# RepeatBonus learns one weight per number of plays of a song seen, 1 to this (and more).
+MAX_REPLAYS = 5
+
+
+def replays_seen(history_items: tf.Tensor, counted: tf.Tensor) -> tf.Tensor:
+  """[B, Q, L] int32: for each prediction q and history play j, how many of the plays q sees
+  (counted [B, Q, L]) are of play j's item (history_items [B, L]); 0 where j is not seen."""
+  same = tf.equal(history_items[:, :, tf.newaxis], history_items[:, tf.newaxis, :])  # [B, L, L]
+  seen = tf.cast(counted, tf.float32)
+  # replays[b, q, j] = sum over j' of seen[b, q, j'] * same[b, j', j]
+  replays = tf.cast(tf.matmul(seen, tf.cast(same, tf.float32)), tf.int32)
+  return tf.where(counted, replays, 0)
 
 
 def repeat_log_mass(weights: tf.Tensor, history_items: tf.Tensor,

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from contract import features
+from contract import settings
 
 # (sampled_ids [num_sampled], true_expected_count [B, 1], sampled_expected_count [num_sampled])
 Sample = Tuple[tf.Tensor, tf.Tensor, tf.Tensor]
@@ -38,7 +39,8 @@ def make_sampler(name: str,
 
   Args:
     name: 'log_uniform' (Zipf over ids, right when ids are frequency ranks, as Transform's
-      vocabulary gives), 'uniform', 'learned_unigram' or 'fixed_unigram'.
+      vocabulary gives), 'uniform', 'mixed' (see mixed_sample), 'learned_unigram' or
+      'fixed_unigram'.
     num_items: the id range, OOV buckets included.
     unigram_counts: fixed_unigram's counts of the vocabulary ids (vocabulary.item_counts); the
       OOV buckets after them get OOV_UNIGRAM_COUNT each.
@@ -49,6 +51,9 @@ def make_sampler(name: str,
   if num_sampled > num_items and unique:
     raise ValueError(f'num_sampled={num_sampled} > num_items={num_items}: cannot draw that '
                      'many distinct ids; lower the num_sampled hyper-parameter')
+  if name == 'mixed' and num_sampled < 2:
+    raise ValueError(f'num_sampled={num_sampled}: the mixed sampler draws half its ids of each '
+                     'kind; raise num_sampled to at least 2')
   if name == 'fixed_unigram':
     unigrams = fixed_unigrams(num_items, unigram_counts).tolist()
 
@@ -58,6 +63,8 @@ def make_sampler(name: str,
                   range_max=num_items, seed=seed)
     if name == 'log_uniform':
       return tf.random.log_uniform_candidate_sampler(**common)
+    if name == 'mixed':
+      return mixed_sample(true_classes, num_items, num_sampled, unique, seed)
     if name == 'uniform':
       return tf.random.uniform_candidate_sampler(**common)
     if name == 'learned_unigram':
@@ -68,10 +75,43 @@ def make_sampler(name: str,
       return tf.random.fixed_unigram_candidate_sampler(**common, unigrams=unigrams)
     raise ValueError(f'unknown sampler {name!r}')
 
-  if name not in ('log_uniform', 'uniform', 'learned_unigram', 'fixed_unigram'):
-    raise ValueError(f'unknown sampler {name!r}; choose log_uniform, uniform, learned_unigram or '
-                     'fixed_unigram')
+  if name not in settings.SAMPLERS:
+    raise ValueError(f'unknown sampler {name!r}; choose one of {", ".join(settings.SAMPLERS)}')
   return sample
+
+
+def mixed_sample(true_classes: tf.Tensor, num_items: int, num_sampled: int, unique: bool,
+                 seed: Optional[int]) -> Sample:
+  """Half the draws log-uniform, half uniform, with the expected counts of the two together.
+
+  Log-uniform draws alone (which follow the frequency of the plays) reach a song outside the
+  few thousand most played about once in a hundred steps, so nothing but its own plays moves
+  its vector and the model puts such songs too high; the uniform half pushes every song down
+  now and then (mixed negative sampling, Yi et al., RecSys 2019). Each half is drawn as its
+  sampler draws (distinct ids within a half with unique); an id both halves drew is a candidate
+  twice, and every candidate's expected count is the sum of the two halves' counts for its id,
+  which keeps the softmax correction unbiased.
+
+  Args:
+    true_classes: [B, 1] int64 true ids.
+  """
+  num_uniform = num_sampled // 2
+  uniform_ids, uniform_true, uniform_sampled = tf.random.uniform_candidate_sampler(
+      true_classes=true_classes, num_true=1, num_sampled=num_uniform, unique=unique,
+      range_max=num_items, seed=seed)
+  # The log-uniform sampler reports expected counts for the true ids it is given: given the
+  # uniform half's ids too, it reports theirs under its own draws.
+  num_true = tf.shape(true_classes)[0]
+  log_ids, log_true, log_sampled = tf.random.log_uniform_candidate_sampler(
+      true_classes=tf.concat([true_classes, tf.cast(uniform_ids, tf.int64)[:, tf.newaxis]], 0),
+      num_true=1, num_sampled=num_sampled - num_uniform, unique=unique, range_max=num_items,
+      # Not the uniform half's seed: the two ops would turn the same random numbers into ids.
+      seed=None if seed is None else seed + 1)
+  # A uniform draw's expected count is the same for every id.
+  uniform_count = uniform_sampled[:1]
+  return (tf.concat([log_ids, uniform_ids], 0),
+          log_true[:num_true] + uniform_true,
+          tf.concat([log_sampled + uniform_count, log_true[num_true:, 0] + uniform_sampled], 0))
 
 
 def fixed_unigrams(num_items: int, unigram_counts: Optional[Sequence[float]]) -> np.ndarray:
@@ -101,6 +141,9 @@ def sampling_probabilities(name: str,
     return (np.log(k + 2) - np.log(k + 1)) / np.log(num_items + 1)
   if name == 'uniform':
     return np.full(num_items, 1.0 / num_items)
+  if name == 'mixed':  # of an even num_sampled: half the draws of each
+    return 0.5 * (sampling_probabilities('log_uniform', num_items)
+                  + sampling_probabilities('uniform', num_items))
   if name == 'fixed_unigram':
     unigrams = fixed_unigrams(num_items, unigram_counts)
     return unigrams / unigrams.sum()

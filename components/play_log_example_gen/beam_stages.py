@@ -25,12 +25,14 @@ import pyarrow.compute as pc
 
 from components.play_log_example_gen import column_mapping as column_mapping_lib
 from components.play_log_example_gen import defaults
+from components.play_log_example_gen import partition_cache
 from components.play_log_example_gen import play_log_reader
 from components.play_log_example_gen import user_examples
 
 # Tags of the stages' side outputs.
 QUARANTINED = 'quarantined'
 COUNTS = 'counts'
+PIECES = 'pieces'  # (cache entry folder, the record of a piece the reader wrote to it)
 # Locations kept per quarantine reason for the counts and the failure message.
 EXAMPLE_LOCATIONS_PER_REASON = 3
 
@@ -39,9 +41,10 @@ EXAMPLE_LOCATIONS_PER_REASON = 3
 
 # Counters summed over files and buckets. Per file: rows_read = rows the reader used or
 # quarantined (blank lines apart); per bucket: rows_used = unique plays (duplicates quarantined).
+# eval_plays_left_out: eval plays of users outside the eval sample (ingest.eval_max_users).
 COUNTERS = ('files_read', 'rows_read', 'rows_used', 'rows_quarantined', 'blank_lines',
             'train_plays', 'tied_plays', 'capped_play_rates', 'default_play_rates',
-            'unknown_intents', 'off_day_plays')
+            'unknown_intents', 'off_day_plays', 'eval_plays_left_out')
 
 
 def empty_counts() -> Dict[str, Any]:
@@ -134,9 +137,84 @@ class OffDayRule(NamedTuple):
 
 # --- Beam stages ------------------------------------------------------------------------------
 
+class ReadTask(NamedTuple):
+  """One reader's work: a file, or the lines starting in its bytes [start, end) (end None: to
+  its end), and the cache entry the reader writes what it read to (None: not cached)."""
+  file_index: int
+  path: str
+  start: int = 0
+  end: Optional[int] = None
+  entry: Optional[str] = None  # the folder of the partition's cache entry
+  relative_path: str = ''  # the file under the input base, as the entry names it
+
+
+class RangeFacts(NamedTuple):
+  """What a byte range's reader needs from the ranges before it: their line breaks (to number
+  its lines) and, for JSON lines, the keys of the whole file (which decide its columns)."""
+  newlines_before: int
+  json_keys: Optional[List[str]]
+
+
+def _range_facts_of(task: ReadTask, input_format: str, column_mapping: str
+                    ) -> Tuple[int, int, int, Optional[List[str]]]:
+  """(file index, start, line breaks in [start, end), JSON keys in its lines) of a range."""
+  keys = None
+  if input_format == 'jsonl':
+    wanted = play_log_reader.json_source_keys(
+        column_mapping_lib.parse_column_mapping(column_mapping))
+    keys = play_log_reader.json_keys_in_range(
+        task.path, play_log_reader.ByteRange(task.start, task.end), wanted)
+  return (task.file_index, task.start,
+          play_log_reader.count_newlines(task.path, task.start, task.end), keys)
+
+
+def _facts_by_range(facts: Iterable[Tuple[int, int, int, Optional[List[str]]]]
+                    ) -> Dict[Tuple[int, int], RangeFacts]:
+  """The RangeFacts of each range, from the facts of every range of its file."""
+  by_file = collections.defaultdict(list)
+  for file_index, start, newlines, keys in facts:
+    by_file[file_index].append((start, newlines, keys))
+  result = {}
+  for file_index, ranges in by_file.items():
+    ranges.sort()
+    keys = (None if ranges[0][2] is None
+            else sorted(set(itertools.chain.from_iterable(k for _, _, k in ranges))))
+    before = 0
+    for start, newlines, _ in ranges:
+      result[file_index, start] = RangeFacts(before, keys)
+      before += newlines
+  return result
+
+
+class RangeFactsByRange(beam.PTransform):
+  """ReadTasks of byte ranges -> {(file index, start): RangeFacts}, one dict.
+
+  A first, light pass over the split files (counting line breaks, looking for keys), so that
+  each range's reader numbers its lines as the whole file's reader would: quarantined rows and
+  duplicates name their file and line, however the file was split."""
+
+  def __init__(self, input_format: str, column_mapping: str):
+    super().__init__()
+    self._input_format = input_format
+    self._column_mapping = column_mapping
+
+  def expand(self, tasks):
+    return (tasks
+            | 'Spread' >> beam.Reshuffle()
+            | 'Count' >> beam.Map(_range_facts_of, self._input_format, self._column_mapping)
+            | 'All' >> beam.combiners.ToList()
+            | 'ByRange' >> beam.Map(_facts_by_range))
+
+
+def _by_bucket(plays: pa.Table, num_buckets: int) -> Iterator[Tuple[int, pa.Table]]:
+  buckets = user_examples.user_buckets(plays['user_id'], num_buckets)
+  for bucket in np.unique(buckets).tolist():
+    yield bucket, plays.filter(pa.array(buckets == bucket))
+
+
 class ReadPlayLogFile(beam.DoFn):
-  """(file_index, path) -> (user bucket, pyarrow table of plays) per block and bucket;
-  quarantined rows and counts tagged."""
+  """ReadTask -> (user bucket, pyarrow table of plays) per block and bucket; quarantined rows,
+  counts and the cache piece written (when the task names an entry) tagged."""
 
   def __init__(self, input_format: str, column_mapping: str,
                timestamps: play_log_reader.TimestampRule, num_buckets: int,
@@ -152,24 +230,118 @@ class ReadPlayLogFile(beam.DoFn):
         self._input_format, column_mapping_lib.parse_column_mapping(self._column_mapping),
         self._timestamps)
 
-  def process(self, indexed_path: Tuple[int, str]):
-    file_index, path = indexed_path
+  def process(self, task: ReadTask, range_facts: Dict[Tuple[int, int], RangeFacts]):
+    file_index, path = task.file_index, task.path
+    facts = range_facts.get((file_index, task.start))
+    byte_range = (play_log_reader.WHOLE_FILE if facts is None else
+                  play_log_reader.ByteRange(task.start, task.end, facts.newlines_before))
     counts = empty_counts()
-    counts['files_read'] = 1
-    for block in play_log_reader.read_file(path, file_index, self._settings):
+    counts['files_read'] = int(task.start == 0)  # a split file is counted by its first range
+    piece = (None if task.entry is None else
+             partition_cache.PieceWriter(task.entry, task.relative_path, (task.start, task.end)))
+    for block in play_log_reader.read_file(path, file_index, self._settings, byte_range,
+                                           facts.json_keys if facts else None):
       counts['rows_read'] += block.rows_read
       counts['blank_lines'] += block.blank_lines
       counts['capped_play_rates'] += block.capped_play_rates
       counts['default_play_rates'] += block.default_play_rates
       off_day, plays, off_day_rows = self._off_day.split(file_index, path, block.plays)
       counts['off_day_plays'] += off_day
+      if piece is not None:
+        piece.add(plays, block.quarantined + off_day_rows)
       yield from _quarantine_rows(counts, block.quarantined + off_day_rows)
-      buckets = user_examples.user_buckets(plays['user_id'], self._num_buckets)
-      for bucket in np.unique(buckets).tolist():
-        yield bucket, plays.filter(pa.array(buckets == bucket))
-    logging.info('PlayLogExampleGen read %d rows from %s (%d quarantined)', counts['rows_read'],
-                 path, counts['rows_quarantined'])
+      yield from _by_bucket(plays, self._num_buckets)
+    logging.info('PlayLogExampleGen read %d rows from %s bytes %d-%s (%d quarantined)',
+                 counts['rows_read'], path, task.start, task.end or 'end',
+                 counts['rows_quarantined'])
+    if piece is not None:
+      yield beam.pvalue.TaggedOutput(
+          PIECES, (task.entry, piece.close(counts, self._timestamps.max_ms)))
     yield beam.pvalue.TaggedOutput(COUNTS, counts)
+
+
+class ReadCachedPiece(beam.DoFn):
+  """(file index, path, entry folder, piece record) -> what ReadPlayLogFile gave for the piece
+  when it was read: plays by bucket, quarantined rows and counts tagged."""
+
+  def __init__(self, num_buckets: int):
+    self._num_buckets = num_buckets
+
+  def process(self, cached: Tuple[int, str, str, Dict[str, Any]]):
+    file_index, path, directory, piece = cached
+    plays, quarantined = partition_cache.read_piece(directory, piece, file_index, path)
+    counts = empty_counts()
+    counts.update(piece['counts'])
+    yield from _quarantine_rows(counts, quarantined)
+    yield from _by_bucket(plays, self._num_buckets)
+    yield beam.pvalue.TaggedOutput(COUNTS, counts)
+
+
+class CommitCacheEntries(beam.PTransform):
+  """(entry folder, piece record) of the pieces the readers wrote -> each entry committed
+  (partition_cache.commit) once all its pieces are written. entries: {folder: (key, number of
+  pieces)}."""
+
+  def __init__(self, entries: Dict[str, Tuple[Dict[str, Any], int]]):
+    super().__init__()
+    self._entries = entries
+
+  def expand(self, pieces):
+    return (pieces
+            | 'GroupPieces' >> beam.GroupByKey()
+            | 'Commit' >> beam.Map(_commit_entry, entries=self._entries))
+
+
+def _commit_entry(entry_pieces: Tuple[str, Iterable[Dict[str, Any]]],
+                  entries: Dict[str, Tuple[Dict[str, Any], int]]) -> None:
+  directory, records = entry_pieces
+  key, expected = entries[directory]
+  records = list(records)
+  if not partition_cache.commit(directory, key, records, expected):
+    logging.warning('PlayLogExampleGen: cache entry %s not committed: %d of %d pieces',
+                    directory, len(records), expected)
+
+
+# --- The eval sample ----------------------------------------------------------------------------
+
+def _eval_user_keys(bucket_table: Tuple[int, pa.Table], eval_start_ts: Optional[int],
+                    eval_plays_per_user: Optional[int]) -> List[Tuple[int, str]]:
+  """The sample keys of the table's users who have eval plays."""
+  plays = bucket_table[1]
+  if eval_start_ts is not None:
+    plays = plays.filter(pc.greater_equal(plays['ts'], eval_start_ts))
+  elif not eval_plays_per_user:
+    return []
+  return [user_examples.eval_sample_key(user)
+          for user in pc.unique(plays['user_id']).to_pylist()]
+
+
+class EvalUserSample(beam.PTransform):
+  """(bucket, table of plays) -> (the largest sample key of the users kept in the eval split
+  (None: every user is kept), users with eval plays): the max_users users with eval plays whose
+  sample keys (a hash of the user id) are least, the same users on every run over the same
+  plays."""
+
+  def __init__(self, max_users: int, eval_start_ts: beam.PCollection,
+               eval_plays_per_user: Optional[int]):
+    super().__init__()
+    self._max_users = max_users
+    self._eval_start_ts = eval_start_ts
+    self._eval_plays_per_user = eval_plays_per_user
+
+  def expand(self, bucket_tables):
+    keys = (bucket_tables
+            | 'EvalUserKeys' >> beam.FlatMap(
+                _eval_user_keys, beam.pvalue.AsSingleton(self._eval_start_ts),
+                self._eval_plays_per_user)
+            | 'DistinctUsers' >> beam.Distinct())
+    count = keys | 'CountUsers' >> beam.combiners.Count.Globally()
+    max_users = self._max_users
+    return (keys
+            | 'LeastKeys' >> beam.combiners.Top.Smallest(max_users)
+            | 'Bound' >> beam.Map(lambda least, users: (
+                least[-1] if users > max_users else None, users),
+                                  users=beam.pvalue.AsSingleton(count)))
 
 
 class EvalCutTime(beam.PTransform):
@@ -252,14 +424,17 @@ class BuildBucketExamples(beam.DoFn):
     self._num_shuffle_groups = num_shuffle_groups
 
   def process(self, bucket_tables: Tuple[int, Iterable[pa.Table]],
-              eval_start_ts: Optional[int]):
+              eval_start_ts: Optional[int],
+              eval_sample: Tuple[Optional[Tuple[int, str]], Optional[int]]):
     _, tables = bucket_tables
-    config = dataclasses.replace(self._config, eval_start_ts=eval_start_ts)
+    config = dataclasses.replace(self._config, eval_start_ts=eval_start_ts,
+                                 eval_sample_bound=eval_sample[0])
     built = user_examples.bucket_examples(pa.concat_tables(list(tables)), config, self._files)
     counts = empty_counts()
     counts['rows_used'] = built.plays_used
     counts['tied_plays'] = built.tied_plays
     counts['unknown_intents'] = built.unknown_intents
+    counts['eval_plays_left_out'] = built.eval_plays_left_out
     yield from _quarantine_rows(counts, built.duplicates)
     groups = collections.defaultdict(list)
     for example in built.examples:
@@ -311,7 +486,9 @@ class _GzipWriter:
 
   def __init__(self, raw, level: int):
     self._raw = raw
-    self._gzip = gzip.GzipFile(fileobj=raw, mode='wb', compresslevel=level, mtime=0)
+    # No file name in the header (gzip would write the temporary one): the same examples give
+    # the same bytes on every run.
+    self._gzip = gzip.GzipFile(filename='', fileobj=raw, mode='wb', compresslevel=level, mtime=0)
 
   def write(self, data: bytes) -> None:
     self._gzip.write(data)

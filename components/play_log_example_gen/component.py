@@ -68,11 +68,12 @@ class PlayLogExampleGen(base_beam_component.BaseBeamComponent):
         '.' or '_' are ignored and counted) or a glob.
       ingest_config: the ingest settings (contract.settings.IngestConfig, or a dict of its
         fields; None: the defaults): input format and column mapping, history_length and the
-        label thresholds, the eval and valid splits, validation bounds, partitions and the
-        rolling window. Each field is described there. Checked here, naming a bad key; passed
-        on as one JSON parameter. The examples record history_length, pos_threshold and
-        neg_threshold (custom properties, and features.EXAMPLE_SETTINGS_FILE beside the
-        splits); the Trainer refuses hyper-parameters that disagree with them.
+        label thresholds, the eval and valid splits (and the eval split's bound), validation
+        bounds, partitions, the rolling window and the partition cache. Each field is described
+        there. Checked here, naming a bad key; passed on as one JSON parameter. The examples
+        record history_length, pos_threshold, neg_threshold and eval_max_users (custom
+        properties, and features.EXAMPLE_SETTINGS_FILE beside the splits); the Trainer refuses
+        hyper-parameters that disagree with the first two.
     """
     ingest = executor.validate_ingest(ingest_config)
     spec = PlayLogExampleGenSpec(

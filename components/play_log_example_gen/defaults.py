@@ -14,6 +14,9 @@ MAX_PLAY_OVERRUN = 1.05
 # column-wise by pyarrow; Parquet in record batches of this many rows.
 READ_BLOCK_BYTES = 8 << 20
 PARQUET_BATCH_ROWS = 131_072
+# A CSV or JSON-lines file (not gzipped) larger than this is read in byte ranges of about this
+# size by as many readers, so one large daily export spreads over the workers.
+RANGE_BYTES = 64 << 20
 # Plays are grouped by a hash of the user into buckets, each built into examples in memory:
 # about one bucket per this many bytes of (uncompressed) input, and at least MIN_USER_BUCKETS so
 # that every worker of a small run has work.

@@ -11,7 +11,6 @@ The files are those the executor will read, found with the same settings: a wind
 partition that is not complete yet fails the run here, before anything is cached.
 """
 
-import hashlib
 from typing import Any, Dict
 
 from tfx.dsl.components.base import base_driver
@@ -35,14 +34,11 @@ def input_fingerprint(exec_properties: Dict[str, Any]) -> str:
   """Returns a digest of the paths and contents of the files a run reads (with a rolling
   window, those of its partitions: a new partition changes it, an old one leaving the window
   too, and so does any changed byte)."""
-  digest = hashlib.sha256()
   ingest = executor.ingest_settings(exec_properties)
   files = input_files.find_input_files(
       exec_properties[INPUT_BASE_KEY], ingest.partition_pattern, ingest.window_partitions,
       input_files.Completeness.of(ingest)).data
-  for path in files:
-    digest.update(f'{path}\t{input_files.content_digest(path)}\n'.encode())
-  return f'files:{len(files)},sha256:{digest.hexdigest()}'
+  return f'files:{len(files)},sha256:{input_files.files_digest(files)}'
 
 
 class Driver(base_driver.BaseDriver, ir_base_driver.BaseDriver):

@@ -4,7 +4,8 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union, get_type_hints
+from typing import (Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union,
+                    get_type_hints)
 
 from absl import logging
 import apache_beam as beam
@@ -21,6 +22,7 @@ from components.play_log_example_gen import beam_stages
 from components.play_log_example_gen import column_mapping as column_mapping_lib
 from components.play_log_example_gen import defaults
 from components.play_log_example_gen import input_files
+from components.play_log_example_gen import partition_cache
 from components.play_log_example_gen import play_log_reader
 from components.play_log_example_gen import user_examples
 from contract import features
@@ -30,6 +32,7 @@ EXAMPLES_KEY = 'examples'
 QUARANTINE_KEY = 'quarantine'
 COUNTS_FILE = 'ingestion_counts.json'
 EVAL_START_FILE = 'eval_start_ts.json'
+EVAL_USERS_FILE = 'eval_users.json'  # users with eval plays before the eval sample (null: none)
 QUARANTINE_PREFIX = 'quarantine'
 # Properties of the examples of a partitioned input (besides TFX's own `span`).
 PARTITIONS_PROPERTY = 'partitions'
@@ -96,6 +99,8 @@ def record_example_settings(examples: types.Artifact, ingest: settings.IngestCon
                                    recorded[features.EXAMPLE_HISTORY_LENGTH])
   for key in (features.EXAMPLE_POS_THRESHOLD, features.EXAMPLE_NEG_THRESHOLD):
     examples.set_float_custom_property(key, recorded[key])
+  if ingest.eval_max_users is not None:  # a property cannot hold None: absent means no bound
+    examples.set_int_custom_property(features.EXAMPLE_EVAL_MAX_USERS, ingest.eval_max_users)
   with FileSystems.create(os.path.join(examples.uri, features.EXAMPLE_SETTINGS_FILE)) as f:
     f.write(json.dumps(recorded, sort_keys=True).encode('utf-8'))
 
@@ -103,15 +108,85 @@ def record_example_settings(examples: types.Artifact, ingest: settings.IngestCon
 def example_settings(ingest: settings.IngestConfig) -> Dict[str, Any]:
   return {features.EXAMPLE_HISTORY_LENGTH: ingest.history_length,
           features.EXAMPLE_POS_THRESHOLD: ingest.pos_threshold,
-          features.EXAMPLE_NEG_THRESHOLD: ingest.neg_threshold}
+          features.EXAMPLE_NEG_THRESHOLD: ingest.neg_threshold,
+          features.EXAMPLE_EVAL_MAX_USERS: ingest.eval_max_users}
 
 
-def num_user_buckets(files: Sequence[str]) -> int:
+def file_sizes(files: Sequence[str]) -> Dict[str, int]:
+  return {m.path: m.size_in_bytes
+          for result in FileSystems.match(list(files)) for m in result.metadata_list}
+
+
+def num_user_buckets(sizes: Mapping[str, int]) -> int:
   """Returns how many buckets of users to build examples in, from the input's size (a gzipped
   file counted at 4x: play logs compress about that much)."""
-  sizes = [m.size_in_bytes * (4 if m.path.endswith('.gz') else 1)
-           for result in FileSystems.match(list(files)) for m in result.metadata_list]
-  return max(defaults.MIN_USER_BUCKETS, sum(sizes) // defaults.INPUT_BYTES_PER_USER_BUCKET)
+  total = sum(size * (4 if path.endswith('.gz') else 1) for path, size in sizes.items())
+  return max(defaults.MIN_USER_BUCKETS, total // defaults.INPUT_BYTES_PER_USER_BUCKET)
+
+
+SPLITTABLE_FORMATS = ('csv', 'jsonl')  # read by lines; a Parquet file is read whole
+
+
+def _read_tasks(file_index: int, path: str, size: int, input_format: str,
+                entry: Optional[str] = None, relative_path: str = ''
+                ) -> List[beam_stages.ReadTask]:
+  """The readers' tasks of one file: byte ranges of about RANGE_BYTES for a large CSV or JSON
+  lines file that is not gzipped (one file then spreads over workers), else the whole file."""
+  ranges = [(0, None)]
+  if (input_format in SPLITTABLE_FORMATS and size > defaults.RANGE_BYTES
+      and not input_files.is_gzipped(path)):
+    ranges = input_files.byte_ranges(size, defaults.RANGE_BYTES)
+  return [beam_stages.ReadTask(file_index, path, start, end, entry, relative_path)
+          for start, end in ranges]
+
+
+class ReadPlan(NamedTuple):
+  """What a run reads: files (or byte ranges) to parse, pieces of cache entries, and the
+  entries its readers write ({folder: (key, number of pieces)})."""
+  tasks: List[beam_stages.ReadTask]
+  cached_pieces: List[Tuple[int, str, str, Dict[str, Any]]]
+  entries: Dict[str, Tuple[Dict[str, Any], int]]
+  partitions_from_cache: List[str]
+  partitions_parsed: List[str]
+
+
+def read_plan(found: input_files.InputFiles, sizes: Mapping[str, int],
+              ingest: settings.IngestConfig, ts_bound_ms: int,
+              cache_dir: Optional[str]) -> ReadPlan:
+  """Which partitions come from the cache (cache_dir; None: no cache) and what is parsed."""
+  index = {path: i for i, path in enumerate(found.data)}
+  if cache_dir is None:
+    tasks = [task for i, path in enumerate(found.data)
+             for task in _read_tasks(i, path, sizes[path], ingest.input_format)]
+    return ReadPlan(tasks, [], {}, [], [p.name for p in found.partitions])
+  plan = ReadPlan([], [], {}, [], [])
+  for name, paths in found.partition_files().items():
+    key = partition_cache.entry_key(name, input_files.files_digest(paths, found.root), ingest)
+    directory = partition_cache.entry_dir(cache_dir, key)
+    manifest = partition_cache.reusable_manifest(directory, key, ts_bound_ms)
+    if manifest is not None:
+      plan.partitions_from_cache.append(name)
+      for piece in manifest['pieces']:
+        path = found.root + piece['file']
+        plan.cached_pieces.append((index[path], path, directory, piece))
+      continue
+    plan.partitions_parsed.append(name)
+    tasks = [task for path in paths for task in _read_tasks(
+        index[path], path, sizes[path], ingest.input_format, directory, path[len(found.root):])]
+    plan.tasks.extend(tasks)
+    plan.entries[directory] = (key, len(tasks))
+  return plan
+
+
+def partition_cache_dir(ingest: settings.IngestConfig) -> Optional[str]:
+  """Where this run caches partitions; None: it does not (no partitions, cache off, or no
+  folder: the pipeline gives one under its root, a caller of the executor alone may not)."""
+  if not (ingest.partition_pattern and ingest.partition_cache):
+    return None
+  if ingest.partition_cache_dir is None:
+    logging.warning('PlayLogExampleGen: partition_cache is on but no partition_cache_dir is '
+                    'given (the pipeline sets one under its root); partitions are not cached')
+  return ingest.partition_cache_dir
 
 
 # --- Executor ---------------------------------------------------------------------------------
@@ -126,10 +201,11 @@ def _check_counts(counts: Mapping[str, Any], max_bad_fraction: float, input_base
     raise AssertionError(f'rows read ({read}) != rows used ({used}) + rows quarantined ({bad})')
   train_plays, examples = counts['train_plays'], counts['examples']
   valid_examples, eval_examples = examples[user_examples.VALID], examples[user_examples.EVAL]
-  if train_plays + valid_examples + eval_examples != used:
+  left_out = counts['eval_plays_left_out']
+  if train_plays + valid_examples + eval_examples + left_out != used:
     raise AssertionError(f'plays in train windows ({train_plays}) + validation examples '
-                         f'({valid_examples}) + eval examples ({eval_examples}) != rows used '
-                         f'({used})')
+                         f'({valid_examples}) + eval examples ({eval_examples}) + eval plays '
+                         f'outside the eval sample ({left_out}) != rows used ({used})')
   if not read:
     raise RuntimeError(
         f'PlayLogExampleGen: no rows in the {counts["files_read"]} file(s) under input_base '
@@ -172,8 +248,12 @@ def _split_rule(config: user_examples.ExampleConfig, eval_fraction: Optional[flo
   return f"each user's last {config.eval_plays_per_user} plays"
 
 
+# Counts of the run that are not summed over its stages.
+RUN_COUNTS = ('files_ignored', 'partitions_from_cache', 'partitions_parsed')
+
+
 def _record_counts(artifact: types.Artifact, counts: Mapping[str, Any]) -> None:
-  for name in beam_stages.COUNTERS + ('files_ignored',):
+  for name in beam_stages.COUNTERS + RUN_COUNTS:
     artifact.set_int_custom_property(name, counts[name])
   artifact.set_string_custom_property(
       'quarantined_by_reason',
@@ -226,8 +306,12 @@ def format_counts(counts: Mapping[str, Any]) -> str:
                         for r, e in sorted(counts[beam_stages.QUARANTINED].items()))
   notes = [f'{name.replace("_", " ")}={counts[name]}'
            for name in ('files_ignored', 'blank_lines', 'tied_plays', 'capped_play_rates',
-                        'default_play_rates', 'unknown_intents', 'off_day_plays')
+                        'default_play_rates', 'unknown_intents', 'off_day_plays',
+                        'eval_plays_left_out')
            if counts.get(name)]
+  if counts.get('partitions_from_cache') or counts.get('partitions_parsed'):
+    notes.append(f'partitions read from cache={counts["partitions_from_cache"]} '
+                 f'parsed={counts["partitions_parsed"]}')
   return (f'rows read={counts["rows_read"]} used={counts["rows_used"]} '
           f'quarantined={counts["rows_quarantined"]} ({by_reason or "none"}); examples '
           + ' '.join(f'{s}={n}' for s, n in counts['examples'].items())
@@ -301,33 +385,67 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     off_day = beam_stages.OffDayRule(
         partition_days(found, ingest.partition_pattern, ingest.off_day_margin_ms),
         quarantine=ingest.off_day_plays == 'quarantine')
-    num_buckets = num_user_buckets(found.data)
-    logging.info('PlayLogExampleGen reading %d %s file(s) with column mapping %s into %d user '
-                 'buckets; eval split: %s', len(found.data), input_format, column_mapping,
+    sizes = file_sizes(found.data)
+    num_buckets = num_user_buckets(sizes)
+    cache_dir = partition_cache_dir(ingest)
+    plan = read_plan(found, sizes, ingest, timestamps.max_ms, cache_dir)
+    if cache_dir is not None:
+      print(f'PlayLogExampleGen: partitions read from the cache in {cache_dir}: '
+            f'{len(plan.partitions_from_cache)}; parsed: {len(plan.partitions_parsed)}'
+            + (f' ({", ".join(plan.partitions_parsed)})' if plan.partitions_parsed else ''),
+            flush=True)
+    logging.info('PlayLogExampleGen reading %d %s file(s) (%d read tasks, %d cached pieces) with '
+                 'column mapping %s into %d user buckets; eval split: %s', len(found.data),
+                 input_format, len(plan.tasks), len(plan.cached_pieces), column_mapping,
                  num_buckets, _split_rule(config, eval_fraction))
     counts_path = os.path.join(quarantine.uri, COUNTS_FILE)
 
     with self._make_beam_pipeline() as pipeline:
+      range_facts = (
+          pipeline
+          | 'ByteRanges' >> beam.Create([t for t in plan.tasks if (t.start, t.end) != (0, None)])
+          | 'RangeFacts' >> beam_stages.RangeFactsByRange(input_format, column_mapping))
       parsed = (
           pipeline
-          | 'InputFiles' >> beam.Create(list(enumerate(found.data)))
-          | 'SpreadFiles' >> beam.Reshuffle()
+          | 'ReadTasks' >> beam.Create(plan.tasks)
+          | 'SpreadReads' >> beam.Reshuffle()
           | 'ReadFiles' >> beam.ParDo(beam_stages.ReadPlayLogFile(
-              input_format, column_mapping, timestamps, num_buckets, off_day)).with_outputs(
-                  beam_stages.QUARANTINED, beam_stages.COUNTS, main='plays'))
+              input_format, column_mapping, timestamps, num_buckets, off_day),
+              range_facts=beam.pvalue.AsSingleton(range_facts)).with_outputs(
+                  beam_stages.QUARANTINED, beam_stages.COUNTS, beam_stages.PIECES, main='plays'))
+      cached = (
+          pipeline
+          | 'CachedPieces' >> beam.Create(plan.cached_pieces)
+          | 'SpreadCached' >> beam.Reshuffle()
+          | 'ReadCache' >> beam.ParDo(beam_stages.ReadCachedPiece(num_buckets)).with_outputs(
+              beam_stages.QUARANTINED, beam_stages.COUNTS, main='plays'))
+      if plan.entries:
+        _ = parsed[beam_stages.PIECES] | 'CommitCache' >> beam_stages.CommitCacheEntries(
+            plan.entries)
+      plays = (parsed.plays, cached.plays) | 'AllPlays' >> beam.Flatten()
       if eval_fraction is None:  # a given cut time, or each user's last plays
         eval_start = pipeline | 'EvalStart' >> beam.Create([config.eval_start_ts])
       else:
-        eval_start = (parsed.plays
-                      | 'EvalCutTime' >> beam_stages.EvalCutTime(eval_fraction))
+        eval_start = plays | 'EvalCutTime' >> beam_stages.EvalCutTime(eval_fraction)
+      if ingest.eval_max_users is None:
+        eval_sample = pipeline | 'NoEvalSample' >> beam.Create([(None, None)])
+      else:
+        eval_sample = plays | 'EvalSample' >> beam_stages.EvalUserSample(
+            ingest.eval_max_users, eval_start, config.eval_plays_per_user)
       built = (
-          parsed.plays
+          plays
           | 'GroupByUserBucket' >> beam.GroupByKey()
           | 'BuildExamples' >> beam.ParDo(
               beam_stages.BuildBucketExamples(config, found.data,
                                               beam_stages.num_shuffle_groups(num_buckets)),
-              eval_start_ts=beam.pvalue.AsSingleton(eval_start)).with_outputs(
+              eval_start_ts=beam.pvalue.AsSingleton(eval_start),
+              eval_sample=beam.pvalue.AsSingleton(eval_sample)).with_outputs(
                   beam_stages.QUARANTINED, beam_stages.COUNTS, *user_examples.SPLITS))
+      _ = (eval_sample
+           | 'EvalUsersToJson' >> beam.Map(lambda sample: json.dumps(sample[1]))
+           | 'WriteEvalUsers' >> beam.io.WriteToText(
+               os.path.join(quarantine.uri, EVAL_USERS_FILE), shard_name_template='',
+               num_shards=1))
       _ = (eval_start
            | 'EvalStartToJson' >> beam.Map(json.dumps)
            | 'WriteEvalStart' >> beam.io.WriteToText(
@@ -340,11 +458,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
              | f'WriteSplit[{split}]' >> beam_stages.WriteGzippedTFRecords(
                  os.path.join(artifact_utils.get_split_uri([examples], split),
                               write_split.DEFAULT_TF_RECORD_FILE_NAME)))
-      _ = ((parsed[beam_stages.QUARANTINED], built[beam_stages.QUARANTINED])
+      _ = ((parsed[beam_stages.QUARANTINED], cached[beam_stages.QUARANTINED],
+            built[beam_stages.QUARANTINED])
            | 'AllQuarantined' >> beam.Flatten()
            | 'WriteQuarantine' >> beam.io.WriteToText(
                os.path.join(quarantine.uri, QUARANTINE_PREFIX), file_name_suffix='.jsonl'))
-      _ = ((parsed[beam_stages.COUNTS], built[beam_stages.COUNTS])
+      _ = ((parsed[beam_stages.COUNTS], cached[beam_stages.COUNTS], built[beam_stages.COUNTS])
            | 'AllCounts' >> beam.Flatten()
            | 'SumCounts' >> beam.CombineGlobally(beam_stages.CountsCombineFn())
            | 'CountsToJson' >> beam.Map(lambda counts: json.dumps(counts, indent=1))
@@ -357,7 +476,18 @@ class Executor(base_beam_executor.BaseBeamExecutor):
       eval_start_ts = json.loads(f.read().decode('utf-8'))
     if eval_start_ts is not None:
       examples.set_int_custom_property('eval_start_ts', eval_start_ts)
+    with FileSystems.open(os.path.join(quarantine.uri, EVAL_USERS_FILE)) as f:
+      eval_users = json.loads(f.read().decode('utf-8'))
+    if eval_users is not None:  # users with eval plays, before the sample
+      examples.set_int_custom_property(features.EXAMPLE_EVAL_USERS_BEFORE_SAMPLE, eval_users)
+      examples.set_int_custom_property(features.EXAMPLE_EVAL_USERS,
+                                       min(eval_users, ingest.eval_max_users))
+    if cache_dir is not None:
+      partition_cache.forget_partitions(cache_dir,
+                                        [p.name for p in found.partitions_outside_window])
     counts['files_ignored'] = len(found.ignored)
+    counts['partitions_from_cache'] = len(plan.partitions_from_cache)
+    counts['partitions_parsed'] = len(plan.partitions_parsed)
     counts['ignored_files'] = found.ignored[:beam_stages.EXAMPLE_LOCATIONS_PER_REASON * 10]
     examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
     examples.set_string_custom_property(example_gen_utils.FILE_FORMAT_PROPERTY_NAME,

@@ -52,6 +52,14 @@ class InputFiles(NamedTuple):
   # Incomplete partitions the window skipped (incomplete_partitions 'skip'), oldest first, each
   # with why it is not complete.
   partitions_incomplete: Tuple[Tuple[Partition, str], ...] = ()
+  root: str = ''  # the folder the paths are under, with its trailing '/'
+
+  def partition_files(self) -> Dict[str, List[str]]:
+    """{partition name: its files} of the partitions read."""
+    files: Dict[str, List[str]] = {p.name: [] for p in self.partitions}
+    for path in self.data:
+      files[_relative(path, self.root).split('/')[0]].append(path)
+    return files
 
 
 class Completeness(NamedTuple):
@@ -155,7 +163,7 @@ def find_input_files(input_base: str, partition_pattern: Optional[str] = None,
     raise ValueError(f'input_base {input_base!r} holds no play-log files'
                      + (f' in partitions named {partition_pattern!r}' if partition_pattern else '')
                      + found + skipped)
-  return InputFiles(data, sorted(ignored), partitions, outside, tuple(incomplete))
+  return InputFiles(data, sorted(ignored), partitions, outside, tuple(incomplete), root)
 
 
 def _in_window(data: List[str], ignored: List[str], root: str, pattern: str,
@@ -268,8 +276,7 @@ def content_digest(path: str) -> str:
     if checksum:
       return f'{FileSystems.get_scheme(path)}-checksum:{checksum}'
   digest = hashlib.sha256()
-  with (open(path, 'rb') if FileSystems.get_scheme(path) is None
-        else FileSystems.open(path, compression_type='uncompressed')) as f:
+  with _open_raw(path) as f:
     while True:
       block = f.read(DIGEST_BLOCK_BYTES)
       if not block:
@@ -278,10 +285,38 @@ def content_digest(path: str) -> str:
   return f'sha256:{digest.hexdigest()}'
 
 
+def files_digest(paths: Sequence[str], root: str = '') -> str:
+  """SHA-256 of the files' paths (relative to root, when they are under it) and contents
+  (content_digest): any new, missing, renamed or changed file changes it."""
+  digest = hashlib.sha256()
+  for path in paths:
+    digest.update(f'{_relative(path, root) if root else path}\t{content_digest(path)}\n'.encode())
+  return digest.hexdigest()
+
+
+def is_gzipped(path: str) -> bool:
+  with _open_raw(path) as raw:
+    return raw.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+
+
+def byte_ranges(size: int, range_bytes: int) -> List[Tuple[int, Optional[int]]]:
+  """[start, end) byte ranges of about range_bytes covering a file of this size; one range
+  (0, None: to the end) when it is not larger than that."""
+  if size <= range_bytes:
+    return [(0, None)]
+  count = -(-size // range_bytes)
+  bounds = [size * k // count for k in range(count + 1)]
+  return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _open_raw(path: str) -> BinaryIO:
+  return (open(path, 'rb') if FileSystems.get_scheme(path) is None
+          else FileSystems.open(path, compression_type='uncompressed'))
+
+
 def open_decompressed(path: str) -> BinaryIO:
   """Opens a file for reading, gunzipping it when its first bytes are the gzip magic number."""
-  raw = (open(path, 'rb') if FileSystems.get_scheme(path) is None
-         else FileSystems.open(path, compression_type='uncompressed'))
+  raw = _open_raw(path)
   is_gzip = raw.read(len(GZIP_MAGIC)) == GZIP_MAGIC
   raw.seek(0)  # local files and Beam's remote file systems (gs://, s3://) are seekable
   return gzip.GzipFile(fileobj=raw, mode='rb') if is_gzip else raw

@@ -131,12 +131,19 @@ class RowValidator:
     rule = self.timestamps
     ts = _timestamp_ms(value, rule.ms_per_unit)
     if not rule.min_ms <= ts <= rule.max_ms:
-      raise BadRow(BAD_TIMESTAMP, f'ts {value!r} = {_iso(ts)} is outside [{_iso(rule.min_ms)}, '
-                   f'{_iso(rule.max_ms)}] (ts_unit={rule.unit!r})')
+      raise BadRow(BAD_TIMESTAMP, f'ts {value!r} = {_iso(ts)} {_OUTSIDE_BOUNDS}'
+                   f'{_iso(rule.min_ms)}, {_iso(rule.max_ms)}] (ts_unit={rule.unit!r})')
     return ts
 
 
 _INTEGER = re.compile(r'-?[0-9]+')
+_OUTSIDE_BOUNDS = 'is outside ['
+
+
+def depends_on_ts_bounds(row: QuarantinedRow) -> bool:
+  """Whether the row was quarantined for a ts outside [min_ms, max_ms] (its detail names
+  both): another bound could judge it otherwise."""
+  return row.reason == BAD_TIMESTAMP and _OUTSIDE_BOUNDS in row.detail
 
 
 def _missing(value: Any) -> bool:
@@ -325,6 +332,90 @@ def _line_blocks(stream, first_line: int) -> Iterator[Tuple[int, bytes]]:
     yield first_line, rest
 
 
+class ByteRange(NamedTuple):
+  """The part of a file one reader reads: the lines that start in [start, end) (end None: to
+  the end of the file), whole, however far the last one reaches past end. newlines_before, the
+  line breaks before start, numbers them: a split file's quarantined rows name their line as
+  an unsplit file's do."""
+  start: int = 0
+  end: Optional[int] = None
+  newlines_before: int = 0
+
+  @property
+  def whole_file(self) -> bool:
+    return self.start == 0 and self.end is None
+
+
+WHOLE_FILE = ByteRange()
+# Bytes read at a time while looking for the line break that ends a range's first, foreign line.
+_SCAN_BYTES = 64 << 10
+
+
+class _RangeStream:
+  """A binary stream of a file's bytes from a line start up to `end`, then to the end of the
+  line holding byte end - 1: the lines that start before end, whole."""
+
+  def __init__(self, stream, position: int, end: Optional[int]):
+    self._stream = stream
+    self._position = position
+    self._end = end
+    self._done = end is not None and position >= end
+
+  def read(self, size: int) -> bytes:
+    if self._done:
+      return b''
+    if self._end is None:
+      return self._stream.read(size)
+    if self._position < self._end:
+      data = self._stream.read(min(size, self._end - self._position))
+      self._position += len(data)
+      # A line break just before end: the next line starts at end, in the next range.
+      self._done = not data or (self._position == self._end and data.endswith(b'\n'))
+      return data
+    data = self._stream.read(size)  # the rest of the range's last line
+    cut = data.find(b'\n')
+    if cut >= 0 or not data:
+      self._done = True
+      return data[:cut + 1]
+    return data
+
+
+def _owned_lines(stream, byte_range: ByteRange, not_before: int) -> Tuple[int, _RangeStream]:
+  """(number of its first line, the stream of its lines) of a range of a seekable stream: lines
+  starting in [start, end) and not before not_before (a line start: after a CSV header)."""
+  begin = max(byte_range.start, not_before)
+  stream.seek(byte_range.start)
+  newlines = stream.read(begin - byte_range.start).count(b'\n')
+  if begin not in (0, not_before):
+    stream.seek(begin - 1)
+    if stream.read(1) != b'\n':  # begin is inside a line, which the range before reads
+      while True:
+        chunk = stream.read(_SCAN_BYTES)
+        cut = chunk.find(b'\n')
+        if cut >= 0 or not chunk:
+          begin += cut + 1 if cut >= 0 else len(chunk)
+          newlines += cut >= 0
+          break
+        begin += len(chunk)
+  stream.seek(begin)
+  return (1 + byte_range.newlines_before + newlines,
+          _RangeStream(stream, begin, byte_range.end))
+
+
+def count_newlines(path: str, start: int, end: int) -> int:
+  """Line breaks in bytes [start, end) of a file (not gzipped)."""
+  with input_files.open_decompressed(path) as stream:
+    stream.seek(start)
+    count = 0
+    while start < end:
+      chunk = stream.read(min(defaults.READ_BLOCK_BYTES, end - start))
+      if not chunk:
+        break
+      count += chunk.count(b'\n')
+      start += len(chunk)
+    return count
+
+
 def _raw_text(raw: bytes) -> str:
   return raw.decode('utf-8', errors='backslashreplace')
 
@@ -488,12 +579,18 @@ def _parse_csv_block(data: bytes, header: Sequence[str], expected_rows: int) -> 
   return table if table.num_rows == expected_rows else None
 
 
-def _read_csv(stream, new_builder, settings: ReadSettings, path: str) -> Iterator[FileBlock]:
+def _read_csv(stream, new_builder, settings: ReadSettings, path: str,
+              byte_range: ByteRange) -> Iterator[FileBlock]:
   header, header_line, rest = _csv_header(stream)
   if not header:
     return
   validator = _validator(settings, path, header)
-  for first, data in _line_blocks(_Prefixed(rest, stream), header_line + 1):
+  if byte_range.whole_file:
+    blocks = _line_blocks(_Prefixed(rest, stream), header_line + 1)
+  else:  # the range's lines after the header; every range reads the header for its columns
+    first, lines = _owned_lines(stream, byte_range, not_before=stream.tell() - len(rest))
+    blocks = _line_blocks(lines, first)
+  for first, data in blocks:
     builder = new_builder(validator)
     lines = _Lines.of(data, first)
     nonblank = lines.nonblank()
@@ -530,13 +627,17 @@ class _Prefixed:
 def _json_keys_present(path: str, keys: Sequence[str]) -> List[str]:
   """Returns the keys that occur as a JSON key anywhere in the file (one streaming pass), so the
   play-rate and seq columns are decided by the whole file, not by its first object."""
+  with input_files.open_decompressed(path) as stream:
+    return _keys_in_blocks(_line_blocks(stream, 1), keys)
+
+
+def _keys_in_blocks(blocks: Iterator[Tuple[int, bytes]], keys: Sequence[str]) -> List[str]:
   patterns = {key: re.compile(rb'"' + re.escape(key.encode()) + rb'"\s*:') for key in keys}
   found = set()
-  with input_files.open_decompressed(path) as stream:
-    for _, data in _line_blocks(stream, 1):
-      found.update(k for k, pattern in patterns.items() if k not in found and pattern.search(data))
-      if len(found) == len(keys):
-        break
+  for _, data in blocks:
+    found.update(k for k, pattern in patterns.items() if k not in found and pattern.search(data))
+    if len(found) == len(keys):
+      break
   return sorted(found)
 
 
@@ -564,11 +665,29 @@ def _parse_jsonl_block(data: bytes, expected_rows: int) -> Optional[pa.Table]:
   return table if table.num_rows == expected_rows else None
 
 
-def _read_jsonl(stream, new_builder, settings: ReadSettings, path: str) -> Iterator[FileBlock]:
-  sources = sorted({s for c in column_mapping_lib.CANONICAL_COLUMNS
-                    for s in settings.mapping.source_columns(c)})
-  validator = _validator(settings, path, _json_keys_present(path, sources))
-  for first, data in _line_blocks(stream, 1):
+def json_source_keys(mapping: column_mapping_lib.ColumnMapping) -> List[str]:
+  """The JSON keys the mapping reads."""
+  return sorted({s for c in column_mapping_lib.CANONICAL_COLUMNS
+                 for s in mapping.source_columns(c)})
+
+
+def json_keys_in_range(path: str, byte_range: ByteRange, keys: Sequence[str]) -> List[str]:
+  """The keys that occur as a JSON key in the range's lines: their union over a file's ranges
+  is _json_keys_present of the file."""
+  with input_files.open_decompressed(path) as stream:
+    first, lines = _owned_lines(stream, byte_range, not_before=0)
+    return _keys_in_blocks(_line_blocks(lines, first), keys)
+
+
+def _read_jsonl(stream, new_builder, settings: ReadSettings, path: str, byte_range: ByteRange,
+                json_keys: Optional[Sequence[str]] = None) -> Iterator[FileBlock]:
+  if json_keys is None:
+    json_keys = _json_keys_present(path, json_source_keys(settings.mapping))
+  validator = _validator(settings, path, json_keys)
+  first, lines = ((1, stream) if byte_range.whole_file
+                  else _owned_lines(stream, byte_range, not_before=0))
+  blocks = _line_blocks(lines, first)
+  for first, data in blocks:
     if first == 1:
       data = _strip_bom(data)
     builder = new_builder(validator)
@@ -585,8 +704,9 @@ def _read_jsonl(stream, new_builder, settings: ReadSettings, path: str) -> Itera
 
 # --- Parquet -----------------------------------------------------------------------------------
 
-def _read_parquet(stream, new_builder, settings: ReadSettings,
-                  path: str) -> Iterator[FileBlock]:
+def _read_parquet(stream, new_builder, settings: ReadSettings, path: str,
+                  byte_range: ByteRange) -> Iterator[FileBlock]:
+  del byte_range  # a Parquet file is read whole
   parquet = pq.ParquetFile(stream if stream.seekable() else io.BytesIO(stream.read()))
   validator = _validator(settings, path, parquet.schema_arrow.names)
   first_row = 1
@@ -603,14 +723,20 @@ def _read_parquet(stream, new_builder, settings: ReadSettings,
 _READERS = {'csv': _read_csv, 'jsonl': _read_jsonl, 'parquet': _read_parquet}
 
 
-def read_file(path: str, file_index: int, settings: ReadSettings) -> Iterator[FileBlock]:
-  """Yields the blocks of one file. Raises ValueError naming the file when it cannot be read at
-  all (truncated gzip, not Parquet, a column the mapping needs is missing)."""
+def read_file(path: str, file_index: int, settings: ReadSettings,
+              byte_range: ByteRange = WHOLE_FILE,
+              json_keys: Optional[Sequence[str]] = None) -> Iterator[FileBlock]:
+  """Yields the blocks of one file, or of the lines of one byte range of a CSV or JSON-lines
+  file that is not gzipped (a JSON-lines range needs json_keys: the file's, from
+  json_keys_in_range). Raises ValueError naming the file when it cannot be read at all
+  (truncated gzip, not Parquet, a column the mapping needs is missing)."""
   def new_builder(validator: RowValidator) -> _BlockBuilder:
     return _BlockBuilder(path, file_index, validator, settings.mapping)
+  extra = {'json_keys': json_keys} if settings.input_format == 'jsonl' else {}
   try:
     with input_files.open_decompressed(path) as stream:
-      yield from _READERS[settings.input_format](stream, new_builder, settings, path)
+      yield from _READERS[settings.input_format](stream, new_builder, settings, path,
+                                                 byte_range, **extra)
   except (EOFError, OSError, pa.ArrowException, ValueError) as e:
     if str(e).startswith(path):
       raise

@@ -24,6 +24,7 @@ tf.train.Example parsing.
 """
 
 import dataclasses
+import hashlib
 import json
 import zlib
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
@@ -152,6 +153,11 @@ class ExampleConfig:
   eval_plays_per_user: Optional[int] = None
   eval_start_ts: Optional[int] = None
   valid_plays_per_user: int = settings.VALID_PLAYS_PER_USER
+  # The largest eval_sample_key of the users in the eval sample (None: every user).
+  eval_sample_bound: Optional[Tuple[int, str]] = None
+
+  def in_eval_sample(self, user_id: str) -> bool:
+    return self.eval_sample_bound is None or eval_sample_key(user_id) <= self.eval_sample_bound
 
   def labels(self, play_rates: np.ndarray) -> np.ndarray:
     """Returns the LABEL_* value of each play rate."""
@@ -203,6 +209,14 @@ def _encoded_strings(codes: np.ndarray, values: Sequence[str]) -> Tuple[bytes, L
           np.concatenate([[0], np.cumsum(sizes[codes])]).tolist())
 
 
+def eval_sample_key(user_id: str) -> Tuple[int, str]:
+  """A user's place in the eval sample (the least keys are kept): a 63-bit hash of the id (Beam
+  encodes integers as signed 64-bit), the same on every worker and run, then the id, so that
+  no two users tie."""
+  digest = hashlib.blake2b(user_id.encode('utf-8'), digest_size=8).digest()
+  return int.from_bytes(digest, 'big') >> 1, user_id
+
+
 def user_buckets(user_ids: pa.ChunkedArray, num_buckets: int) -> np.ndarray:
   """Returns each play's bucket: a hash of its user, the same on every worker and run."""
   codes, users = _dictionary(user_ids)
@@ -218,6 +232,7 @@ class BucketExamples(NamedTuple):
   plays_used: int
   tied_plays: int  # plays with the same user and ts as another play (ordered by seq, input order)
   unknown_intents: int  # plays whose intent is not one of features.INTENTS
+  eval_plays_left_out: int  # eval plays of users outside the eval sample
 
 
 class UserExample(NamedTuple):
@@ -284,7 +299,7 @@ def bucket_examples(plays: pa.Table, config: ExampleConfig,
   """Builds every example of the users in `plays` (play_log_reader.PLAYS_SCHEMA): each user's
   train windows, then eval plays, users in an order that depends on the plays only."""
   if not plays.num_rows:
-    return BucketExamples([], [], 0, 0, 0)
+    return BucketExamples([], [], 0, 0, 0, 0)
   user_codes, users = _dictionary(plays['user_id'])
   item_codes, items = _dictionary(plays['item_id'])
   order, duplicates = _sorted_unique(user_codes, item_codes, plays)
@@ -305,13 +320,19 @@ def bucket_examples(plays: pa.Table, config: ExampleConfig,
   starts = np.flatnonzero(np.concatenate([[True], np.diff(user_codes) != 0]))
   stops = np.concatenate([starts[1:], [len(order)]])
   examples = []
+  left_out = 0
   for user_start in sorted(starts.tolist(), key=lambda s: users[user_codes[s]]):
     user_stop = int(stops[np.searchsorted(starts, user_start)])
-    user_entry = _USER_ENTRY(_string_value(users[user_codes[user_start]]))
+    user = users[user_codes[user_start]]
+    user_entry = _USER_ENTRY(_string_value(user))
     first_eval = config.first_eval_index(ts[user_start:user_stop])
+    sampled = config.in_eval_sample(user)
     for split, start, target in _example_spans(user_stop - user_start,
                                                config.first_valid_index(first_eval), first_eval,
                                                config.history_length):
+      if split == EVAL and not sampled:
+        left_out += 1
+        continue
       examples.append(UserExample(split, target + 1 - start, _example(
           user_entry, encoded, user_start + start, user_start + target)))
   known = np.isin(np.asarray(intents, dtype=object), features.INTENTS)
@@ -320,4 +341,5 @@ def bucket_examples(plays: pa.Table, config: ExampleConfig,
       duplicates=_duplicate_rows(plays, duplicates, files),
       plays_used=len(order),
       tied_plays=int(_tied(user_codes, ts).sum()),
-      unknown_intents=int((~known[intent_codes]).sum()))
+      unknown_intents=int((~known[intent_codes]).sum()),
+      eval_plays_left_out=left_out)

@@ -62,6 +62,10 @@ def test_ingest_throughput_quick_prints_the_stages_and_the_bytes_per_event():
                                'PlayLogExampleGen executor (DirectRunner)',
                                'Transform executor (DirectRunner)'])
   table_rows(stdout, 'output', ['PlayLogExampleGen', 'Transform'])
+  # One file in byte ranges over 1 and 2 workers.
+  assert re.search(r'One [\d.,]+ MB CSV file in byte ranges of .* \(\d+ ranges\)', stdout), (
+      stdout[-3000:])
+  table_rows(stdout, 'workers', ['1', '2'])
 
 
 def test_serving_quick_prints_the_latency_tables_and_the_summary():
@@ -78,6 +82,12 @@ def test_daily_quick_prints_the_ingestion_and_the_warm_start_tables():
   for day in (1, 2, 3):  # --quick's days, each a row: | day (YYYY-MM-DD) | seconds ...
     assert any(re.match(rf'\| {day} \(\d{{4}}-\d\d-\d\d\) \| {NUMBER}', line) for line in lines), (
         day, stdout[-3000:])
+  # The partition cache: a row per day, its examples those of the run without the cache.
+  assert any(line.startswith('| day | newest day alone: s') for line in lines), stdout[-3000:]
+  for day in (1, 2, 3):
+    assert any(re.match(rf'\| {day} \(\d{{4}}-\d\d-\d\d\) \| {NUMBER}.* \| yes \|', line)
+               for line in lines), (day, stdout[-3000:])
+  assert 'cached / newest day alone from day 3 on: at most' in stdout
   assert any(line.startswith('| seed | cold POS@50') for line in lines), stdout[-3000:]
   assert any(re.match(rf'\| 0 \| {NUMBER} \|', line) for line in lines), stdout[-3000:]
   assert "share of the cold run's time: mean" in stdout

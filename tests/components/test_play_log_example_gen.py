@@ -594,7 +594,8 @@ def test_the_examples_record_the_settings_that_shaped_them(tmp_path):
   assert examples.get_float_custom_property(features.EXAMPLE_NEG_THRESHOLD) == 0.25
   # The same beside the splits, where the Trainer finds them (through Transform's copy).
   with open(os.path.join(examples.uri, features.EXAMPLE_SETTINGS_FILE)) as f:
-    assert json.load(f) == {'history_length': 3, 'pos_threshold': 0.7, 'neg_threshold': 0.25}
+    assert json.load(f) == {'history_length': 3, 'pos_threshold': 0.7, 'neg_threshold': 0.25,
+                            'eval_max_users': None}  # the eval split's bound: none
 
 
 def test_the_executor_takes_the_settings_once(tmp_path):

@@ -222,6 +222,9 @@ def _makefile_pip_installs() -> List[List[str]]:
           if command[:2] == ['$(BIN)/pip', 'install']]
 
 
+TEST_LOCK = 'requirements/test-lock.txt'
+
+
 def _installs_the_lock(command: List[str]) -> bool:
   """Whether a command's words are a pip install of requirements/lock.txt."""
   return command[:2] == ['pip', 'install'] and any(
@@ -235,9 +238,15 @@ def test_dockerfile_installs_the_lock_exactly_as_make_install():
   [lock_install] = [command for command in installs if _installs_the_lock(command)]
   # Every file must match a hash in the lock (tests/k8s/test_policy.py checks that it has them).
   assert {'--require-hashes', '--no-deps'} <= set(lock_install), lock_install
+  # The test and development lock is the Makefile's alone: the image installs the runtime.
+  [test_lock_install] = [command for command in installs
+                         if ('-r', TEST_LOCK) in zip(command, command[1:])]
+  assert {'--require-hashes', '--no-deps'} <= set(test_lock_install), test_lock_install
+  assert not any(TEST_LOCK in word for run in runs for command in run for word in command)
   for install in installs:
-    assert any(install in run for run in runs), \
-        f'the image does not run the Makefile\'s `{" ".join(install)}`'
+    if install is not test_lock_install:
+      assert any(install in run for run in runs), \
+          f'the image does not run the Makefile\'s `{" ".join(install)}`'
   # pyfarmhash builds from source: a C++ compiler is installed in the lock's layer, before it.
   [lock_run] = [run for run in runs if lock_install in run]
   before_lock = lock_run[:lock_run.index(lock_install)]
@@ -324,3 +333,16 @@ def test_the_image_runs_as_the_user_the_pods_name_with_a_writable_home():
     [container] = pod['containers']
     [tmp] = [m for m in container['volumeMounts'] if m['mountPath'] == '/tmp']
     assert 'emptyDir' in [v for v in pod['volumes'] if v['name'] == tmp['name']][0], role
+
+
+def _pinned(path: str) -> List[str]:
+  with open(os.path.join(REPO_ROOT, path)) as f:
+    return [re.split(r'[=<>]', line)[0].lower() for line in f if re.match(r'[A-Za-z0-9]', line)]
+
+
+def test_the_runtime_lock_has_no_test_package_and_the_two_locks_do_not_overlap():
+  runtime, test = _pinned('requirements/lock.txt'), _pinned(TEST_LOCK)
+  assert not set(runtime) & set(test)
+  assert len(set(runtime)) == len(runtime) and len(set(test)) == len(test)
+  assert {'pytest', 'moto', 'flask', 'kubernetes-validate', 'jupyterlab'} <= set(test)
+  assert {'tfx', 'tensorflow', 'apache-beam', 'tensorflow-io', 'boto3', 'dill'} <= set(runtime)

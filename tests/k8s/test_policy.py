@@ -376,8 +376,8 @@ def _dockerfile_text() -> str:
     return f.read()
 
 
-def _lock_text() -> str:
-  with open(os.path.join(REPO_ROOT, 'requirements', 'lock.txt')) as f:
+def _lock_text(name: str = 'lock.txt') -> str:
+  with open(os.path.join(REPO_ROOT, 'requirements', name)) as f:
     return f.read()
 
 
@@ -389,6 +389,7 @@ def _violations(manifests, tfjob, compiled_spec) -> List[Violation]:
   found += spec_violations(compiled_spec)
   found += dockerfile_violations('k8s/Dockerfile', test_manifests.dockerfile_instructions())
   found += lock_violations('requirements/lock.txt', _lock_text())
+  found += lock_violations('requirements/test-lock.txt', _lock_text('test-lock.txt'))
   return found
 
 

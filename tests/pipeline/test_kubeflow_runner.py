@@ -144,7 +144,8 @@ def test_user_code_is_referenced_by_module_path_and_paths_are_the_object_store(s
     assert 'module_path' not in spec.root.dag.tasks[task].inputs.parameters, task
   assert _parameter(spec, 'PlayLogExampleGen', 'input_base') == DATA_ROOT
   assert json.loads(_parameter(spec, 'PlayLogExampleGen', 'ingest_config')) == (
-      dataclasses.asdict(settings.IngestConfig()))
+      dataclasses.asdict(settings.IngestConfig(
+          partition_cache_dir=f'{PIPELINE_ROOT}/{settings.PARTITION_CACHE_DIR}')))
   assert _parameter(spec, 'pushed_model_baseline', 'serving_model_dir') == SERVING_MODEL_DIR
   push_destination = json.loads(_parameter(spec, 'Pusher', 'push_destination'))
   assert push_destination['filesystem']['base_directory'] == SERVING_MODEL_DIR

@@ -34,7 +34,7 @@ def test_data_directory_and_beam_arguments_pass_through(tmp_path):
              local_paths.DATA_ENV: str(tmp_path / 'logs')}
   beam_args = ['--direct_running_mode=in_memory', '--direct_num_workers=1']
   built = local_paths.create_local_pipeline(settings.PipelineConfig(), beam_args, environ)
-  assert built.beam_pipeline_args == beam_args
+  assert built.beam_pipeline_args == [f'--runner={settings.BEAM_RUNNER}'] + beam_args
   (example_gen,) = [node for node in built.components if node.id == 'PlayLogExampleGen']
   assert example_gen.exec_properties['input_base'] == str(tmp_path / 'logs')
 
@@ -51,4 +51,5 @@ def test_object_store_paths_are_kept_as_given_and_beam_workers_get_s3(tmp_path):
   assert paths.data_root == 's3://bucket/playrecall/plays/'
   assert paths.serving_model_dir == 's3://bucket/playrecall/serving'
   assert paths.metadata_path.startswith(home), 'the metadata store stays a local file'
-  assert built.beam_pipeline_args == [f'--beam_plugins={storage.BEAM_PLUGIN}']
+  assert built.beam_pipeline_args == [f'--runner={settings.BEAM_RUNNER}',
+                                      f'--beam_plugins={storage.BEAM_PLUGIN}']

@@ -1,6 +1,7 @@
 """create_pipeline's wiring: the curated schema and the validator before Transform; the ingest
 settings as one parameter; the warm start: which node gives the Trainer its base model."""
 
+import dataclasses
 import json
 
 from kfp.client import client as kfp_client
@@ -72,7 +73,9 @@ def test_the_curated_schema_guards_transform_and_ingest_is_one_parameter():
   assert validator in transform.upstream_nodes  # an anomaly stops the run before Transform
   example_gen = _node(built, 'PlayLogExampleGen')
   assert set(example_gen.exec_properties) == {'input_base', 'ingest_config'}
+  # The settings as given, the partition cache under the pipeline root.
   assert settings.IngestConfig.from_dict(json.loads(
-      example_gen.exec_properties['ingest_config'])) == config.ingest
+      example_gen.exec_properties['ingest_config'])) == dataclasses.replace(
+          config.ingest, partition_cache_dir='/tmp/root/partition_cache')
   custom_config = json.loads(_node(built, 'Trainer').exec_properties['custom_config'])
   assert custom_config['hparams']['history_length'] == 20

@@ -264,6 +264,28 @@ class RepeatBonusTest(tf.test.TestCase):
         expected = recency[q - 1 - j] if j < min(q, 3) else model_lib.NO_REPEAT
         self.assertAllClose(weights[q, j], expected, msg=f'play {q}, history play {j}')
 
+  def test_replays_weigh_each_play_by_how_often_its_song_was_seen(self):
+    model = self._model_with_bonus_weights(HPARAMS.replace(variant='a'))
+    model.repeat_bonus.replays.assign([0.0, 1.5, 4.0, 0.0, 0.0])  # seen once, twice, three times
+    batch = _batch(items=[[3, 7, 3, 3, 0, 0]], play_rates=[[1.0] * 4 + [0] * 2],
+                   intents=[[0] * 6], lengths=[4])
+    users = tf.zeros([1, L + 1, 8])  # no context or affinity term: recency and replays alone
+    weights = model.repeat_bonus.sequence_weights(
+        batch, users, model.history_item_vectors(batch)).numpy()[0]  # [L + 1, L]
+    recency = [0.5, 0.25, 0.125, 0.0, 0.0, -1.0]
+    # Play q sees plays 0..q-1: song 3 is seen once before play 2, twice before play 3 and three
+    # times after; song 7 once.
+    replays = {1: [0.0], 2: [0.0, 0.0], 3: [1.5, 0.0, 1.5], 4: [4.0, 0.0, 4.0, 4.0],
+               5: [4.0, 0.0, 4.0, 4.0], 6: [4.0, 0.0, 4.0, 4.0]}
+    for q in range(L + 1):
+      for j in range(L):
+        expected = (recency[q - 1 - j] + replays[q][j] if j < min(q, 4)
+                    else model_lib.NO_REPEAT)
+        self.assertAllClose(weights[q, j], expected, msg=f'play {q}, history play {j}')
+    self.assertAllClose(
+        model_lib.replays_seen(tf.constant([[5, 6, 5, 0]]),
+                               tf.constant([[[True, True, True, False]]])), [[[2, 1, 2, 0]]])
+
   def test_repeat_log_mass_sums_exp_weights_of_equal_items(self):
     weights = tf.constant([[[1.0, 2.0, 4.0], [8.0, 16.0, 32.0]]])  # [1, 2, 3]
     history = tf.constant([[5, 6, 5]], tf.int64)

@@ -13,7 +13,7 @@ COUNTS = np.array([40., 25., 12., 9., 6., 3., 2., 1., 1., 1., 1.])
 class SamplersTest(tf.test.TestCase):
 
   def test_draw_frequencies_match_probabilities(self):
-    for name in ('log_uniform', 'uniform', 'fixed_unigram', 'learned_unigram'):
+    for name in ('log_uniform', 'uniform', 'mixed', 'fixed_unigram', 'learned_unigram'):
       with self.subTest(name):
         draws = 40000
         sample = samplers.make_sampler(name, NUM_ITEMS, COUNTS, num_sampled=draws, seed=3,
@@ -59,6 +59,25 @@ class SamplersTest(tf.test.TestCase):
         rare = expected / calls < 0.3
         self.assertGreater(rare.sum(), 150)
         self.assertAllClose(inclusions[rare] / calls, expected[rare] / calls, atol=0.03)
+
+  def test_mixed_expected_counts_add_the_two_halves(self):
+    # Without unique sampling a half of n draws expects n x p of each id: the candidates'
+    # counts are 5 x p_log(id) + 5 / 200, whichever half drew them.
+    num_items, num_sampled = 200, 10
+    sample = samplers.make_sampler('mixed', num_items, num_sampled=num_sampled, seed=5,
+                                   unique=False)
+    true_ids = np.array([0, 7, 150])
+    sampled_ids, true_expected_count, sampled_expected_count = sample(tf.constant(true_ids))
+    log_p = samplers.sampling_probabilities('log_uniform', num_items)
+    self.assertAllClose(true_expected_count.numpy().ravel(), 5 * log_p[true_ids] + 5 / 200)
+    ids = sampled_ids.numpy()
+    self.assertLen(ids, num_sampled)
+    self.assertAllClose(sampled_expected_count.numpy(), 5 * log_p[ids] + 5 / 200)
+    # The halves are drawn independently: the uniform half is not the log-uniform half's
+    # random numbers turned into ids another way.
+    self.assertNotAllEqual(np.argsort(ids[:5]), np.argsort(ids[5:]))
+    with self.assertRaisesRegex(ValueError, 'num_sampled=1: the mixed sampler'):
+      samplers.make_sampler('mixed', num_items, num_sampled=1)
 
   def test_learned_unigram_learns_true_ids_and_starts_uniform(self):
     sample = samplers.make_sampler('learned_unigram', NUM_ITEMS, num_sampled=2, seed=1, unique=False)
