@@ -263,10 +263,10 @@ class RepeatBonus(tf_keras.layers.Layer):
               = base_i + softplus(R_i - base_i),   base_i = u_q . v_i + bias_i,
                                                     R_i = log sum_j exp(w_qj).
   So an item played n times counts n times and recent plays weigh more, as in the repeat
-  baseline; replays[n] makes that count more than linear where it should be (a song played
-  again and again is a favourite, a song played once may have been a passing pick: the top 50 of
-  a model without it held 14 history songs against the oracle's 10, and still found fewer of the
-  returns); and a return does not depend on the song's popularity, which base_i carries (in the
+  baseline; replays[n] lets that count grow more than linearly (a song played again and again is
+  a favourite, a song played once may have been a passing pick: without it the model found 88 %
+  of the returns in its top 50, the generator's oracle 96 %; with it 89 %, docs/results.md);
+  and a return does not depend on the song's popularity, which base_i carries (in the
   bias and in the vectors): a rarely played favourite comes back as readily as a hit. A bonus
   added to base_i, as this layer first was, must be larger for rare songs than for hits, which
   one weight per play cannot be: such a model ranked only 43 % of the returns to songs outside

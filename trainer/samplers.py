@@ -86,8 +86,9 @@ def mixed_sample(true_classes: tf.Tensor, num_items: int, num_sampled: int, uniq
 
   Log-uniform draws alone (which follow the frequency of the plays) reach a song outside the
   few thousand most played about once in a hundred steps, so nothing but its own plays moves
-  its vector and the model puts such songs too high; the uniform half pushes every song down
-  now and then (mixed negative sampling, Yi et al., RecSys 2019). Each half is drawn as its
+  its vector; the uniform half pushes every song down now and then (mixed negative sampling,
+  Yi et al., RecSys 2019). On the generated quality benchmark it did not lift POS@50
+  (docs/results.md); it is a sampler to try on real logs. Each half is drawn as its
   sampler draws (distinct ids within a half with unique); an id both halves drew is a candidate
   twice, and every candidate's expected count is the sum of the two halves' counts for its id,
   which keeps the softmax correction unbiased.
