@@ -262,7 +262,8 @@ class ReadPlayLogFile(beam.DoFn):
 
 class ReadCachedPiece(beam.DoFn):
   """(file index, path, entry folder, piece record) -> what ReadPlayLogFile gave for the piece
-  when it was read: plays by bucket, quarantined rows and counts tagged."""
+  when it was read: plays by bucket, quarantined rows and counts tagged. A piece whose bytes are
+  not those its manifest lists fails the run, naming it (partition_cache.verified_bytes)."""
 
   def __init__(self, num_buckets: int):
     self._num_buckets = num_buckets

@@ -30,6 +30,9 @@ class PlayLogExampleGenSpec(component_spec.ComponentSpec):
       INGEST_CONFIG_KEY: component_spec.ExecutionParameter(type=str),
       # Set by the driver at run time: a digest of the input files, part of the cache key.
       driver.INPUT_FINGERPRINT_KEY: component_spec.ExecutionParameter(type=str, optional=True),
+      # Set by the driver too: each input file's content digest, which the executor's partition
+      # cache keys are made of (so it does not hash the files again).
+      executor.INPUT_DIGESTS_KEY: component_spec.ExecutionParameter(type=str, optional=True),
   }
   INPUTS = {}
   OUTPUTS = {

@@ -8,9 +8,12 @@ SHA-256, or an object store's own checksum), not their sizes and modification ti
 re-delivered day keeps (`cp -p`, `rsync -a`, object-store copies) while its bytes change.
 
 The files are those the executor will read, found with the same settings: a window's newest
-partition that is not complete yet fails the run here, before anything is cached.
+partition that is not complete yet fails the run here, before anything is cached. Each file's
+digest is handed to the executor too (`input_digests`), which keys its partition cache by them:
+each input byte is hashed once per run.
 """
 
+import json
 from typing import Any, Dict
 
 from tfx.dsl.components.base import base_driver
@@ -30,19 +33,23 @@ WINDOW_PARTITIONS_KEY = 'window_partitions'
 INPUT_FINGERPRINT_KEY = 'input_fingerprint'
 
 
-def input_fingerprint(exec_properties: Dict[str, Any]) -> str:
-  """Returns a digest of the paths and contents of the files a run reads (with a rolling
-  window, those of its partitions: a new partition changes it, an old one leaving the window
-  too, and so does any changed byte)."""
+def driver_properties(exec_properties: Dict[str, Any]) -> Dict[str, str]:
+  """The properties the driver adds: `input_fingerprint`, a digest of the paths and contents of
+  the files a run reads (with a rolling window, those of its partitions: a new partition changes
+  it, an old one leaving the window too, and so does any changed byte), and `input_digests`,
+  each of those files' content digest (JSON {path: digest})."""
   ingest = executor.ingest_settings(exec_properties)
   files = input_files.find_input_files(
       exec_properties[INPUT_BASE_KEY], ingest.partition_pattern, ingest.window_partitions,
       input_files.Completeness.of(ingest)).data
-  return f'files:{len(files)},sha256:{input_files.files_digest(files)}'
+  digests = input_files.content_digests(files)
+  return {INPUT_FINGERPRINT_KEY: f'files:{len(files)},sha256:{input_files.files_digest(digests)}',
+          executor.INPUT_DIGESTS_KEY: json.dumps(digests, sort_keys=True)}
 
 
 class Driver(base_driver.BaseDriver, ir_base_driver.BaseDriver):
-  """Adds `input_fingerprint` to the exec properties before the cache lookup."""
+  """Adds `input_fingerprint` and `input_digests` to the exec properties before the cache
+  lookup."""
 
   def __init__(self, metadata_handle: metadata.Metadata):
     base_driver.BaseDriver.__init__(self, metadata_handle)
@@ -52,13 +59,12 @@ class Driver(base_driver.BaseDriver, ir_base_driver.BaseDriver):
                               pipeline_info: data_types.PipelineInfo,
                               component_info: data_types.ComponentInfo) -> Dict[str, Any]:
     del pipeline_info, component_info
-    exec_properties[INPUT_FINGERPRINT_KEY] = input_fingerprint(exec_properties)
+    exec_properties.update(driver_properties(exec_properties))
     return exec_properties
 
   def run(self, execution_info: portable_data_types.ExecutionInfo
           ) -> driver_output_pb2.DriverOutput:
     result = driver_output_pb2.DriverOutput()
-    data_types_utils.set_metadata_value(
-        result.exec_properties[INPUT_FINGERPRINT_KEY],
-        input_fingerprint(execution_info.exec_properties))
+    for name, value in driver_properties(execution_info.exec_properties).items():
+      data_types_utils.set_metadata_value(result.exec_properties[name], value)
     return result

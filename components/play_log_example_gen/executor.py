@@ -43,6 +43,8 @@ PARTITIONS_INCOMPLETE_PROPERTY = 'partitions_incomplete'
 
 
 INGEST_CONFIG_KEY = 'ingest_config'
+# Set by the driver: JSON {path: content digest} of the input files it found.
+INPUT_DIGESTS_KEY = 'input_digests'
 
 
 def validate_ingest(values: Union[settings.IngestConfig, Mapping[str, Any], None]
@@ -112,6 +114,13 @@ def example_settings(ingest: settings.IngestConfig) -> Dict[str, Any]:
           features.EXAMPLE_EVAL_MAX_USERS: ingest.eval_max_users}
 
 
+def driver_digests(exec_properties: Mapping[str, Any]) -> Dict[str, str]:
+  """The content digests the driver took of the input files ({path: digest}); empty when the
+  executor runs without the driver (the benchmarks, tests)."""
+  given = exec_properties.get(INPUT_DIGESTS_KEY)
+  return json.loads(given) if given else {}
+
+
 def file_sizes(files: Sequence[str]) -> Dict[str, int]:
   return {m.path: m.size_in_bytes
           for result in FileSystems.match(list(files)) for m in result.metadata_list}
@@ -151,17 +160,27 @@ class ReadPlan(NamedTuple):
 
 
 def read_plan(found: input_files.InputFiles, sizes: Mapping[str, int],
-              ingest: settings.IngestConfig, ts_bound_ms: int,
-              cache_dir: Optional[str]) -> ReadPlan:
-  """Which partitions come from the cache (cache_dir; None: no cache) and what is parsed."""
+              ingest: settings.IngestConfig, ts_bound_ms: int, cache_dir: Optional[str],
+              known_digests: Optional[Mapping[str, str]] = None) -> ReadPlan:
+  """Which partitions come from the cache (cache_dir; None: no cache) and what is parsed. The
+  entries are keyed by the files' content digests: those in known_digests (the driver's) as
+  they are, the others taken here."""
   index = {path: i for i, path in enumerate(found.data)}
   if cache_dir is None:
     tasks = [task for i, path in enumerate(found.data)
              for task in _read_tasks(i, path, sizes[path], ingest.input_format)]
     return ReadPlan(tasks, [], {}, [], [p.name for p in found.partitions])
+  # The driver found these files with the same settings and hashed them moments ago; its digest
+  # of a path is reused rather than reading every input byte twice. A file it did not see (one
+  # delivered in between) is hashed here. A file rewritten in between is keyed by the content
+  # the driver saw, the content the run's fingerprint (and MLMD) records as its input: hashing
+  # it again here would narrow that gap, not close it (the readers read it later still).
+  digests = input_files.content_digests(found.data, known_digests)
   plan = ReadPlan([], [], {}, [], [])
   for name, paths in found.partition_files().items():
-    key = partition_cache.entry_key(name, input_files.files_digest(paths, found.root), ingest)
+    partition_digest = input_files.files_digest({path: digests[path] for path in paths},
+                                                found.root)
+    key = partition_cache.entry_key(name, partition_digest, ingest)
     directory = partition_cache.entry_dir(cache_dir, key)
     manifest = partition_cache.reusable_manifest(directory, key, ts_bound_ms)
     if manifest is not None:
@@ -388,7 +407,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     sizes = file_sizes(found.data)
     num_buckets = num_user_buckets(sizes)
     cache_dir = partition_cache_dir(ingest)
-    plan = read_plan(found, sizes, ingest, timestamps.max_ms, cache_dir)
+    plan = read_plan(found, sizes, ingest, timestamps.max_ms, cache_dir,
+                     driver_digests(exec_properties))
     if cache_dir is not None:
       print(f'PlayLogExampleGen: partitions read from the cache in {cache_dir}: '
             f'{len(plan.partitions_from_cache)}; parsed: {len(plan.partitions_parsed)}'

@@ -28,7 +28,7 @@ import hashlib
 import os
 import re
 import time
-from typing import BinaryIO, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import BinaryIO, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -285,12 +285,21 @@ def content_digest(path: str) -> str:
   return f'sha256:{digest.hexdigest()}'
 
 
-def files_digest(paths: Sequence[str], root: str = '') -> str:
-  """SHA-256 of the files' paths (relative to root, when they are under it) and contents
-  (content_digest): any new, missing, renamed or changed file changes it."""
+def content_digests(paths: Sequence[str], known: Optional[Mapping[str, str]] = None
+                    ) -> Dict[str, str]:
+  """{path: content_digest} of the files, in their order. Those in `known` (digests this run
+  took already: the driver's) are not read again."""
+  known = known or {}
+  return {path: known[path] if path in known else content_digest(path) for path in paths}
+
+
+def files_digest(digests: Mapping[str, str], root: str = '') -> str:
+  """SHA-256 of the files' paths (relative to root, when they are under it) and content digests
+  ({path: digest}, as content_digests gives them, in their order): any new, missing, renamed or
+  changed file changes it."""
   digest = hashlib.sha256()
-  for path in paths:
-    digest.update(f'{_relative(path, root) if root else path}\t{content_digest(path)}\n'.encode())
+  for path, content in digests.items():
+    digest.update(f'{_relative(path, root) if root else path}\t{content}\n'.encode())
   return digest.hexdigest()
 
 

@@ -4,13 +4,25 @@ a daily run parses only the partitions that are new or changed.
 An entry is a folder `<cache dir>/<partition>/<key>/`: the plays of each piece of the partition
 read (a file, or a byte range of one) as Parquet, its quarantined rows as JSON lines, and
 `manifest.json`, which lists the pieces with their sizes, SHA-256 and counts. The key is a digest
-of the partition's name, its files (paths and contents: input_files.files_digest, the driver's
-fingerprint) and every setting that shapes what validation gives (entry_key). Pieces are
-written by the readers under fresh names; the manifest is written last, to a temporary name
-renamed into place, once every piece is written (commit). So an entry without a manifest (a
-run killed half way) or whose pieces do not match it is never trusted: it is parsed again and
-rebuilt. Only the manifest's paths are read, so the cache works wherever Beam's file systems
-reach (a local folder, gs://, s3://).
+of the partition's name, its files (paths and content digests, input_files.files_digest: the
+digests the driver took for its fingerprint) and every setting that shapes what validation
+gives (entry_key). Pieces are written by the readers under fresh names; the manifest is written
+last, to a temporary name renamed into place, once every piece is written (commit). So an
+entry without a manifest (a run killed half way) or whose pieces do not match it is never used.
+Only the manifest's paths are read, so the cache works wherever Beam's file systems reach (a
+local folder, gs://, s3://).
+
+An entry is checked in two steps, so that each cached byte is read once, by the worker that
+uses it. Before the run, reusable_manifest reads the manifest and lists the entry's folder:
+an entry with no manifest, another key, or a piece missing or of another size (cut short) is
+parsed again and rebuilt. Pieces are written under fresh names and never rewritten, and
+object stores write an object whole, so a piece partly written or lost shows in its size.
+What keeps the size (a flipped bit, a piece rewritten by hand) is caught by the worker that
+reads the piece, against its SHA-256 (verified_bytes): the run fails naming the file, and the
+entry's manifest is removed so that the next run parses the partition again. Verifying the
+digests before the run (as this cache first did) read every cached byte twice, the first time
+in the launcher alone before the pipeline starts, and on a daily window most of the input comes
+from the cache.
 
 Plays carry no file index (a run numbers its files; a cached piece gets the index its file has
 in the run that reads it) and quarantined rows no source (the path of the file in that run).
@@ -26,6 +38,7 @@ import shutil
 import uuid
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -79,11 +92,16 @@ def _sha256(data: bytes) -> str:
   return hashlib.sha256(data).hexdigest()
 
 
+class DamagedPieceError(RuntimeError):
+  """A cached piece whose bytes are not those its manifest lists."""
+
+
 def reusable_manifest(directory: str, key: Mapping[str, Any], ts_bound_ms: int
                       ) -> Optional[Dict]:
   """The entry's manifest, when the entry is whole and holds what validating the partition in
   this run, whose latest accepted ts is ts_bound_ms, would give; else None (no entry, a half
-  or damaged one, or one that another bound on timestamps would change).
+  one, one whose pieces are missing or of other sizes, or one that another bound on timestamps
+  would change). The pieces' digests are checked where they are read (verified_bytes).
 
   With a bound relative to the clock (max_ts_ms None), an entry made at an earlier bound is
   what this run would make when it quarantined no ts for being out of bounds: every ts it
@@ -92,17 +110,45 @@ def reusable_manifest(directory: str, key: Mapping[str, Any], ts_bound_ms: int
     manifest = json.loads(_read_bytes(os.path.join(directory, ENTRY_MANIFEST)).decode('utf-8'))
     if manifest['key'] != dict(key):
       return None
-    for piece in manifest['pieces']:
-      for kind in _files(piece):
-        data = _read_bytes(os.path.join(directory, piece[kind]))
-        if len(data) != piece[f'{kind}_bytes'] or _sha256(data) != piece[f'{kind}_sha256']:
-          return None
+    sizes = _file_sizes(directory)
+    if any(sizes.get(piece[kind]) != piece[f'{kind}_bytes']
+           for piece in manifest['pieces'] for kind in _files(piece)):
+      return None
   except Exception:  # pylint: disable=broad-except
     return None  # missing, unreadable or not a manifest: rebuilt
   if key['max_ts_ms'] is None and (manifest['ts_out_of_bounds'] or
                                    manifest['ts_bound_ms'] > ts_bound_ms):
     return None
   return manifest
+
+
+def _file_sizes(directory: str) -> Dict[str, int]:
+  """{name: size in bytes} of the files in an entry's folder: one listing."""
+  return {os.path.basename(m.path): m.size_in_bytes
+          for m in FileSystems.match([os.path.join(directory, '*')])[0].metadata_list}
+
+
+def verified_bytes(directory: str, piece: Mapping[str, Any], kind: str) -> bytes:
+  """The bytes of the piece's file of this kind ('plays', 'quarantined'), checked against the
+  size and SHA-256 its manifest lists. Raises DamagedPieceError naming the file when they
+  differ, after removing the entry's manifest so that the next run rebuilds the entry."""
+  path = os.path.join(directory, piece[kind])
+  data = _read_bytes(path)
+  found, listed = (len(data), _sha256(data)), (piece[f'{kind}_bytes'], piece[f'{kind}_sha256'])
+  if found == listed:
+    return data
+  _remove_manifest(directory)
+  raise DamagedPieceError(
+      f'partition cache: {path} is not the piece its manifest lists ({found[0]} bytes, sha256 '
+      f'{found[1]}; listed: {listed[0]} bytes, sha256 {listed[1]}). The entry\'s manifest is '
+      'removed: the next run parses the partition again and rebuilds its entry')
+
+
+def _remove_manifest(directory: str) -> None:
+  try:
+    FileSystems.delete([os.path.join(directory, ENTRY_MANIFEST)])
+  except BeamIOError:
+    pass  # removed already (by a retry of this read, or another run's): rebuilt all the same
 
 
 class _HashingWriter:
@@ -179,14 +225,12 @@ def read_piece(directory: str, piece: Mapping[str, Any], file_index: int, path: 
                ) -> Tuple[pa.Table, List[play_log_reader.QuarantinedRow]]:
   """(plays in play_log_reader.PLAYS_SCHEMA, quarantined rows) of a piece, as the file at `path`,
   the run's file number file_index, would give them."""
-  with FileSystems.open(os.path.join(directory, piece['plays']),
-                        compression_type='uncompressed') as f:
-    plays = pq.read_table(pa.BufferReader(f.read()))
+  plays = pq.read_table(pa.BufferReader(verified_bytes(directory, piece, 'plays')))
   plays = plays.add_column(plays.schema.get_field_index('line'), 'file_index',
                            pa.array([file_index] * plays.num_rows, pa.int32()))
   # Split at '\n' only: JSON escapes it inside strings, but not U+2028 and the like, which a
   # raw row may hold and str.splitlines would split at.
-  lines = (_read_bytes(os.path.join(directory, piece['quarantined'])).decode('utf-8').split('\n')
+  lines = (verified_bytes(directory, piece, 'quarantined').decode('utf-8').split('\n')
            if piece['quarantined'] else [])
   rows = [play_log_reader.QuarantinedRow(path, line, reason, detail, raw)
           for line, reason, detail, raw in (json.loads(text) for text in lines if text)]

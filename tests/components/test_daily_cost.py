@@ -6,6 +6,7 @@ output is what a run without the shortcut writes."""
 import glob
 import json
 import os
+import re
 
 import pytest
 
@@ -149,6 +150,86 @@ def test_a_half_or_damaged_entry_is_ignored_and_rebuilt(tmp_path, damage):
   third = run(tmp_path, 'third', logs, cache)
   assert read_from_cache(third[0])[0] == 3
   assert what_was_read(*third) == reference
+
+
+def plan_of(logs, cache, known_digests=None):
+  """The read plan the executor makes, before its pipeline, for the daily log with the cache."""
+  ingest = settings.IngestConfig.from_dict(
+      {**SETTINGS, 'input_format': 'csv', 'partition_cache_dir': str(cache)})
+  found = input_files.find_input_files(str(logs), ingest.partition_pattern,
+                                       ingest.window_partitions,
+                                       input_files.Completeness.of(ingest))
+  return executor.read_plan(found, executor.file_sizes(found.data), ingest, 2**62, str(cache),
+                            known_digests)
+
+
+def count_hashed_files(monkeypatch):
+  """The paths input_files.content_digest reads from now on, one entry per call."""
+  hashed, content_digest = [], input_files.content_digest
+
+  def counted(path):
+    hashed.append(path)
+    return content_digest(path)
+  monkeypatch.setattr(input_files, 'content_digest', counted)
+  return hashed
+
+
+def test_with_the_drivers_digests_the_executor_hashes_no_input_file_again(tmp_path,
+                                                                         monkeypatch):
+  logs, cache = tmp_path / 'logs', tmp_path / 'cache'
+  write_daily_log(logs)
+  files = sorted(str(path) for path in logs.glob('*/*.csv'))
+  hashed = count_hashed_files(monkeypatch)
+  # Without the driver (the benchmarks, most tests), the executor hashes each file itself.
+  alone = run(tmp_path, 'alone', logs, cache)
+  assert sorted(hashed) == files
+  # As a pipeline runs it: the driver hashes each file once, the executor none again, and the
+  # keys it makes of the driver's digests are those it made of its own.
+  del hashed[:]
+  driven = run(tmp_path, 'driven', logs, cache, with_driver=True)
+  assert sorted(hashed) == files
+  assert read_from_cache(driven[0]) == (3, 0)
+  assert what_was_read(*driven) == what_was_read(*alone)
+  # A file the driver did not hand over (one delivered in between) is hashed, alone.
+  digests = input_files.content_digests(files)
+  del hashed[:]
+  plan = plan_of(logs, cache, {path: digests[path] for path in files[1:]})
+  assert hashed == files[:1]
+  assert len(plan.partitions_from_cache) == 3
+
+
+@pytest.mark.parametrize('kind', ['plays', 'quarantined'])
+def test_a_piece_damaged_in_place_fails_the_run_naming_it_and_the_next_run_rebuilds_it(
+    tmp_path, monkeypatch, kind):
+  logs, cache = tmp_path / 'logs', tmp_path / 'cache'
+  write_daily_log(logs)
+  reference = what_was_read(*run(tmp_path, 'first', logs, cache))
+  manifest_path = [m for m in entries(cache) if f'/{DAYS[1]}/' in m][0]
+  piece = [p for p in json.load(open(manifest_path))['pieces'] if p['quarantined']][0]
+  damaged = os.path.join(os.path.dirname(manifest_path), piece[kind])
+  with open(damaged, 'r+b') as f:  # one byte flipped: the same size
+    f.seek(os.path.getsize(damaged) // 2)
+    byte = f.read(1)
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte[0] ^ 0xFF]))
+  # Before the run the entries are checked without reading a piece: manifests and sizes only.
+  opened, open_file = [], partition_cache.FileSystems.open
+
+  def counted_open(path, *args, **kwargs):
+    opened.append(path)
+    return open_file(path, *args, **kwargs)
+  with monkeypatch.context() as patch:
+    patch.setattr(partition_cache.FileSystems, 'open', staticmethod(counted_open))
+    assert len(plan_of(logs, cache).partitions_from_cache) == 3
+  assert sorted(opened) == entries(cache)
+  # The worker that reads the piece checks its digest: the run fails naming the file.
+  with pytest.raises(Exception, match=re.escape(f'partition cache: {damaged} is not the piece '
+                                                'its manifest lists')):
+    run(tmp_path, 'damaged', logs, cache)
+  assert not os.path.exists(manifest_path)
+  again = run(tmp_path, 'again', logs, cache)
+  assert read_from_cache(again[0]) == (2, 1)
+  assert what_was_read(*again) == reference
 
 
 def test_an_entry_with_a_ts_past_the_clocks_bound_is_parsed_again(tmp_path):

@@ -13,6 +13,7 @@ from components.play_log_example_gen import input_files
 from components.play_log_example_gen import play_log_reader as r
 from contract import settings
 from tests.components.test_play_log_example_gen import counts_of
+from tests.components.test_play_log_example_gen import fingerprint
 from tests.components.test_play_log_example_gen import read_quarantine
 from tests.components.test_play_log_example_gen import run_executor
 from tests.components.test_play_log_example_gen import write_csv
@@ -73,7 +74,7 @@ def test_an_incomplete_newest_day_fails_the_run_saying_which_and_why(tmp_path):
   # The driver fails the same way, before any cache lookup: nothing is trained on it.
   with pytest.raises(input_files.IncompletePartitionError, match='partition 2026-12-02 is not '
                                                                  'complete yet'):
-    driver.input_fingerprint({'input_base': str(logs), 'window_partitions': 2, **DAILY})
+    driver.driver_properties({'input_base': str(logs), 'window_partitions': 2, **DAILY})
   # Once delivered (its marker written), it is read.
   (logs / DAYS[2] / settings.PARTITION_MARKER).write_text('')
   assert [p.name for p in find(logs, window=2).partitions] == list(DAYS[1:])
@@ -155,14 +156,14 @@ def test_a_day_redelivered_with_the_same_size_and_mtime_changes_the_fingerprint(
   write_days(logs, DAYS[:1])
   path = logs / DAYS[0] / 'part-0.csv'
   properties = {'input_base': str(logs), **DAILY}
-  first = driver.input_fingerprint(properties)
-  assert driver.input_fingerprint(properties) == first  # stable
+  first = fingerprint(properties)
+  assert fingerprint(properties) == first  # stable
   stat = os.stat(path)
   corrected = path.read_bytes().replace(b'190000', b'010000')  # the same size, other plays
   path.write_bytes(corrected)
   os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as `cp -p` or `rsync -a` keep it
   assert os.stat(path).st_size == stat.st_size and os.stat(path).st_mtime_ns == stat.st_mtime_ns
-  assert driver.input_fingerprint(properties) != first
+  assert fingerprint(properties) != first
   assert input_files.content_digest(str(path)).startswith('sha256:')
 
 

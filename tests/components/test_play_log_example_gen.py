@@ -49,9 +49,10 @@ HISTORY_FEATURES = (features.HISTORY_ITEM_ID, features.HISTORY_TS, features.HIST
 INGEST_FIELDS = frozenset(settings.IngestConfig.__dataclass_fields__)
 
 
-def run_executor(tmp_path, input_base, **ingest):
+def run_executor(tmp_path, input_base, with_driver=False, **ingest):
   """Runs the executor on the DirectRunner with these ingest settings, given as the component
-  gives them (one JSON); returns (examples artifact, quarantine artifact)."""
+  gives them (one JSON), after the driver when with_driver (its properties handed on as a
+  pipeline's launcher hands them); returns (examples artifact, quarantine artifact)."""
   examples = standard_artifacts.Examples()
   examples.uri = str(tmp_path / 'out' / 'examples')
   quarantine = artifacts.Quarantine()
@@ -60,8 +61,20 @@ def run_executor(tmp_path, input_base, **ingest):
   ingest = {'input_format': 'csv', 'valid_plays_per_user': 0, **ingest}
   assert set(ingest) <= INGEST_FIELDS, set(ingest) - INGEST_FIELDS
   properties = {'input_base': str(input_base), executor.INGEST_CONFIG_KEY: json.dumps(ingest)}
+  if with_driver:
+    properties.update(driver_output(properties))
   executor.Executor().Do({}, {'examples': [examples], 'quarantine': [quarantine]}, properties)
   return examples, quarantine
+
+
+def driver_output(properties):
+  """The exec properties the driver adds to these, as its run gives them to the launcher."""
+  output = driver.Driver(None).run(portable_data_types.ExecutionInfo(exec_properties=properties))
+  return {name: value.string_value for name, value in output.exec_properties.items()}
+
+
+def fingerprint(properties):
+  return driver.driver_properties(properties)[driver.INPUT_FINGERPRINT_KEY]
 
 
 def read_split(examples, split):
@@ -640,17 +653,16 @@ def test_driver_fingerprint_changes_with_the_input_files(tmp_path):
   logs = tmp_path / 'logs'
   os.makedirs(logs)
   write_csv(logs / 'a.csv', [['u1', 'i1', T0, 1000, 200_000, 'on_demand']])
-  execution = portable_data_types.ExecutionInfo(exec_properties={'input_base': str(logs)})
-  first = driver.Driver(None).run(execution).exec_properties[driver.INPUT_FINGERPRINT_KEY]
-  assert first.string_value.startswith('files:1,sha256:')
   properties = {'input_base': str(logs)}
-  assert driver.input_fingerprint(properties) == first.string_value  # stable
+  first = driver_output(properties)[driver.INPUT_FINGERPRINT_KEY]
+  assert first.startswith('files:1,sha256:')
+  assert fingerprint(properties) == first  # stable
   write_csv(logs / 'b.csv', [['u2', 'i1', T0, 1000, 200_000, 'on_demand']])
-  second = driver.input_fingerprint(properties)
-  assert second.startswith('files:2,') and second != first.string_value
+  second = fingerprint(properties)
+  assert second.startswith('files:2,') and second != first
   with open(logs / 'b.csv', 'a') as f:
     f.write('u2,i2,1700000001000,1000,200000,on_demand\n')
-  assert driver.input_fingerprint(properties) != second
+  assert fingerprint(properties) != second
 
 
 DAILY = {'partition_pattern': settings.DAILY_PARTITION_PATTERN}
@@ -715,11 +727,11 @@ def test_the_fingerprint_follows_the_window(tmp_path):
   logs = tmp_path / 'logs'
   write_partitions(logs, {'2023-11-14': [('i1', T0)], '2023-11-15': [('i2', T0 + 1)]})
   properties = {'input_base': str(logs), 'window_partitions': 1, **DAILY}
-  first = driver.input_fingerprint(properties)
+  first = fingerprint(properties)
   write_partitions(logs, {'2023-11-13': [('i0', T0 - 1)]})  # an older day: outside the window
-  assert driver.input_fingerprint(properties) == first
+  assert fingerprint(properties) == first
   write_partitions(logs, {'2023-11-16': [('i3', T0 + 2)]})  # a new day
-  assert driver.input_fingerprint(properties) != first
+  assert fingerprint(properties) != first
 
 
 def test_in_a_local_pipeline_statistics_gen_reads_it_and_new_files_bust_the_cache(tmp_path):

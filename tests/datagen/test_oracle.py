@@ -147,3 +147,52 @@ def test_inferring_the_session_genre_costs_less_than_it_leaves(log):
   filtered = (oracle_lib.history_filtered_ranks(*args, history_window=50) < 50).mean()
   popular = (oracle_lib.popularity_equivalent_ranks(*args) < 50).mean()
   assert popular < filtered <= bounded + 0.02, (popular, filtered, bounded)
+
+
+def test_favourite_posterior_by_hand(log):
+  out_dir = log[0]
+  oracle = oracle_lib.Oracle(out_dir)
+  catalogue, users = oracle.catalogue, oracle.users
+  genre = users.liked_genres[0, 0]
+  song, other = users.favourites[0, 0, 0], np.flatnonzero(catalogue.item_genre == genre)[0]
+  assert song != other
+  elsewhere = np.flatnonzero(~np.isin(catalogue.item_genre, users.liked_genres[0]))[0]
+  on_demand, recommend = model.INTENT_ON_DEMAND, model.INTENT_RECOMMEND
+  # The song asked for twice, another song of its genre once, a song of no liked genre once.
+  plays = {'item': np.array([song, other, song, elsewhere]),
+           'intent': np.array([on_demand, on_demand, on_demand, recommend])}
+  states = oracle_lib.TargetStates(
+      user=np.array([0]), has_previous=np.array([True]), previous_slot=np.array([0]),
+      previous_skipped=np.array([False]), starts_session=np.array([False]),
+      weights=np.full((1, 3), 1 / 3), item=np.array([song]), ts=np.array([0]),
+      window_items=[plays['item']], window_rows=[np.arange(4)], plays=plays)
+  songs, believed = oracle.favourite_posteriors(states, 0, 1)
+  personal = catalogue.popularity ** 0.5
+  q = personal[song] / personal[catalogue.item_genre == genre].sum()
+  # favourite_share 0.4 of on-demand plays, 8 favourites a genre; 3 on-demand plays of the genre.
+  with_it, without = 0.4 / 8 + 0.6 * q, 0.6 * q
+  prior = 1 - (1 - q) ** 8
+  odds = prior / (1 - prior) * (with_it / without) ** 2 * (1 - with_it) / (1 - without)
+  at = list(songs[0, 0]).index(song)
+  assert believed[0, 0, at] == pytest.approx(odds / (1 + odds))
+  assert believed[0, 1:].sum() == 0.0  # the other liked genres have no song in the window
+
+
+def test_favourites_inferred_from_the_window_rank_close_to_knowing_them(log):
+  out_dir, _, last, vocabulary = log
+  positive = last[last['positive']]
+  args = (out_dir, _ids(positive, 'user_id'), positive['ts'], _ids(positive, 'item_id'),
+          vocabulary)
+  oracle = oracle_lib.Oracle(out_dir)
+  states = oracle.states(args[1], args[2], history_window=50)
+  songs, believed = oracle.favourite_posteriors(states, 0, len(states.user))
+  favourite = np.stack([np.isin(songs[i], oracle.users.favourites[states.user[i]])
+                        for i in range(len(songs))])
+  real = believed > 0
+  assert believed[real & favourite].mean() > 1.5 * believed[real & ~favourite].mean(), (
+      believed[real & favourite].mean(), believed[real & ~favourite].mean())
+  bounded = (oracle_lib.oracle_ranks(*args, history_window=50) < 50).mean()
+  inferred = (oracle_lib.oracle_ranks(*args, history_window=50, infer_favourites=True)
+              < 50).mean()
+  popular = (oracle_lib.popularity_equivalent_ranks(*args) < 50).mean()
+  assert popular < inferred <= bounded + 0.02, (popular, inferred, bounded)
