@@ -23,9 +23,8 @@ each song of a liked genre there its posterior probability of being a favourite 
 it was asked for on demand among the on-demand plays of its genre, and how rare it is by the
 user's own popularity law; Oracle.favourite_posteriors). That is the generator's own posterior
 given the window, so a model with that history cannot tell favourites apart better in
-expectation: it is the tighter bound (on the quality
-benchmark it cost 0.009 POS@50 against knowing the window's favourites, 0.441 to 0.432 over three
-seeds: docs/results.md).
+expectation: it is the tighter bound (on the quality benchmark it cost 0.009 POS@50 against
+knowing the window's favourites, 0.441 to 0.432 over three seeds: docs/results.md).
 
 history_filtered_ranks also hides the session genre: it infers it from the window's items,
 intents, skips and session starts (a forward filter), to measure what intents and skips tell.
@@ -456,12 +455,12 @@ def oracle_ranks(log_dir: str, user_ids: Sequence[bytes], target_ts: Sequence[in
     infer_favourites: no favourite is known; the window's songs are favourites by their
       posterior given its plays (Oracle.favourite_posteriors; needs history_window).
   """
+  if infer_favourites and history_window is None:
+    raise ValueError('infer_favourites needs a history_window to infer them from')
   oracle = Oracle(log_dir)
   item_index, targets = _vocabulary_positions(oracle.truth, vocabulary, target_item_ids)
   states = oracle.states(user_ids, target_ts, history_window)
   ranks = np.empty(len(targets), np.int64)
-  if infer_favourites and history_window is None:
-    raise ValueError('infer_favourites needs a history_window to infer them from')
   for batch, scores in oracle.next_positive_scores(states, item_index, history_window is not None,
                                                    use_feedback,
                                                    infer_favourites=infer_favourites):
