@@ -201,8 +201,11 @@ def main(argv: Optional[List[str]] = None) -> int:
       for index in range(len(cluster[task_type])):
         print(f"TF_CONFIG='{tf_config(cluster, task_type, index)}'")
     return 0
-  # SIGTERM (a scheduler stopping us) takes the same path as Ctrl-C: stop every task.
+  # SIGTERM (a scheduler stopping us) takes the same path as Ctrl-C: stop every task. SIGINT is
+  # set too: a command started in the background by a shell without job control inherits it
+  # ignored, and Python then keeps it ignored, so Ctrl-C (or a test's SIGINT) would do nothing.
   signal.signal(signal.SIGTERM, _interrupt)
+  signal.signal(signal.SIGINT, _interrupt)
   try:
     with LocalCluster(args.num_ps, args.num_workers, trainer_args, args.log_dir) as cluster:
       print(f'started {len(cluster.cluster[PS])} parameter servers and '
