@@ -10,9 +10,11 @@ import pytest
 
 # Test files of several minutes each on 2 cores (pytest --durations, .ci/run), longest first.
 LONGEST_FILES_FIRST = (
-    'tests/benchmarks/test_quick.py',
     'tests/e2e/test_daily_chain.py',
+    'tests/benchmarks/test_quick.py',
     'tests/e2e/test_beam_s3.py',
+    'tests/trainer/test_cluster.py',
+    'tests/trainer/test_run.py',
 )
 
 
