@@ -1,9 +1,10 @@
 """How `make test` spreads the suite over pytest-xdist workers: the longest test files first.
 
 `--dist loadfile` runs each test file whole on one worker (its module and session fixtures are
-built once) and queues the files by their number of tests, most first. The end-to-end and
-benchmark files hold few tests that each take minutes, so they came last and one worker ran
-them alone while the other had finished. Started first, the short files fill in around them.
+built once) and queues the files by their number of tests, most first. The end-to-end,
+benchmark and cluster files hold few tests that each take minutes, so they came last and one
+worker ran them alone while the other had finished. Started first, the short files fill in
+around them.
 """
 
 import pytest
