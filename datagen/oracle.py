@@ -121,6 +121,13 @@ class Oracle:
     self._positive_disliked = positive_probability_disliked(
         self.config, self._positive_neutral, settings.POS_THRESHOLD)  # [U, G]
 
+  def in_genre_law(self, exponent: float) -> np.ndarray:
+    """[num_items] P(item | its genre) when songs of a genre are picked by popularity^exponent:
+    the personal law (personal_popularity_exponent) or the system's (1)."""
+    weights = self.catalogue.popularity ** exponent
+    genre = self.catalogue.item_genre
+    return weights / np.bincount(genre, weights, self.config.num_genres)[genre]
+
   def _plays(self, user_indices: np.ndarray) -> Dict[str, np.ndarray]:
     """The regenerated plays (every generated row, written or not) of the chunks holding users."""
     bounds = generate_lib.chunk_user_bounds(self.users.num_events, 0, self.config.num_users,
@@ -206,11 +213,8 @@ class Oracle:
     popularity = catalogue.popularity
     genre = catalogue.item_genre[item]
     in_slot = self.users.liked_genres[user] == genre[:, None]  # [b, liked]
-    personal = popularity ** config.personal_popularity_exponent
-    personal = (personal[item] / np.bincount(catalogue.item_genre, personal,
-                                             config.num_genres)[genre])[:, None] * in_slot
-    system = (popularity[item] / np.bincount(catalogue.item_genre, popularity,
-                                             config.num_genres)[genre])[:, None] * in_slot
+    personal = self.in_genre_law(config.personal_popularity_exponent)[item][:, None] * in_slot
+    system = self.in_genre_law(1.0)[item][:, None] * in_slot
     favourite = (self.users.favourites[user] == item[:, None, None]).mean(axis=2)  # [b, liked]
     disliked = (self.users.disliked_items[user] == item[:, None]).mean(axis=1)[:, None] \
         if config.disliked_items_per_user else np.zeros((len(user), 1))
@@ -289,10 +293,8 @@ class Oracle:
     num_genres = config.num_genres
     genre_v = self.catalogue.item_genre[item_index]
     popularity = self.catalogue.popularity
-    genre_all = self.catalogue.item_genre
-    personal = popularity ** config.personal_popularity_exponent
-    personal_v = personal[item_index] / np.bincount(genre_all, personal, num_genres)[genre_v]
-    system_v = popularity[item_index] / np.bincount(genre_all, popularity, num_genres)[genre_v]
+    personal_v = self.in_genre_law(config.personal_popularity_exponent)[item_index]
+    system_v = self.in_genre_law(1.0)[item_index]
     global_v = popularity[item_index]
     alive_from = self.catalogue.released_ts_ms[item_index]
     alive_to = self.catalogue.faded_ts_ms[item_index]
@@ -364,8 +366,7 @@ class Oracle:
     catalogue = self.catalogue
     plays = states.plays
     genre_all = catalogue.item_genre
-    personal = catalogue.popularity ** config.personal_popularity_exponent
-    personal = personal / np.bincount(genre_all, personal, config.num_genres)[genre_all]
+    personal = self.in_genre_law(config.personal_popularity_exponent)
     per_slot = config.favourites_per_genre
     share = config.favourite_share
     found = []
