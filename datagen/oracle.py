@@ -551,4 +551,11 @@ def benchmark_ranks(log_dir: str, examples_uri: str, vocabulary: Sequence[bytes]
           log_dir, users, ts, items, vocabulary, history_length),
       f'oracle, favourites inferred from last {history_length} plays': oracle_ranks(
           log_dir, users, ts, items, vocabulary, history_length, infer_favourites=True),
+      # The pair below differs only in what a ranker reads of skips and intents: the most that
+      # feedback features (variant b against a) can add to POS@N on this log.
+      f'oracle, session genre from last {history_length} plays': history_filtered_ranks(
+          log_dir, users, ts, items, vocabulary, history_length),
+      f'oracle, session genre from last {history_length} plays, blind to skips and intents':
+          history_filtered_ranks(log_dir, users, ts, items, vocabulary, history_length,
+                                 use_intents=False, use_feedback=False),
   }

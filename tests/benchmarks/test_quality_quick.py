@@ -10,7 +10,10 @@ from tests.benchmarks.test_quick import NUMBER, REPO_ROOT, run_quick
 # --quick trains variant c only; the oracle rows follow the generator's law.
 ROWS = ('most popular', 'co-occurrence (previous play)', 'repeat (own history)',
         'oracle (generator law)', f'oracle, favourites in last {settings.HISTORY_LENGTH} plays',
-        f'oracle, favourites inferred from last {settings.HISTORY_LENGTH} plays', 'c')
+        f'oracle, favourites inferred from last {settings.HISTORY_LENGTH} plays',
+        f'oracle, session genre from last {settings.HISTORY_LENGTH} plays',
+        f'oracle, session genre from last {settings.HISTORY_LENGTH} plays, blind to skips and '
+        'intents', 'c')
 
 
 def test_quality_quick_prints_every_method_and_writes_no_results():
