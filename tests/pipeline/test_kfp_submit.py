@@ -1,7 +1,7 @@
 """pipeline/kfp_submit.py against a stand-in for the KFP v2beta1 REST API on 127.0.0.1.
 
 The server below is NOT a real Kubeflow Pipelines: it is a small http.server that accepts the
-endpoints kfp.Client 2.5.0 calls (healthz, pipelines, upload_version, experiments, runs,
+endpoints kfp.Client 2.7.0 calls (healthz, pipelines, upload_version, experiments, runs,
 recurringruns), checks each request the way the KFP API server does (path, method, required body
 fields, the uploaded file being a PipelineSpec, ids that exist, cron and max_concurrency ranges)
 and answers with JSON shaped like KFP's. What it proves is that the command sends KFP the right
