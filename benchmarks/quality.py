@@ -42,6 +42,7 @@ import numpy as np
 
 from contract import features
 from contract import settings
+from datagen import oracle as generator_oracle
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ('a', 'b', 'c')
@@ -551,6 +552,11 @@ def findings(rates: Dict[int, Dict[str, Dict[str, float]]]) -> List[str]:
     lines.append(f'- b - a on POS@50: {mean:+.4f} ± {error:.4f} (paired by seed): '
                  + ('within noise (less than two standard errors).' if within else
                     f'b is {"above" if mean > 0 else "below"} a beyond two standard errors.'))
+  reading, blind = generator_oracle.feedback_oracle_names()
+  if reading in methods and blind in methods:
+    mean, error = _paired(rates, blind, reading, 'pos_at_50')
+    lines.append(f'- What skips and intents are worth to the oracle on POS@50: {mean:+.4f} ± '
+                 f'{error:.4f} (paired by seed): the most feedback features can add (b - a).')
   if 'b' in methods and 'c' in methods:
     mean, error = _ratio(rates, 'c', 'b', 'pos_at_50')
     lines.append(f'- c / b on POS@50: {mean:.3f} ± {error:.3f} (target: at least 0.97).')
@@ -661,7 +667,6 @@ Each cell: mean over the seeds ± its standard error.
 def run_seed(work_dir: str, seed: int, args: argparse.Namespace):
   """Runs every stage for one seed; returns (rates by method, curves by variant, stages, counts,
   facts)."""
-  from datagen import oracle as generator_oracle  # pylint: disable=g-import-not-at-top
   from evaluation import baselines  # pylint: disable=g-import-not-at-top
   from evaluation import hit_rate  # pylint: disable=g-import-not-at-top
 

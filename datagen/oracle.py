@@ -545,6 +545,7 @@ def benchmark_ranks(log_dir: str, examples_uri: str, vocabulary: Sequence[bytes]
   """The oracle's ranks of a generated log's eval examples, full and history-bounded, by the
   names the quality benchmark's table prints them under."""
   users, ts, items = eval_targets(examples_uri)
+  feedback_reading, feedback_blind = feedback_oracle_names(history_length)
   return {
       'oracle (generator law)': oracle_ranks(log_dir, users, ts, items, vocabulary, None),
       f'oracle, favourites in last {history_length} plays': oracle_ranks(
@@ -553,9 +554,16 @@ def benchmark_ranks(log_dir: str, examples_uri: str, vocabulary: Sequence[bytes]
           log_dir, users, ts, items, vocabulary, history_length, infer_favourites=True),
       # The pair below differs only in what a ranker reads of skips and intents: the most that
       # feedback features (variant b against a) can add to POS@N on this log.
-      f'oracle, session genre from last {history_length} plays': history_filtered_ranks(
-          log_dir, users, ts, items, vocabulary, history_length),
-      f'oracle, session genre from last {history_length} plays, blind to skips and intents':
-          history_filtered_ranks(log_dir, users, ts, items, vocabulary, history_length,
-                                 use_intents=False, use_feedback=False),
+      feedback_reading: history_filtered_ranks(log_dir, users, ts, items, vocabulary,
+                                               history_length),
+      feedback_blind: history_filtered_ranks(log_dir, users, ts, items, vocabulary,
+                                             history_length, use_intents=False,
+                                             use_feedback=False),
   }
+
+
+def feedback_oracle_names(history_length: int = settings.HISTORY_LENGTH) -> Tuple[str, str]:
+  """The names of benchmark_ranks' two session-inferring rows: reading skips and intents, and
+  blind to them."""
+  reading = f'oracle, session genre from last {history_length} plays'
+  return reading, reading + ', blind to skips and intents'
