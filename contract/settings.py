@@ -308,13 +308,6 @@ class HParams(Settings):
   user_vector: str = 'last'  # 'last' real position or masked 'mean'
   # The next play may return to a play of the history (model.RepeatBonus): people replay songs.
   repeat_bonus: bool = True
-  # With repeat_bonus: a return also weighs by how rarely the song is played overall (by the play's
-  # intent with feedback features): a niche song asked for is likelier a favourite than a hit.
-  return_rarity: bool = False
-  # The bonus' per-play weight tables (recency, replays, play rate, intent, rarity) are stored
-  # divided by this: Adam moves a stored weight by about learning_rate a step, and a return's
-  # log-weight needs several units.
-  repeat_weight_scale: float = 1.0
   # Losses.
   num_sampled: int = 1024
   sampler: str = 'log_uniform'
@@ -358,8 +351,6 @@ class HParams(Settings):
     _within('pos_threshold', self.pos_threshold, 0.0, 1.0)
     _within('ann_min_recall', self.ann_min_recall, 0.0, 1.0)
     require(self.learning_rate > 0, 'learning_rate', self.learning_rate, 'must be > 0')
-    require(self.repeat_weight_scale > 0, 'repeat_weight_scale', self.repeat_weight_scale,
-            'must be > 0')
     require(self.hidden_dim % self.num_heads == 0, 'hidden_dim', self.hidden_dim,
             f'must be divisible by num_heads ({self.num_heads})')
 

@@ -9,7 +9,6 @@ unsharded one (as the export does).
 """
 
 from typing import Dict
-import math
 import zlib
 
 import tensorflow as tf
@@ -291,14 +290,6 @@ class RepeatBonus(tf_keras.layers.Layer):
       self.rate_weight = self.add_weight(name='rate_weight', shape=[], initializer='zeros')
       self.intent_weight = self.add_weight(name='intent_weight', shape=[num_intents],
                                            initializer='zeros')
-    self.return_rarity = hparams.return_rarity
-    self.weight_scale = hparams.repeat_weight_scale
-    if hparams.return_rarity:
-      # Rows: the play's intent with feedback features, one row without.
-      self.rarity_weight = self.add_weight(
-          name='rarity_weight',
-          shape=[num_intents if hparams.feedback_features else 1, RARITY_BUCKETS],
-          initializer='zeros')
 
   def play_weights(self, batch: Dict[str, tf.Tensor], user_vectors: tf.Tensor,
                    history_vectors: tf.Tensor, plays_between: tf.Tensor,
@@ -312,24 +303,17 @@ class RepeatBonus(tf_keras.layers.Layer):
       plays_between: [B, Q, L] int, k of each (prediction, history play) pair.
       counted: [B, Q, L] bool, the history plays each prediction may see.
     """
-    tables = tf.gather(self.recency, tf.clip_by_value(plays_between, 0, self.history_length - 1))
+    weights = tf.gather(self.recency, tf.clip_by_value(plays_between, 0, self.history_length - 1))
     replays = replays_seen(batch[features.HISTORY_ITEM_XF], counted)
-    tables += tf.gather(self.replays, tf.clip_by_value(replays - 1, 0, MAX_REPLAYS - 1))
-    if self.feedback_features:
-      rates = tf.cast(batch[features.HISTORY_PLAY_RATE_XF], tables.dtype)
-      plays = self.rate_weight * rates + tf.gather(self.intent_weight,
-                                                   batch[features.HISTORY_INTENT_XF])
-      tables += plays[:, tf.newaxis, :]
-    if self.return_rarity:
-      rows = (batch[features.HISTORY_INTENT_XF] if self.feedback_features
-              else tf.zeros_like(batch[features.HISTORY_ITEM_XF]))
-      tables += tf.gather_nd(self.rarity_weight, tf.stack(
-          [tf.cast(rows, tf.int64), rarity_buckets(batch[features.HISTORY_ITEM_XF])],
-          axis=-1))[:, tf.newaxis, :]
-    weights = self.weight_scale * tables
+    weights += tf.gather(self.replays, tf.clip_by_value(replays - 1, 0, MAX_REPLAYS - 1))
     weights += tf.matmul(user_vectors, self.context)  # [B, Q, 1]
     weights += tf.matmul(tf.matmul(user_vectors, self.affinity), history_vectors,
                          transpose_b=True)
+    if self.feedback_features:
+      rates = tf.cast(batch[features.HISTORY_PLAY_RATE_XF], weights.dtype)
+      plays = self.rate_weight * rates + tf.gather(self.intent_weight,
+                                                   batch[features.HISTORY_INTENT_XF])
+      weights += plays[:, tf.newaxis, :]
     return tf.where(counted, weights, NO_REPEAT)
 
   def next_play_weights(self, batch: Dict[str, tf.Tensor], user_vectors: tf.Tensor,
@@ -354,19 +338,6 @@ class RepeatBonus(tf_keras.layers.Layer):
     counted = causal[tf.newaxis] & real[:, tf.newaxis, :]
     plays_between = tf.broadcast_to((queries - 1 - keys)[tf.newaxis], tf.shape(counted))
     return self.play_weights(batch, user_vectors, history_vectors, plays_between, counted)
-
-
-# RepeatBonus' return_rarity: one weight per power of two of the item id (ids are ranks by training
-# plays, trainer.vocabulary), 1 to 2^RARITY_BUCKETS - 1 and beyond.
-RARITY_BUCKETS = 24
-
-
-def rarity_buckets(item_ids: tf.Tensor) -> tf.Tensor:
-  """[...] int64 floor(log2(id + 1)), at most RARITY_BUCKETS - 1, of item ids [...] (0 = the most
-  played song; ids 1-2 are bucket 1, 3-6 bucket 2, ...)."""
-  ids = tf.cast(item_ids, tf.float64)
-  buckets = tf.cast(tf.floor(tf.math.log(ids + 1.0) / math.log(2.0) + 1e-9), tf.int64)
-  return tf.clip_by_value(buckets, 0, RARITY_BUCKETS - 1)
 
 
 # The log-weight of a play that does not count (padding, a later play): exp of it is 0.

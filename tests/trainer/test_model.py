@@ -229,29 +229,6 @@ class RepeatBonusTest(tf.test.TestCase):
                         np.log(np.exp(plain[4]) + np.exp(0.25 + context) + np.exp(0.5 + context)),
                         atol=1e-5)
 
-  def test_return_rarity_weighs_a_return_by_its_intent_and_the_songs_rank(self):
-    model = self._model_with_bonus_weights(HPARAMS.replace(return_rarity=True))
-    rarity = np.zeros([NUM_INTENTS, model_lib.RARITY_BUCKETS], np.float32)
-    rarity[0, 2] = 1.5  # on demand, ids 3-6
-    rarity[2, 3] = -2.0  # recommended, ids 7-14
-    model.repeat_bonus.rarity_weight.assign(rarity)
-    batch = _batch(items=[[3, 7, 0, 0, 0, 0]], play_rates=[[1.0, 1.0, 0, 0, 0, 0]],
-                   intents=[[0, 2, 0, 0, 0, 0]], lengths=[2])
-    user = model(batch).numpy()[0]
-    context = float(user @ (np.arange(8) / 10.0))
-    plain = user @ model.all_item_vectors().numpy().T + model.all_item_bias().numpy()
-    # Play 0 (item 3, on demand) is 1 play before the most recent; play 1 (item 7) is it.
-    weight_3 = 0.25 + context + 2.0 * 1.0 + 0.0 + 1.5
-    weight_7 = 0.5 + context + 2.0 * 1.0 + 3.0 - 2.0
-    scores = model.scores(batch)[0]
-    self.assertAllClose(scores[3], np.logaddexp(plain[3], weight_3), atol=1e-5)
-    self.assertAllClose(scores[7], np.logaddexp(plain[7], weight_7), atol=1e-5)
-
-  def test_rarity_buckets_are_powers_of_two_of_the_rank(self):
-    ids = tf.constant([0, 1, 2, 3, 6, 7, 1023, 1024, 10**9], tf.int64)
-    self.assertAllEqual(model_lib.rarity_buckets(ids),
-                        [0, 1, 1, 2, 2, 3, 10, 10, model_lib.RARITY_BUCKETS - 1])
-
   def test_affinity_weighs_a_return_by_how_the_song_suits_the_moment(self):
     model = self._model_with_bonus_weights(HPARAMS.replace(variant='a'))
     model.repeat_bonus.affinity.assign(0.5 * np.eye(8))
