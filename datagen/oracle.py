@@ -542,8 +542,9 @@ def eval_targets(examples_uri: str, split: str = 'eval') -> Tuple[list, np.ndarr
 
 def benchmark_ranks(log_dir: str, examples_uri: str, vocabulary: Sequence[bytes],
                     history_length: int = settings.HISTORY_LENGTH) -> Dict[str, np.ndarray]:
-  """The oracle's ranks of a generated log's eval examples, full and history-bounded, by the
-  names the quality benchmark's table prints them under."""
+  """The oracle's ranks of a generated log's eval examples (full, history-bounded, favourites
+  inferred, and the session genre inferred with and without skips and intents), by the names the
+  quality benchmark's table prints them under."""
   users, ts, items = eval_targets(examples_uri)
   feedback_reading, feedback_blind = feedback_oracle_names(history_length)
   return {

@@ -18,9 +18,9 @@ first, and a target play. They differ in how the user's plays (in time order) ar
 Plays arrive as columns (pyarrow tables of a bucket of users) and are sorted, deduplicated and
 encoded column-wise. tf.Examples are encoded straight to the protobuf wire format: building and
 serializing one Example with a 50-play history took ~0.6 ms in the pure-Python protobuf runtime
-the project then ran (protobuf 3.20), which would dominate a 1M-event run. Every play's encoded values are computed once, for all plays of the
-bucket at a time, and each example is a join of slices of them. The tests check the bytes against
-tf.train.Example parsing.
+the project then ran (protobuf 3.20), which would dominate a 1M-event run. Every play's encoded
+values are computed once, for all plays of the bucket at a time, and each example is a join of
+slices of them. The tests check the bytes against tf.train.Example parsing.
 """
 
 import dataclasses
